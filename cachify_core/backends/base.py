@@ -1,0 +1,108 @@
+"""The backend contract: the few atomic primitives every feature is built from.
+
+``cached``, ``lock``, ``once`` and ``pool`` are policy over these methods and nothing else
+(see docs/ARCHITECTURE.md). Each backend comes as a blocking twin and an asyncio twin with
+the same method names; keys arrive fully built (prefix and feature postfix included).
+
+Units: ``ttl_ms`` are milliseconds, ``None`` meaning "never expires"; ``timeout_s`` seconds.
+
+Waiting: an acquire made with ``waiting=True`` that fails registers the caller as a waiter,
+so the next release of that key leaves a wake-up signal; ``wait(key, timeout_s)`` consumes one
+signal or returns after ``timeout_s``. Registration and release are atomic on every backend,
+so a release between a failed acquire and the wait is never missed.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+__all__ = ["AsyncBackend", "SyncBackend"]
+
+
+class SyncBackend(Protocol):
+    #: Human-readable server or store name, used in error messages and logs.
+    name: str
+
+    def get(self, key: str) -> bytes | None:
+        """Stored bytes of a cache entry, or ``None`` when missing or expired."""
+        ...
+
+    def set(self, key: str, value: bytes, ttl_ms: int | None) -> None:
+        """Store a cache entry (upsert)."""
+        ...
+
+    def delete(self, *keys: str) -> int:
+        """Delete cache entries; returns how many existed."""
+        ...
+
+    def lock_acquire(self, key: str, token: str, ttl_ms: int | None, waiting: bool) -> bool:
+        """Take ``key`` for ``token`` if nobody holds it."""
+        ...
+
+    def lock_release(self, key: str, token: str) -> bool:
+        """Delete ``key`` only if ``token`` holds it (compare-and-delete); wakes one waiter."""
+        ...
+
+    def lock_extend(self, key: str, token: str, ttl_ms: int) -> bool:
+        """Set the remaining lifetime of a lock ``token`` still holds; ``False`` if it does not."""
+        ...
+
+    def lock_holder(self, key: str) -> str | None:
+        """The token holding ``key``, or ``None``."""
+        ...
+
+    def lock_force_release(self, key: str) -> bool:
+        """Delete lock ``key`` whoever holds it (an operator's tool); wakes one waiter."""
+        ...
+
+    def pool_acquire(self, key: str, token: str, max_size: int, ttl_ms: int | None, waiting: bool) -> bool:
+        """Lease one of ``max_size`` slots of pool ``key`` for ``token``; expired leases are pruned first."""
+        ...
+
+    def pool_release(self, key: str, token: str) -> bool:
+        """Give back ``token``'s slot; ``False`` if it held none (expired or never taken)."""
+        ...
+
+    def pool_extend(self, key: str, token: str, ttl_ms: int) -> bool:
+        """Renew ``token``'s slot lease; ``False`` if it holds none."""
+        ...
+
+    def pool_size(self, key: str) -> int:
+        """Live (unexpired) slots of pool ``key``."""
+        ...
+
+    def wait(self, key: str, timeout_s: float) -> bool:
+        """Block until a release of ``key`` signals a registered waiter (True) or ``timeout_s`` passes."""
+        ...
+
+
+class AsyncBackend(Protocol):
+    name: str
+
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def set(self, key: str, value: bytes, ttl_ms: int | None) -> None: ...
+
+    async def delete(self, *keys: str) -> int: ...
+
+    async def lock_acquire(self, key: str, token: str, ttl_ms: int | None, waiting: bool) -> bool: ...
+
+    async def lock_release(self, key: str, token: str) -> bool: ...
+
+    async def lock_extend(self, key: str, token: str, ttl_ms: int) -> bool: ...
+
+    async def lock_holder(self, key: str) -> str | None: ...
+
+    async def lock_force_release(self, key: str) -> bool: ...
+
+    async def pool_acquire(
+        self, key: str, token: str, max_size: int, ttl_ms: int | None, waiting: bool
+    ) -> bool: ...
+
+    async def pool_release(self, key: str, token: str) -> bool: ...
+
+    async def pool_extend(self, key: str, token: str, ttl_ms: int) -> bool: ...
+
+    async def pool_size(self, key: str) -> int: ...
+
+    async def wait(self, key: str, timeout_s: float) -> bool: ...

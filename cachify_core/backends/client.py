@@ -1,0 +1,235 @@
+"""Backends over user clients that only offer py-cachify's ``get / set(ex, nx) / delete``.
+
+Semantics are best effort, as py-cachify documents for custom clients:
+
+* mutual exclusion is exactly as good as the client's atomic ``set(..., nx=True)``;
+* a release reads the holder and deletes only if it is the caller — two round trips, so a
+  lock that expires between them could, in that window, delete the next holder's lock
+  (Redis and memory backends do compare-and-delete atomically and have no such window);
+* a pool of ``max_size`` is ``max_size`` slot keys taken with ``set(nx)``: up to
+  ``max_size`` round trips to acquire, one to release, ``max_size`` to count;
+* TTLs are rounded up to whole seconds (``ex``); waiters poll every ``lock_poll_interval``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from typing import Any
+
+from ..protocols import AsyncClient, SyncClient
+
+__all__ = ["AsyncClientBackend", "ClientBackend", "ThreadedAsyncBackend"]
+
+
+def _ex(ttl_ms: int | None) -> int | None:
+    return None if ttl_ms is None else max(1, math.ceil(ttl_ms / 1000))
+
+
+def _text(raw: Any) -> str | None:
+    if raw is None:
+        return None
+    return raw.decode() if isinstance(raw, (bytes, bytearray)) else str(raw)
+
+
+def _slot_keys(key: str, max_size: int) -> list[str]:
+    return [f"{key}:slot:{i}" for i in range(max_size)]
+
+
+class _SlotBook:
+    """Which slot key each of this process's pool tokens took, and each pool's size."""
+
+    def __init__(self) -> None:
+        self.slot_of: dict[str, str] = {}
+        self.max_size: dict[str, int] = {}
+
+
+class ClientBackend:
+    """Blocking backend over a :class:`~cachify_core.protocols.SyncClient`."""
+
+    def __init__(self, client: SyncClient) -> None:
+        self.client = client
+        self.name = f"custom {type(client).__name__}"
+        self._book = _SlotBook()
+
+    def get(self, key: str) -> bytes | None:
+        raw = self.client.get(key)
+        return None if raw is None else bytes(raw)
+
+    def set(self, key: str, value: bytes, ttl_ms: int | None) -> None:
+        self.client.set(key, value, ex=_ex(ttl_ms))
+
+    def delete(self, *keys: str) -> int:
+        existed = self.client.delete(*keys) if keys else 0
+        return existed if isinstance(existed, int) else len(keys)
+
+    def lock_acquire(self, key: str, token: str, ttl_ms: int | None, waiting: bool) -> bool:
+        return bool(self.client.set(key, token, ex=_ex(ttl_ms), nx=True))
+
+    def lock_release(self, key: str, token: str) -> bool:
+        if _text(self.client.get(key)) != token:
+            return False
+        self.client.delete(key)
+        return True
+
+    def lock_force_release(self, key: str) -> bool:
+        existed = self.client.get(key) is not None
+        self.client.delete(key)
+        return existed
+
+    def lock_extend(self, key: str, token: str, ttl_ms: int) -> bool:
+        if _text(self.client.get(key)) != token:
+            return False
+        self.client.set(key, token, ex=_ex(ttl_ms))
+        return True
+
+    def lock_holder(self, key: str) -> str | None:
+        return _text(self.client.get(key))
+
+    def pool_acquire(self, key: str, token: str, max_size: int, ttl_ms: int | None, waiting: bool) -> bool:
+        self._book.max_size[key] = max_size
+        for slot in _slot_keys(key, max_size):
+            if self.client.set(slot, token, ex=_ex(ttl_ms), nx=True):
+                self._book.slot_of[token] = slot
+                return True
+        return False
+
+    def pool_release(self, key: str, token: str) -> bool:
+        slot = self._book.slot_of.pop(token, None)
+        return slot is not None and self.lock_release(slot, token)
+
+    def pool_extend(self, key: str, token: str, ttl_ms: int) -> bool:
+        slot = self._book.slot_of.get(token)
+        return slot is not None and self.lock_extend(slot, token, ttl_ms)
+
+    def pool_size(self, key: str) -> int:
+        slots = _slot_keys(key, self._book.max_size.get(key, 0))
+        return sum(self.client.get(slot) is not None for slot in slots)
+
+    def wait(self, key: str, timeout_s: float) -> bool:
+        time.sleep(max(timeout_s, 0.0))
+        return False
+
+
+class AsyncClientBackend:
+    """Asyncio backend over a :class:`~cachify_core.protocols.AsyncClient`."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self.client = client
+        self.name = f"custom {type(client).__name__}"
+        self._book = _SlotBook()
+
+    async def get(self, key: str) -> bytes | None:
+        raw = await self.client.get(key)
+        return None if raw is None else bytes(raw)
+
+    async def set(self, key: str, value: bytes, ttl_ms: int | None) -> None:
+        await self.client.set(key, value, ex=_ex(ttl_ms))
+
+    async def delete(self, *keys: str) -> int:
+        existed = await self.client.delete(*keys) if keys else 0
+        return existed if isinstance(existed, int) else len(keys)
+
+    async def lock_acquire(self, key: str, token: str, ttl_ms: int | None, waiting: bool) -> bool:
+        return bool(await self.client.set(key, token, ex=_ex(ttl_ms), nx=True))
+
+    async def lock_release(self, key: str, token: str) -> bool:
+        if _text(await self.client.get(key)) != token:
+            return False
+        await self.client.delete(key)
+        return True
+
+    async def lock_force_release(self, key: str) -> bool:
+        existed = await self.client.get(key) is not None
+        await self.client.delete(key)
+        return existed
+
+    async def lock_extend(self, key: str, token: str, ttl_ms: int) -> bool:
+        if _text(await self.client.get(key)) != token:
+            return False
+        await self.client.set(key, token, ex=_ex(ttl_ms))
+        return True
+
+    async def lock_holder(self, key: str) -> str | None:
+        return _text(await self.client.get(key))
+
+    async def pool_acquire(
+        self, key: str, token: str, max_size: int, ttl_ms: int | None, waiting: bool
+    ) -> bool:
+        self._book.max_size[key] = max_size
+        for slot in _slot_keys(key, max_size):
+            if await self.client.set(slot, token, ex=_ex(ttl_ms), nx=True):
+                self._book.slot_of[token] = slot
+                return True
+        return False
+
+    async def pool_release(self, key: str, token: str) -> bool:
+        slot = self._book.slot_of.pop(token, None)
+        return slot is not None and await self.lock_release(slot, token)
+
+    async def pool_extend(self, key: str, token: str, ttl_ms: int) -> bool:
+        slot = self._book.slot_of.get(token)
+        return slot is not None and await self.lock_extend(slot, token, ttl_ms)
+
+    async def pool_size(self, key: str) -> int:
+        slots = _slot_keys(key, self._book.max_size.get(key, 0))
+        return sum([await self.client.get(slot) is not None for slot in slots])
+
+    async def wait(self, key: str, timeout_s: float) -> bool:
+        await asyncio.sleep(max(timeout_s, 0.0))
+        return False
+
+
+class ThreadedAsyncBackend:
+    """The asyncio face of a blocking-only backend: each call runs in a worker thread.
+
+    Used when a custom sync client is given without an async one, so async code shares the
+    very same store instead of silently using a separate in-memory cache (py-cachify's choice).
+    """
+
+    def __init__(self, sync: ClientBackend) -> None:
+        self.sync = sync
+        self.name = sync.name
+
+    async def get(self, key: str) -> bytes | None:
+        return await asyncio.to_thread(self.sync.get, key)
+
+    async def set(self, key: str, value: bytes, ttl_ms: int | None) -> None:
+        await asyncio.to_thread(self.sync.set, key, value, ttl_ms)
+
+    async def delete(self, *keys: str) -> int:
+        return await asyncio.to_thread(self.sync.delete, *keys)
+
+    async def lock_acquire(self, key: str, token: str, ttl_ms: int | None, waiting: bool) -> bool:
+        return await asyncio.to_thread(self.sync.lock_acquire, key, token, ttl_ms, waiting)
+
+    async def lock_release(self, key: str, token: str) -> bool:
+        return await asyncio.to_thread(self.sync.lock_release, key, token)
+
+    async def lock_force_release(self, key: str) -> bool:
+        return await asyncio.to_thread(self.sync.lock_force_release, key)
+
+    async def lock_extend(self, key: str, token: str, ttl_ms: int) -> bool:
+        return await asyncio.to_thread(self.sync.lock_extend, key, token, ttl_ms)
+
+    async def lock_holder(self, key: str) -> str | None:
+        return await asyncio.to_thread(self.sync.lock_holder, key)
+
+    async def pool_acquire(
+        self, key: str, token: str, max_size: int, ttl_ms: int | None, waiting: bool
+    ) -> bool:
+        return await asyncio.to_thread(self.sync.pool_acquire, key, token, max_size, ttl_ms, waiting)
+
+    async def pool_release(self, key: str, token: str) -> bool:
+        return await asyncio.to_thread(self.sync.pool_release, key, token)
+
+    async def pool_extend(self, key: str, token: str, ttl_ms: int) -> bool:
+        return await asyncio.to_thread(self.sync.pool_extend, key, token, ttl_ms)
+
+    async def pool_size(self, key: str) -> int:
+        return await asyncio.to_thread(self.sync.pool_size, key)
+
+    async def wait(self, key: str, timeout_s: float) -> bool:
+        await asyncio.sleep(max(timeout_s, 0.0))
+        return False

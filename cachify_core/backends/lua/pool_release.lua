@@ -1,0 +1,18 @@
+-- Give back the caller's slot; wake one waiter.
+--
+-- KEYS[1]  pool            "{<prefix><key>-pool}"
+-- KEYS[2]  waiting flag    "{<prefix><key>-pool}:waiting"
+-- KEYS[3]  wake list       "{<prefix><key>-pool}:wake"
+-- ARGV[1]  token of the caller
+-- returns  1 if released, 0 if the caller held no slot (expired, or never leased)
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then
+  return 0
+end
+local waiting_ms = redis.call('PTTL', KEYS[2])
+if waiting_ms > 0 then
+  redis.call('LPUSH', KEYS[3], '1')
+  -- a few slots may free at once; more pending signals than that only cause spare retries
+  redis.call('LTRIM', KEYS[3], 0, 63)
+  redis.call('PEXPIRE', KEYS[3], waiting_ms)
+end
+return 1

@@ -1,0 +1,421 @@
+"""Redis backend (redis-py, sync and asyncio): one round trip per primitive.
+
+Round trips, each one network exchange with the server:
+
+=====================  ====  ====================================================
+operation              RTs   how
+=====================  ====  ====================================================
+get / set / delete      1    GET / SET PX / DEL
+lock_acquire            1    SET NX PX, or ``lock_acquire.lua`` when waiting
+lock_release            1    ``lock_release.lua`` (compare-and-delete + wake)
+lock_extend             1    ``lock_extend.lua``
+lock_holder             1    GET
+pool_acquire            1    ``pool_acquire.lua`` (prune + count + add)
+pool_release            1    ``pool_release.lua`` (ZREM + wake)
+pool_extend / size      1    ``pool_extend.lua`` / ``pool_size.lua``
+wait                    1    BLPOP on the key's wake list, bounded by ``timeout_s``
+=====================  ====  ====================================================
+
+Scripts run by SHA (EVALSHA); on NOSCRIPT (server restarted or flushed) the same call falls
+back to EVAL, which also reloads the script cache, so a cold call is still one round trip.
+
+Keys: locks and pools are stored under ``{<key>}`` so their companion keys
+(``{<key>}:waiting``, ``{<key>}:wake``) share a hash slot and every script runs unchanged on
+Redis Cluster. Cache entries use the key as given.
+
+Works with Redis, Valkey and DragonflyDB (scripts only touch the keys they declare).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from ..errors import CachifyBackendError, CachifyInitError
+
+__all__ = [
+    "AsyncRedisBackend",
+    "RedisBackend",
+    "async_twin",
+    "clients_from_url",
+    "is_async_redis_client",
+    "is_sync_redis_client",
+    "sync_twin",
+]
+
+#: How long a waiter's "someone is waiting" mark lives. Waiters re-mark on every retry, and
+#: retry at least every ``lock_poll_interval`` (0.1 s by default), so 5 s is ample; a mark that
+#: lapses costs only the wake-up (the waiter falls back to its poll interval), never safety.
+WAITING_FLAG_MS = 5_000
+
+#: Socket timeouts of the clients cachify builds from a URL: a down server is reported as a
+#: ``CachifyBackendError`` within this bound instead of hanging.
+DEFAULT_SOCKET_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class _Script:
+    name: str
+    source: str
+    sha: str
+
+
+def _load(name: str) -> _Script:
+    source = resources.files("cachify_core.backends.lua").joinpath(f"{name}.lua").read_text("utf-8")
+    return _Script(name, source, hashlib.sha1(source.encode("utf-8")).hexdigest())
+
+
+LOCK_ACQUIRE = _load("lock_acquire")
+LOCK_RELEASE = _load("lock_release")
+LOCK_EXTEND = _load("lock_extend")
+POOL_ACQUIRE = _load("pool_acquire")
+POOL_RELEASE = _load("pool_release")
+POOL_EXTEND = _load("pool_extend")
+POOL_SIZE = _load("pool_size")
+
+# A call is (script, keys, args); both twins build it here and only differ in how they send it.
+_Call = tuple[_Script, tuple[str, ...], tuple[str | int, ...]]
+
+
+def _tag(key: str) -> str:
+    return "{" + key + "}"
+
+
+def _lock_release(key: str, token: str, force: bool) -> _Call:
+    k = _tag(key)
+    return LOCK_RELEASE, (k, k + ":waiting", k + ":wake"), (token, "1" if force else "0")
+
+
+def _lock_acquire(key: str, token: str, ttl_ms: int | None) -> _Call:
+    k = _tag(key)
+    return LOCK_ACQUIRE, (k, k + ":waiting"), (token, ttl_ms or 0, WAITING_FLAG_MS)
+
+
+def _pool_acquire(key: str, token: str, max_size: int, ttl_ms: int | None, waiting: bool) -> _Call:
+    k = _tag(key)
+    return (
+        POOL_ACQUIRE,
+        (k, k + ":waiting"),
+        (token, max_size, ttl_ms or 0, WAITING_FLAG_MS if waiting else 0),
+    )
+
+
+def _pool_release(key: str, token: str) -> _Call:
+    k = _tag(key)
+    return POOL_RELEASE, (k, k + ":waiting", k + ":wake"), (token,)
+
+
+def _describe(client: Any) -> str:
+    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", None)
+    if kwargs is None:
+        nodes = getattr(client, "startup_nodes", None) or getattr(client, "nodes_manager", None)
+        return f"redis-cluster {nodes!r}" if nodes is not None else f"redis {type(client).__name__}"
+    if "path" in kwargs:
+        return f"redis unix:{kwargs['path']}/{kwargs.get('db', 0)}"
+    return f"redis {kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
+
+
+def _check_binary(client: Any) -> None:
+    kwargs: dict[str, Any] = {}
+    get_kwargs = getattr(client, "get_connection_kwargs", None)
+    if callable(get_kwargs):
+        kwargs = get_kwargs()
+    else:
+        kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {}) or {}
+    if kwargs.get("decode_responses"):
+        raise CachifyInitError(
+            f"{_describe(client)}: the client was built with decode_responses=True, but cachify "
+            "stores binary values; pass a client with decode_responses=False, or url=..."
+        )
+
+
+def _redis_errors() -> tuple[type[BaseException], ...]:
+    import redis.exceptions as rexc
+
+    return (rexc.ConnectionError, rexc.TimeoutError, OSError)
+
+
+def _fail(op: str, server: str, exc: BaseException) -> CachifyBackendError:
+    return CachifyBackendError(f"{op} on {server} failed: {type(exc).__name__}: {exc}")
+
+
+class RedisBackend:
+    """Blocking twin over a ``redis.Redis`` or ``redis.cluster.RedisCluster`` client."""
+
+    def __init__(self, client: Any) -> None:
+        from redis.exceptions import NoScriptError
+
+        _check_binary(client)
+        self.client = client
+        self.name = _describe(client)
+        self._no_script = NoScriptError
+        self._errors = _redis_errors()
+
+    def _script(self, op: str, call: _Call) -> int:
+        script, keys, args = call
+        try:
+            try:
+                return int(self.client.evalsha(script.sha, len(keys), *keys, *args))
+            except self._no_script:
+                return int(self.client.eval(script.source, len(keys), *keys, *args))
+        except self._errors as exc:
+            raise _fail(op, self.name, exc) from exc
+
+    def _command(self, op: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except self._errors as exc:
+            raise _fail(op, self.name, exc) from exc
+
+    def get(self, key: str) -> bytes | None:
+        value: bytes | None = self._command("get", self.client.get, key)
+        return value
+
+    def set(self, key: str, value: bytes, ttl_ms: int | None) -> None:
+        self._command("set", self.client.set, key, value, px=ttl_ms)
+
+    def delete(self, *keys: str) -> int:
+        return int(self._command("delete", self.client.delete, *keys)) if keys else 0
+
+    def lock_acquire(self, key: str, token: str, ttl_ms: int | None, waiting: bool) -> bool:
+        if waiting:
+            return self._script("lock_acquire", _lock_acquire(key, token, ttl_ms)) == 1
+        return bool(self._command("lock_acquire", self.client.set, _tag(key), token, px=ttl_ms, nx=True))
+
+    def lock_release(self, key: str, token: str) -> bool:
+        return self._script("lock_release", _lock_release(key, token, False)) == 1
+
+    def lock_force_release(self, key: str) -> bool:
+        return self._script("lock_force_release", _lock_release(key, "", True)) == 1
+
+    def lock_extend(self, key: str, token: str, ttl_ms: int) -> bool:
+        return self._script("lock_extend", (LOCK_EXTEND, (_tag(key),), (token, ttl_ms))) == 1
+
+    def lock_holder(self, key: str) -> str | None:
+        raw = self._command("lock_holder", self.client.get, _tag(key))
+        return None if raw is None else bytes(raw).decode()
+
+    def pool_acquire(self, key: str, token: str, max_size: int, ttl_ms: int | None, waiting: bool) -> bool:
+        return self._script("pool_acquire", _pool_acquire(key, token, max_size, ttl_ms, waiting)) == 1
+
+    def pool_release(self, key: str, token: str) -> bool:
+        return self._script("pool_release", _pool_release(key, token)) == 1
+
+    def pool_extend(self, key: str, token: str, ttl_ms: int) -> bool:
+        return self._script("pool_extend", (POOL_EXTEND, (_tag(key),), (token, ttl_ms))) == 1
+
+    def pool_size(self, key: str) -> int:
+        return int(self._script("pool_size", (POOL_SIZE, (_tag(key),), ())))
+
+    def wait(self, key: str, timeout_s: float) -> bool:
+        try:
+            return self.client.blpop([_tag(key) + ":wake"], timeout=max(timeout_s, 0.001)) is not None
+        except self._errors:
+            # A socket timeout shorter than our wait is not an outage: the caller retries its
+            # acquire next, and that call reports a real outage.
+            return False
+
+
+class AsyncRedisBackend:
+    """Asyncio twin over a ``redis.asyncio`` client, or a factory making one per event loop.
+
+    redis-py's asyncio connections belong to the loop that opened them; clients cachify builds
+    itself (``url=``, or a twin derived from a sync client) are therefore made per loop, so the
+    same ``Cachify`` works across ``asyncio.run()`` calls and threads running their own loops.
+    """
+
+    def __init__(
+        self, client: Any = None, *, factory: Callable[[], Any] | None = None, name: str = ""
+    ) -> None:
+        from redis.exceptions import NoScriptError
+
+        if (client is None) == (factory is None):
+            raise ValueError("pass exactly one of client or factory")
+        if client is not None:
+            _check_binary(client)
+        self._client = client
+        self._factory = factory
+        self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+            weakref.WeakKeyDictionary()
+        )
+        self.name = name or _describe(client)
+        self._no_script = NoScriptError
+        self._errors = _redis_errors()
+
+    @property
+    def client(self) -> Any:
+        if self._client is not None:
+            return self._client
+        loop = asyncio.get_running_loop()
+        client = self._per_loop.get(loop)
+        if client is None:
+            assert self._factory is not None
+            client = self._per_loop[loop] = self._factory()
+        return client
+
+    async def _script(self, op: str, call: _Call) -> int:
+        script, keys, args = call
+        client = self.client
+        try:
+            try:
+                return int(await client.evalsha(script.sha, len(keys), *keys, *args))
+            except self._no_script:
+                return int(await client.eval(script.source, len(keys), *keys, *args))
+        except self._errors as exc:
+            raise _fail(op, self.name, exc) from exc
+
+    async def _command(self, op: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await fn(*args, **kwargs)
+        except self._errors as exc:
+            raise _fail(op, self.name, exc) from exc
+
+    async def get(self, key: str) -> bytes | None:
+        value: bytes | None = await self._command("get", self.client.get, key)
+        return value
+
+    async def set(self, key: str, value: bytes, ttl_ms: int | None) -> None:
+        await self._command("set", self.client.set, key, value, px=ttl_ms)
+
+    async def delete(self, *keys: str) -> int:
+        return int(await self._command("delete", self.client.delete, *keys)) if keys else 0
+
+    async def lock_acquire(self, key: str, token: str, ttl_ms: int | None, waiting: bool) -> bool:
+        if waiting:
+            return await self._script("lock_acquire", _lock_acquire(key, token, ttl_ms)) == 1
+        return bool(
+            await self._command("lock_acquire", self.client.set, _tag(key), token, px=ttl_ms, nx=True)
+        )
+
+    async def lock_release(self, key: str, token: str) -> bool:
+        return await self._script("lock_release", _lock_release(key, token, False)) == 1
+
+    async def lock_force_release(self, key: str) -> bool:
+        return await self._script("lock_force_release", _lock_release(key, "", True)) == 1
+
+    async def lock_extend(self, key: str, token: str, ttl_ms: int) -> bool:
+        return await self._script("lock_extend", (LOCK_EXTEND, (_tag(key),), (token, ttl_ms))) == 1
+
+    async def lock_holder(self, key: str) -> str | None:
+        raw = await self._command("lock_holder", self.client.get, _tag(key))
+        return None if raw is None else bytes(raw).decode()
+
+    async def pool_acquire(
+        self, key: str, token: str, max_size: int, ttl_ms: int | None, waiting: bool
+    ) -> bool:
+        return await self._script("pool_acquire", _pool_acquire(key, token, max_size, ttl_ms, waiting)) == 1
+
+    async def pool_release(self, key: str, token: str) -> bool:
+        return await self._script("pool_release", _pool_release(key, token)) == 1
+
+    async def pool_extend(self, key: str, token: str, ttl_ms: int) -> bool:
+        return await self._script("pool_extend", (POOL_EXTEND, (_tag(key),), (token, ttl_ms))) == 1
+
+    async def pool_size(self, key: str) -> int:
+        return int(await self._script("pool_size", (POOL_SIZE, (_tag(key),), ())))
+
+    async def wait(self, key: str, timeout_s: float) -> bool:
+        try:
+            return await self.client.blpop([_tag(key) + ":wake"], timeout=max(timeout_s, 0.001)) is not None
+        except self._errors:
+            return False
+
+
+# -- building clients ------------------------------------------------------------------------
+def is_sync_redis_client(client: object) -> bool:
+    try:
+        import redis
+        from redis.cluster import RedisCluster
+    except ImportError:
+        return False
+    return isinstance(client, (redis.Redis, RedisCluster))
+
+
+def is_async_redis_client(client: object) -> bool:
+    try:
+        import redis.asyncio as aredis
+        from redis.asyncio.cluster import RedisCluster
+    except ImportError:
+        return False
+    return isinstance(client, (aredis.Redis, RedisCluster))
+
+
+def _require_redis() -> None:
+    try:
+        import redis  # noqa: F401
+    except ImportError:
+        raise CachifyInitError("the Redis backend needs redis-py: pip install 'cachify[redis]'") from None
+
+
+def clients_from_url(url: str) -> tuple[Any, Callable[[], Any]]:
+    """A sync client and an asyncio-client factory for one Redis URL (binary-safe, bounded timeouts)."""
+    _require_redis()
+    import redis
+    import redis.asyncio as aredis
+
+    options: dict[str, Any] = {
+        "socket_timeout": DEFAULT_SOCKET_TIMEOUT_S,
+        "socket_connect_timeout": DEFAULT_SOCKET_TIMEOUT_S,
+    }
+    sync_client = redis.Redis.from_url(url, **options)
+
+    def make_async() -> Any:
+        return aredis.Redis.from_url(url, **options)
+
+    return sync_client, make_async
+
+
+#: Connection settings that mean the same to redis-py's sync and asyncio connections.
+_PORTABLE = (
+    "host", "port", "db", "username", "password", "socket_timeout", "socket_connect_timeout",
+    "socket_keepalive", "client_name", "ssl_keyfile", "ssl_certfile", "ssl_cert_reqs", "ssl_ca_certs",
+    "ssl_check_hostname",
+)  # fmt: skip
+
+
+def async_twin(sync_client: Any) -> Callable[[], Any]:
+    """A factory of asyncio clients on the same server as ``sync_client``."""
+    import redis.asyncio as aredis
+
+    if not hasattr(sync_client, "connection_pool"):  # cluster
+        from redis.asyncio.cluster import ClusterNode
+        from redis.asyncio.cluster import RedisCluster as AsyncCluster
+
+        nodes = [ClusterNode(n.host, n.port) for n in sync_client.get_nodes()]
+        kwargs = {k: v for k, v in sync_client.get_connection_kwargs().items() if k in _PORTABLE}
+        kwargs.pop("host", None)
+        kwargs.pop("port", None)
+        kwargs.pop("db", None)
+        return lambda: AsyncCluster(startup_nodes=nodes, **kwargs)
+    pool = sync_client.connection_pool
+    src = pool.connection_kwargs
+    kwargs = {k: v for k, v in src.items() if k in _PORTABLE}
+    if "path" in src:
+        kwargs["unix_socket_path"] = src["path"]
+    if "SSL" in pool.connection_class.__name__:
+        kwargs["ssl"] = True
+    return lambda: aredis.Redis(**kwargs)
+
+
+def sync_twin(async_client: Any) -> Any:
+    """A sync client on the same server as ``async_client``."""
+    import redis
+
+    if not hasattr(async_client, "connection_pool"):  # cluster
+        from redis.cluster import ClusterNode, RedisCluster
+
+        nodes = [ClusterNode(n.host, n.port) for n in async_client.get_nodes()]  # type: ignore[no-untyped-call]
+        return RedisCluster(startup_nodes=nodes)
+    pool = async_client.connection_pool
+    src = pool.connection_kwargs
+    kwargs = {k: v for k, v in src.items() if k in _PORTABLE}
+    if "path" in src:
+        kwargs["unix_socket_path"] = src["path"]
+    if "SSL" in pool.connection_class.__name__:
+        kwargs["ssl"] = True
+    return redis.Redis(**kwargs)

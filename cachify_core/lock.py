@@ -1,0 +1,314 @@
+"""Distributed locks: ``lock`` (context manager and decorator) and the acquire/release policy
+that ``once`` shares.
+
+Owner-checked: every acquisition stores a fresh token (see :mod:`tokens`) and a release
+deletes the lock only if that token still holds it. An explicit ``release()`` of a lock you
+do not hold raises :class:`CachifyLockNotOwnedError` and deletes nothing; the implicit
+release at the end of a ``with`` block or decorated call logs a warning instead, because the
+work is done and raising there would turn a completed call into a failure.
+``force_release()`` is the operator's tool that deletes whoever holds it.
+
+Round trips on Redis: acquire 1 (plus 1 per wake-up while waiting), release 1, ``is_locked``
+1, ``force_release`` 1.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+
+from .errors import CachifyLockError, CachifyLockNotOwnedError
+from .instance import Cachify, get_cachify, seconds_to_ms
+from .keys import KeyTemplate
+from .protocols import UNSET, UnsetType
+from .tokens import new_token
+from .waiting import WaitPlan, acquire_async, acquire_blocking
+from .wrapping import (
+    AsyncLockWrappedF,
+    HeldTokens,
+    HolderStacks,
+    SyncLockWrappedF,
+    attach,
+    is_coroutine_function,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Coroutine
+
+__all__ = ["lock"]
+
+logger = logging.getLogger("cachify")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+_L = TypeVar("_L", bound="lock")
+
+
+def locked_message(display_key: str) -> str:
+    return f"{display_key} is already locked!"
+
+
+def take(c: Cachify, key: str, token: str, ttl_ms: int | None, plan: WaitPlan | None) -> bool:
+    backend = c.sync_backend
+    return acquire_blocking(
+        lambda waiting: backend.lock_acquire(key, token, ttl_ms, waiting),
+        lambda s: backend.wait(key, s),
+        plan,
+    )
+
+
+async def atake(c: Cachify, key: str, token: str, ttl_ms: int | None, plan: WaitPlan | None) -> bool:
+    backend = c.async_backend
+    return await acquire_async(
+        lambda waiting: backend.lock_acquire(key, token, ttl_ms, waiting),
+        lambda s: backend.wait(key, s),
+        plan,
+    )
+
+
+def _warn_lost(key: str) -> None:
+    logger.warning(
+        "cachify: lock %s had expired or changed hands before its holder released it; "
+        "nothing was deleted (raise its expiration if the work outlives it)",
+        key,
+    )
+
+
+def _not_owned(display_key: str) -> CachifyLockNotOwnedError:
+    return CachifyLockNotOwnedError(
+        f"{display_key} is not held by this caller (it expired, was never acquired here, or belongs to "
+        "someone else); nothing was released. Use force_release() to break another holder's lock."
+    )
+
+
+def release_quietly(c: Cachify, key: str, token: str) -> None:
+    if not c.sync_backend.lock_release(key, token):
+        _warn_lost(key)
+
+
+async def arelease_quietly(c: Cachify, key: str, token: str) -> None:
+    if not await c.async_backend.lock_release(key, token):
+        _warn_lost(key)
+
+
+class HeldLockFunctions:
+    """``is_locked`` / ``release`` / ``force_release`` attached to a ``@lock`` or ``@once`` function."""
+
+    def __init__(self, provider: Callable[[], Cachify], template: KeyTemplate) -> None:
+        self.provider = provider
+        self.template = template
+        self.held = HeldTokens()
+
+    def key(self, c: Cachify, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        return c.prefix + self.template.format(args, kwargs)
+
+    def sync_methods(self) -> dict[str, Callable[..., Any]]:
+        def is_locked(*args: Any, **kwargs: Any) -> bool:
+            c = self.provider()
+            return c.sync_backend.lock_holder(self.key(c, args, kwargs)) is not None
+
+        def release(*args: Any, **kwargs: Any) -> None:
+            c = self.provider()
+            key = self.key(c, args, kwargs)
+            token = self.held.take_latest(key)
+            if token is None or not c.sync_backend.lock_release(key, token):
+                raise _not_owned(key)
+
+        def force_release(*args: Any, **kwargs: Any) -> bool:
+            c = self.provider()
+            return c.sync_backend.lock_force_release(self.key(c, args, kwargs))
+
+        return {"is_locked": is_locked, "release": release, "force_release": force_release}
+
+    def async_methods(self) -> dict[str, Callable[..., Any]]:
+        async def is_locked(*args: Any, **kwargs: Any) -> bool:
+            c = self.provider()
+            return await c.async_backend.lock_holder(self.key(c, args, kwargs)) is not None
+
+        async def release(*args: Any, **kwargs: Any) -> None:
+            c = self.provider()
+            key = self.key(c, args, kwargs)
+            token = self.held.take_latest(key)
+            if token is None or not await c.async_backend.lock_release(key, token):
+                raise _not_owned(key)
+
+        async def force_release(*args: Any, **kwargs: Any) -> bool:
+            c = self.provider()
+            return await c.async_backend.lock_force_release(self.key(c, args, kwargs))
+
+        return {"is_locked": is_locked, "release": release, "force_release": force_release}
+
+
+class lock:
+    """A distributed lock on ``key``: ``with``/``async with`` it, or decorate a function with it.
+
+    ``nowait=True`` (default) raises :class:`CachifyLockError` at once if the lock is held;
+    ``nowait=False`` waits up to ``timeout`` seconds (``None``: for ever), woken by the
+    holder's release within milliseconds, re-checking at least every ``lock_poll_interval``.
+    ``exp`` is the lock's lifetime in seconds (omitted: the instance's
+    ``default_lock_expiration``; ``None``: never expires).
+
+    One object may be entered by several threads or tasks, and nested: each entry is its own
+    acquisition with its own token, released by the matching exit.
+    """
+
+    def __init__(
+        self,
+        key: str,
+        nowait: bool = True,
+        timeout: float | None = None,
+        exp: float | UnsetType | None = UNSET,
+        *,
+        _provider: Callable[[], Cachify] = get_cachify,
+    ) -> None:
+        if not isinstance(key, str):
+            raise TypeError(f"lock key must be a str, got {type(key).__name__}")
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0
+        ):
+            raise ValueError(
+                f"lock {key!r}: timeout must be a number of seconds >= 0 or None, got {timeout!r}"
+            )
+        self._exp_ms = UNSET if isinstance(exp, UnsetType) else seconds_to_ms(exp, f"lock {key!r} exp")
+        self._key = key
+        self._nowait = nowait
+        self._timeout = timeout
+        self._provider = _provider
+        self._held: HolderStacks[tuple[Cachify, str, str]] = HolderStacks()
+
+    # -- shared, no I/O ---------------------------------------------------------------------
+    def _ttl_ms(self, c: Cachify) -> int | None:
+        return c.default_lock_expiration_ms if isinstance(self._exp_ms, UnsetType) else self._exp_ms
+
+    def _plan(self, c: Cachify) -> WaitPlan | None:
+        return None if self._nowait else WaitPlan(self._timeout, c.lock_poll_interval)
+
+    def _full_key(self, c: Cachify) -> str:
+        return f"{c.prefix}{self._key}-lock"
+
+    # -- blocking --------------------------------------------------------------------------
+    def __enter__(self: _L) -> _L:
+        c = self._provider()
+        key, token = self._full_key(c), new_token()
+        if not take(c, key, token, self._ttl_ms(c), self._plan(c)):
+            logger.debug(locked_message(self._key))
+            raise CachifyLockError(locked_message(self._key))
+        self._held.push(False, (c, key, token))
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        entry = self._held.pop(False)
+        if entry is not None:
+            release_quietly(*entry)
+
+    def release(self) -> None:
+        """Release this caller's hold; :class:`CachifyLockNotOwnedError` if it holds none."""
+        entry = self._held.pop(False)
+        if entry is None or not entry[0].sync_backend.lock_release(entry[1], entry[2]):
+            raise _not_owned(self._key)
+
+    def is_locked(self) -> bool:
+        """Whether anyone holds the lock (1 round trip)."""
+        c = self._provider()
+        return c.sync_backend.lock_holder(self._full_key(c)) is not None
+
+    def force_release(self) -> bool:
+        """Delete the lock whoever holds it; True if a live lock was deleted."""
+        c = self._provider()
+        return c.sync_backend.lock_force_release(self._full_key(c))
+
+    # -- asyncio ---------------------------------------------------------------------------
+    async def __aenter__(self: _L) -> _L:
+        c = self._provider()
+        key, token = self._full_key(c), new_token()
+        if not await atake(c, key, token, self._ttl_ms(c), self._plan(c)):
+            logger.debug(locked_message(self._key))
+            raise CachifyLockError(locked_message(self._key))
+        self._held.push(True, (c, key, token))
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        entry = self._held.pop(True)
+        if entry is not None:
+            await arelease_quietly(*entry)
+
+    async def arelease(self) -> None:
+        entry = self._held.pop(True)
+        if entry is None or not await entry[0].async_backend.lock_release(entry[1], entry[2]):
+            raise _not_owned(self._key)
+
+    async def is_alocked(self) -> bool:
+        c = self._provider()
+        return await c.async_backend.lock_holder(self._full_key(c)) is not None
+
+    async def aforce_release(self) -> bool:
+        c = self._provider()
+        return await c.async_backend.lock_force_release(self._full_key(c))
+
+    # -- decorator -------------------------------------------------------------------------
+    @overload
+    def __call__(  # type: ignore[overload-overlap]
+        self, func: Callable[P, Coroutine[Any, Any, R]], /
+    ) -> AsyncLockWrappedF[P, R]: ...
+
+    @overload
+    def __call__(self, func: Callable[P, R], /) -> SyncLockWrappedF[P, R]: ...
+
+    def __call__(self, func: Callable[P, Any], /) -> Any:
+        """Hold ``key`` (a template over ``func``'s arguments) for each call of ``func``."""
+
+        def conflict(c: Cachify, key: str) -> Any:
+            raise CachifyLockError(locked_message(key[len(c.prefix) :]))
+
+        template = KeyTemplate(self._key, func, "lock")
+        return guard(func, HeldLockFunctions(self._provider, template), self._ttl_ms, self._plan, conflict)
+
+
+def guard(
+    func: Callable[..., Any],
+    helpers: HeldLockFunctions,
+    ttl_ms: Callable[[Cachify], int | None],
+    plan: Callable[[Cachify], WaitPlan | None],
+    conflict: Callable[[Cachify, str], Any],
+) -> Any:
+    """Wrap ``func`` so each call holds the lock its arguments name (``@lock`` and ``@once``).
+
+    ``conflict(instance, full_key)`` is what a call that cannot take the lock returns (or raises).
+    """
+    held, provider = helpers.held, helpers.provider
+
+    if is_coroutine_function(func):
+
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            c = provider()
+            key, token = helpers.key(c, args, kwargs), new_token()
+            if not await atake(c, key, token, ttl_ms(c), plan(c)):
+                return conflict(c, key)
+            held.add(key, token)
+            try:
+                return await func(*args, **kwargs)
+            finally:
+                if held.discard(key, token):
+                    await arelease_quietly(c, key, token)
+
+        return attach(async_wrapper, func, **helpers.async_methods())
+
+    def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+        c = provider()
+        key, token = helpers.key(c, args, kwargs), new_token()
+        if not take(c, key, token, ttl_ms(c), plan(c)):
+            return conflict(c, key)
+        held.add(key, token)
+        try:
+            return func(*args, **kwargs)
+        finally:
+            if held.discard(key, token):
+                release_quietly(c, key, token)
+
+    return attach(sync_wrapper, func, **helpers.sync_methods())

@@ -1,0 +1,269 @@
+"""Concurrency pools: at most ``max_size`` holders of a key at once, across processes and hosts.
+
+A pool is a set of slot leases, each owned by a token and ending at its expiry (Redis: a
+sorted set scored by lease end, pruned inside the acquire script; memory: a dict). Acquire and
+release are one round trip each on Redis (py-cachify: 4 each, behind a meta-lock). Each entry
+of a ``with`` block or decorated call takes its own lease, so nesting one pool object or
+calling a ``@pooled`` function repeatedly leaks nothing.
+
+``pool(..., timeout=seconds)`` waits for a free slot, woken by a release within milliseconds;
+without ``timeout`` a full pool raises at once, as in py-cachify.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable, Coroutine
+from types import TracebackType
+from typing import Any, ParamSpec, Protocol, TypeVar, overload
+
+from .errors import CachifyPoolFullError
+from .instance import Cachify, get_cachify, seconds_to_ms
+from .keys import KeyTemplate
+from .protocols import UNSET, UnsetType
+from .tokens import new_token
+from .waiting import WaitPlan, acquire_async, acquire_blocking
+from .wrapping import AsyncPoolWrappedF, HolderStacks, SyncPoolWrappedF, attach, is_coroutine_function
+
+__all__ = ["PooledDecorator", "make_pooled", "pool", "pooled"]
+
+logger = logging.getLogger("cachify")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+_Pl = TypeVar("_Pl", bound="pool")
+
+
+def full_message(display_key: str, max_size: int) -> str:
+    return f"{display_key} is full (max_size={max_size})"
+
+
+def _check_max_size(key: str, max_size: object) -> int:
+    if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 1:
+        raise ValueError(f"pool {key!r}: max_size must be an int >= 1, got {max_size!r}")
+    return max_size
+
+
+def _slot_ttl_ms(exp_ms: int | UnsetType | None, c: Cachify) -> int | None:
+    return c.default_pool_slot_expiration_ms if isinstance(exp_ms, UnsetType) else exp_ms
+
+
+def _warn_lost(key: str) -> None:
+    logger.warning(
+        "cachify: pool slot of %s had expired before its holder released it "
+        "(raise slot_exp if the work outlives it)",
+        key,
+    )
+
+
+def take_slot(
+    c: Cachify, key: str, token: str, max_size: int, ttl_ms: int | None, plan: WaitPlan | None
+) -> bool:
+    backend = c.sync_backend
+    return acquire_blocking(
+        lambda waiting: backend.pool_acquire(key, token, max_size, ttl_ms, waiting),
+        lambda s: backend.wait(key, s),
+        plan,
+    )
+
+
+async def atake_slot(
+    c: Cachify, key: str, token: str, max_size: int, ttl_ms: int | None, plan: WaitPlan | None
+) -> bool:
+    backend = c.async_backend
+    return await acquire_async(
+        lambda waiting: backend.pool_acquire(key, token, max_size, ttl_ms, waiting),
+        lambda s: backend.wait(key, s),
+        plan,
+    )
+
+
+def give_back(c: Cachify, key: str, token: str) -> None:
+    if not c.sync_backend.pool_release(key, token):
+        _warn_lost(key)
+
+
+async def agive_back(c: Cachify, key: str, token: str) -> None:
+    if not await c.async_backend.pool_release(key, token):
+        _warn_lost(key)
+
+
+class pool:
+    """A pool of ``max_size`` slots on ``key``, entered with ``with`` or ``async with``.
+
+    ``slot_exp`` is a slot's lease in seconds (omitted: ``default_pool_slot_expiration``;
+    ``None``: never expires, so a crashed holder's slot stays taken). ``timeout`` is how long
+    to wait for a free slot (``None``: do not wait) before :class:`CachifyPoolFullError`.
+
+    Round trips on Redis: enter 1 (plus 1 per wake-up while waiting), exit 1, size 1.
+    """
+
+    def __init__(
+        self,
+        key: str,
+        max_size: int,
+        slot_exp: float | UnsetType | None = UNSET,
+        *,
+        timeout: float | None = None,
+        _provider: Callable[[], Cachify] = get_cachify,
+    ) -> None:
+        if not isinstance(key, str):
+            raise TypeError(f"pool key must be a str, got {type(key).__name__}")
+        self._max_size = _check_max_size(key, max_size)
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0
+        ):
+            raise ValueError(
+                f"pool {key!r}: timeout must be a number of seconds >= 0 or None, got {timeout!r}"
+            )
+        self._exp_ms = (
+            UNSET if isinstance(slot_exp, UnsetType) else seconds_to_ms(slot_exp, f"pool {key!r} slot_exp")
+        )
+        self._key = key
+        self._timeout = timeout
+        self._provider = _provider
+        self._held: HolderStacks[tuple[Cachify, str, str]] = HolderStacks()
+
+    @property
+    def max_size(self) -> int:
+        return self._max_size
+
+    def _full_key(self, c: Cachify) -> str:
+        return f"{c.prefix}{self._key}-pool"
+
+    def _plan(self, c: Cachify) -> WaitPlan | None:
+        return None if self._timeout is None else WaitPlan(self._timeout, c.lock_poll_interval)
+
+    def _full(self) -> CachifyPoolFullError:
+        message = full_message(self._key, self._max_size)
+        logger.debug(message)
+        return CachifyPoolFullError(message)
+
+    def __enter__(self: _Pl) -> _Pl:
+        c = self._provider()
+        key, token = self._full_key(c), new_token()
+        if not take_slot(c, key, token, self._max_size, _slot_ttl_ms(self._exp_ms, c), self._plan(c)):
+            raise self._full()
+        self._held.push(False, (c, key, token))
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        entry = self._held.pop(False)
+        if entry is not None:
+            give_back(*entry)
+
+    def size(self) -> int:
+        """Slots taken right now (1 round trip)."""
+        c = self._provider()
+        return c.sync_backend.pool_size(self._full_key(c))
+
+    async def __aenter__(self: _Pl) -> _Pl:
+        c = self._provider()
+        key, token = self._full_key(c), new_token()
+        if not await atake_slot(c, key, token, self._max_size, _slot_ttl_ms(self._exp_ms, c), self._plan(c)):
+            raise self._full()
+        self._held.push(True, (c, key, token))
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        entry = self._held.pop(True)
+        if entry is not None:
+            await agive_back(*entry)
+
+    async def asize(self) -> int:
+        c = self._provider()
+        return await c.async_backend.pool_size(self._full_key(c))
+
+
+class PooledDecorator(Protocol):
+    @overload
+    def __call__(  # type: ignore[overload-overlap]
+        self, func: Callable[P, Coroutine[Any, Any, R]], /
+    ) -> AsyncPoolWrappedF[P, R]: ...
+
+    @overload
+    def __call__(self, func: Callable[P, R], /) -> SyncPoolWrappedF[P, R]: ...
+
+
+def pooled(
+    key: str,
+    max_size: int,
+    on_full: Callable[..., Any] | None = None,
+    raise_on_full: bool = False,
+    slot_exp: float | UnsetType | None = UNSET,
+) -> PooledDecorator:
+    """Run at most ``max_size`` calls per ``key`` (a template over the arguments) at once.
+
+    A call finding the pool full raises :class:`CachifyPoolFullError` if ``raise_on_full``,
+    else returns ``on_full(*args, **kwargs)`` (awaited if it returns an awaitable), else
+    ``None``. The function gets ``size(*args, **kwargs)``, sync or async like itself.
+    """
+    return make_pooled(get_cachify, key, max_size, on_full, raise_on_full, slot_exp)
+
+
+def make_pooled(
+    provider: Callable[[], Cachify],
+    key: str,
+    max_size: int,
+    on_full: Callable[..., Any] | None,
+    raise_on_full: bool,
+    slot_exp: float | UnsetType | None,
+) -> PooledDecorator:
+    _check_max_size(key, max_size)
+    if on_full is not None and not callable(on_full):
+        raise TypeError(f"pooled {key!r}: on_full must be callable, got {type(on_full).__name__}")
+    exp_ms = UNSET if isinstance(slot_exp, UnsetType) else seconds_to_ms(slot_exp, f"pooled {key!r} slot_exp")
+
+    def when_full(c: Cachify, full_key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        message = full_message(full_key[len(c.prefix) :], max_size)
+        logger.debug(message)
+        if raise_on_full:
+            raise CachifyPoolFullError(message)
+        return None if on_full is None else on_full(*args, **kwargs)
+
+    def decorator(func: Callable[..., Any]) -> Any:
+        template = KeyTemplate(key, func, "pool")
+
+        if is_coroutine_function(func):
+
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                c = provider()
+                full_key, token = c.prefix + template.format(args, kwargs), new_token()
+                if not await c.async_backend.pool_acquire(
+                    full_key, token, max_size, _slot_ttl_ms(exp_ms, c), False
+                ):
+                    result = when_full(c, full_key, args, kwargs)
+                    return await result if inspect.isawaitable(result) else result
+                try:
+                    return await func(*args, **kwargs)
+                finally:
+                    await agive_back(c, full_key, token)
+
+            async def asize(*args: Any, **kwargs: Any) -> int:
+                c = provider()
+                return await c.async_backend.pool_size(c.prefix + template.format(args, kwargs))
+
+            return attach(async_wrapper, func, size=asize)
+
+        def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+            c = provider()
+            full_key, token = c.prefix + template.format(args, kwargs), new_token()
+            if not c.sync_backend.pool_acquire(full_key, token, max_size, _slot_ttl_ms(exp_ms, c), False):
+                return when_full(c, full_key, args, kwargs)
+            try:
+                return func(*args, **kwargs)
+            finally:
+                give_back(c, full_key, token)
+
+        def size(*args: Any, **kwargs: Any) -> int:
+            c = provider()
+            return c.sync_backend.pool_size(c.prefix + template.format(args, kwargs))
+
+        return attach(sync_wrapper, func, size=size)
+
+    return decorator

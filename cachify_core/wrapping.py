@@ -1,0 +1,189 @@
+"""Plumbing shared by every decorator: sync/async detection, held-token books, typed wrappers."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import threading
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
+
+__all__ = [
+    "AsyncLockWrappedF",
+    "AsyncPoolWrappedF",
+    "AsyncResetWrappedF",
+    "HeldTokens",
+    "HolderStacks",
+    "LockedDecorator",
+    "SyncLockWrappedF",
+    "SyncPoolWrappedF",
+    "SyncResetWrappedF",
+    "holder_id",
+    "is_coroutine_function",
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+E = TypeVar("E")
+
+
+def is_coroutine_function(func: Callable[..., Any]) -> bool:
+    """True for ``async def`` functions, partials of them and objects with an async ``__call__``."""
+    while isinstance(func, functools.partial):
+        func = func.func
+    if inspect.iscoroutinefunction(func):
+        return True
+    return (
+        callable(func) and not inspect.isfunction(func) and inspect.iscoroutinefunction(type(func).__call__)
+    )
+
+
+def holder_id(asynchronous: bool) -> object:
+    """Who is acquiring: the running task (asyncio) or the thread (blocking)."""
+    if asynchronous:
+        task = asyncio.current_task()
+        if task is not None:
+            return task
+    return threading.get_ident()
+
+
+class HolderStacks(Generic[E]):
+    """Per thread/task stacks of an object's live acquisitions (``with lk:`` nests, and one
+    object may be entered from many threads or tasks at once)."""
+
+    __slots__ = ("_stacks",)
+
+    def __init__(self) -> None:
+        self._stacks: dict[object, list[E]] = {}
+
+    def push(self, asynchronous: bool, entry: E) -> None:
+        self._stacks.setdefault(holder_id(asynchronous), []).append(entry)
+
+    def pop(self, asynchronous: bool) -> E | None:
+        holder = holder_id(asynchronous)
+        entries = self._stacks.get(holder)
+        if not entries:
+            return None
+        entry = entries.pop()
+        if not entries:
+            del self._stacks[holder]
+        return entry
+
+
+class HeldTokens:
+    """This process's live acquisitions of one decorator, by full key.
+
+    Lets ``fn.release(*args)`` release a hold that a running call of ``fn`` owns, with its
+    token, instead of deleting whatever is there.
+    """
+
+    __slots__ = ("_by_key", "_mutex")
+
+    def __init__(self) -> None:
+        self._by_key: dict[str, list[str]] = {}
+        self._mutex = threading.Lock()
+
+    def add(self, key: str, token: str) -> None:
+        with self._mutex:
+            self._by_key.setdefault(key, []).append(token)
+
+    def discard(self, key: str, token: str) -> bool:
+        """Forget ``token``; False if it was already gone (released explicitly)."""
+        with self._mutex:
+            tokens = self._by_key.get(key)
+            if not tokens or token not in tokens:
+                return False
+            tokens.remove(token)
+            if not tokens:
+                del self._by_key[key]
+            return True
+
+    def take_latest(self, key: str) -> str | None:
+        with self._mutex:
+            tokens = self._by_key.get(key)
+            if not tokens:
+                return None
+            token = tokens.pop()
+            if not tokens:
+                del self._by_key[key]
+            return token
+
+
+# -- typed wrappers (what the decorators return) ------------------------------------------------
+class SyncResetWrappedF(Protocol[P, R]):
+    __wrapped__: Callable[P, R]
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+    def reset(self, *args: P.args, **kwargs: P.kwargs) -> None: ...
+
+
+class AsyncResetWrappedF(Protocol[P, R]):
+    __wrapped__: Callable[P, Awaitable[R]]
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]: ...
+
+    async def reset(self, *args: P.args, **kwargs: P.kwargs) -> None: ...
+
+
+class SyncLockWrappedF(Protocol[P, R]):
+    __wrapped__: Callable[P, R]
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+    def is_locked(self, *args: P.args, **kwargs: P.kwargs) -> bool: ...
+
+    def release(self, *args: P.args, **kwargs: P.kwargs) -> None: ...
+
+    def force_release(self, *args: P.args, **kwargs: P.kwargs) -> bool: ...
+
+
+class AsyncLockWrappedF(Protocol[P, R]):
+    __wrapped__: Callable[P, Awaitable[R]]
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]: ...
+
+    async def is_locked(self, *args: P.args, **kwargs: P.kwargs) -> bool: ...
+
+    async def release(self, *args: P.args, **kwargs: P.kwargs) -> None: ...
+
+    async def force_release(self, *args: P.args, **kwargs: P.kwargs) -> bool: ...
+
+
+class SyncPoolWrappedF(Protocol[P, R]):
+    __wrapped__: Callable[P, R]
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+    def size(self, *args: P.args, **kwargs: P.kwargs) -> int: ...
+
+
+class AsyncPoolWrappedF(Protocol[P, R]):
+    __wrapped__: Callable[P, Awaitable[R]]
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]: ...
+
+    async def size(self, *args: P.args, **kwargs: P.kwargs) -> int: ...
+
+
+class LockedDecorator(Protocol):
+    """What ``once(...)`` returns, and what ``lock(...)`` does when called on a function."""
+
+    @overload
+    def __call__(  # type: ignore[overload-overlap]
+        self, func: Callable[P, Coroutine[Any, Any, R]], /
+    ) -> AsyncLockWrappedF[P, R]: ...
+
+    @overload
+    def __call__(self, func: Callable[P, R], /) -> SyncLockWrappedF[P, R]: ...
+
+    def __call__(self, func: Callable[P, Any], /) -> Any: ...
+
+
+def attach(wrapper: Callable[..., Any], func: Callable[..., Any], **methods: Callable[..., Any]) -> Any:
+    """``functools.wraps`` plus the feature's helper methods (``reset``, ``release``, ...)."""
+    functools.update_wrapper(wrapper, func)
+    for name, method in methods.items():
+        setattr(wrapper, name, method)
+    return wrapper

@@ -131,11 +131,12 @@ class Cachify:
         slot_exp: float | UnsetType | None = UNSET,
         *,
         timeout: float | None = None,
+        auto_renew: bool = False,
     ) -> _pool:
         """See :class:`cachify_core.pool`."""
         from .pool import pool
 
-        return pool(key, max_size, slot_exp, timeout=timeout, _provider=lambda: self)
+        return pool(key, max_size, slot_exp, timeout=timeout, auto_renew=auto_renew, _provider=lambda: self)
 
     def pooled(
         self,
@@ -144,11 +145,13 @@ class Cachify:
         on_full: Callable[..., Any] | None = None,
         raise_on_full: bool = False,
         slot_exp: float | UnsetType | None = UNSET,
+        *,
+        auto_renew: bool = False,
     ) -> PooledDecorator:
         """See :func:`cachify_core.pooled`."""
         from .pool import make_pooled
 
-        return make_pooled(lambda: self, key, max_size, on_full, raise_on_full, slot_exp)
+        return make_pooled(lambda: self, key, max_size, on_full, raise_on_full, slot_exp, auto_renew)
 
 
 _global: Cachify | None = None

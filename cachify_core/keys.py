@@ -138,12 +138,22 @@ class KeyTemplate:
     def bind(
         self, args: tuple[Any, ...], kwargs: Mapping[str, Any]
     ) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        """The positional and named values the template formats with (no I/O)."""
-        if self._fast and len(args) <= len(self._names) and self._names_set.issuperset(kwargs):
+        """The positional and named values the template formats with (no I/O).
+
+        Wrong arguments raise ``TypeError`` exactly as calling the function would, even when the
+        key is constant or the call is then served from the cache.
+        """
+        names = self._names
+        if (
+            self._fast
+            and len(args) <= len(names)
+            and self._names_set.issuperset(kwargs)
+            and not (kwargs and any(k in kwargs for k in names[: len(args)]))
+        ):
             mapping = dict(self._defaults)
-            mapping.update(zip(self._names, args, strict=False))
+            mapping.update(zip(names, args, strict=False))
             mapping.update(kwargs)
-            if len(mapping) == len(self._names):
+            if len(mapping) == len(names):
                 positional = (
                     tuple(mapping[n] for n in self._positional_names) if self._uses_positional else ()
                 )
@@ -162,12 +172,12 @@ class KeyTemplate:
 
     def format(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
         """The full key (without the instance prefix) for one call's arguments."""
+        positional, mapping = self.bind(args, kwargs)
         if self._constant is not None:
             return self._constant
-        positional, mapping = self.bind(args, kwargs)
         try:
             return f"{self.template.format(*positional, **mapping)}-{self.postfix}"
-        except (IndexError, KeyError, AttributeError) as exc:
+        except (IndexError, KeyError, AttributeError, TypeError, ValueError) as exc:
             raise CachifyKeyError(
                 f"arguments of {func_name(self._func)} do not fit key template {self.template!r}: "
                 f"{type(exc).__name__}: {exc}"

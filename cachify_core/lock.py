@@ -8,17 +8,22 @@ release at the end of a ``with`` block or decorated call logs a warning instead,
 work is done and raising there would turn a completed call into a failure.
 ``force_release()`` is the operator's tool that deletes whoever holds it.
 
-Round trips on Redis: acquire 1 (plus 1 per wake-up while waiting), release 1, ``is_locked``
-1, ``force_release`` 1.
+Leases: ``extend(seconds)`` renews the caller's hold, ``owned()`` checks it, and
+``auto_renew=True`` renews it every third of its TTL while held (see :mod:`leases`).
+
+Round trips on Redis: acquire 1 (plus 1 per wake-up while waiting), release 1, ``extend`` 1,
+``owned``/``is_locked`` 1, ``force_release`` 1; a renewal costs 1 every TTL/3.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+from typing import Any, ParamSpec, TypeVar, overload
 
+from . import leases
 from .errors import CachifyLockError, CachifyLockNotOwnedError
 from .instance import Cachify, get_cachify, seconds_to_ms
 from .keys import KeyTemplate
@@ -34,16 +39,23 @@ from .wrapping import (
     is_coroutine_function,
 )
 
-if TYPE_CHECKING:
-    from collections.abc import Coroutine
-
-__all__ = ["lock"]
+__all__ = ["Held", "lock"]
 
 logger = logging.getLogger("cachify")
 
 P = ParamSpec("P")
 R = TypeVar("R")
 _L = TypeVar("_L", bound="lock")
+
+
+@dataclass
+class Held:
+    """One live acquisition: where, under which token, and its renewal if any."""
+
+    cachify: Cachify
+    key: str
+    token: str
+    lease: leases.Lease | None
 
 
 def locked_message(display_key: str) -> str:
@@ -71,7 +83,7 @@ async def atake(c: Cachify, key: str, token: str, ttl_ms: int | None, plan: Wait
 def _warn_lost(key: str) -> None:
     logger.warning(
         "cachify: lock %s had expired or changed hands before its holder released it; "
-        "nothing was deleted (raise its expiration if the work outlives it)",
+        "nothing was deleted (raise its expiration, or use auto_renew=True)",
         key,
     )
 
@@ -83,12 +95,14 @@ def _not_owned(display_key: str) -> CachifyLockNotOwnedError:
     )
 
 
-def release_quietly(c: Cachify, key: str, token: str) -> None:
+def release_quietly(c: Cachify, key: str, token: str, lease: leases.Lease | None = None) -> None:
+    leases.end(lease)
     if not c.sync_backend.lock_release(key, token):
         _warn_lost(key)
 
 
-async def arelease_quietly(c: Cachify, key: str, token: str) -> None:
+async def arelease_quietly(c: Cachify, key: str, token: str, lease: leases.Lease | None = None) -> None:
+    leases.end(lease)
     if not await c.async_backend.lock_release(key, token):
         _warn_lost(key)
 
@@ -141,6 +155,13 @@ class HeldLockFunctions:
         return {"is_locked": is_locked, "release": release, "force_release": force_release}
 
 
+def _check_timeout(what: str, timeout: float | None) -> None:
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0
+    ):
+        raise ValueError(f"{what}: timeout must be a number of seconds >= 0 or None, got {timeout!r}")
+
+
 class lock:
     """A distributed lock on ``key``: ``with``/``async with`` it, or decorate a function with it.
 
@@ -148,7 +169,8 @@ class lock:
     ``nowait=False`` waits up to ``timeout`` seconds (``None``: for ever), woken by the
     holder's release within milliseconds, re-checking at least every ``lock_poll_interval``.
     ``exp`` is the lock's lifetime in seconds (omitted: the instance's
-    ``default_lock_expiration``; ``None``: never expires).
+    ``default_lock_expiration``; ``None``: never expires). ``auto_renew=True`` keeps renewing
+    it while held, so ``exp`` only bounds how long a crashed holder blocks others.
 
     One object may be entered by several threads or tasks, and nested: each entry is its own
     acquisition with its own token, released by the matching exit.
@@ -161,22 +183,19 @@ class lock:
         timeout: float | None = None,
         exp: float | UnsetType | None = UNSET,
         *,
+        auto_renew: bool = False,
         _provider: Callable[[], Cachify] = get_cachify,
     ) -> None:
         if not isinstance(key, str):
             raise TypeError(f"lock key must be a str, got {type(key).__name__}")
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0
-        ):
-            raise ValueError(
-                f"lock {key!r}: timeout must be a number of seconds >= 0 or None, got {timeout!r}"
-            )
+        _check_timeout(f"lock {key!r}", timeout)
         self._exp_ms = UNSET if isinstance(exp, UnsetType) else seconds_to_ms(exp, f"lock {key!r} exp")
         self._key = key
         self._nowait = nowait
         self._timeout = timeout
+        self._auto_renew = auto_renew
         self._provider = _provider
-        self._held: HolderStacks[tuple[Cachify, str, str]] = HolderStacks()
+        self._held: HolderStacks[Held] = HolderStacks()
 
     # -- shared, no I/O ---------------------------------------------------------------------
     def _ttl_ms(self, c: Cachify) -> int | None:
@@ -188,28 +207,55 @@ class lock:
     def _full_key(self, c: Cachify) -> str:
         return f"{c.prefix}{self._key}-lock"
 
+    def _refused(self) -> CachifyLockError:
+        logger.debug(locked_message(self._key))
+        return CachifyLockError(locked_message(self._key))
+
+    def _current(self, asynchronous: bool) -> Held:
+        held = self._held.peek(asynchronous)
+        if held is None:
+            raise _not_owned(self._key)
+        return held
+
     # -- blocking --------------------------------------------------------------------------
     def __enter__(self: _L) -> _L:
         c = self._provider()
-        key, token = self._full_key(c), new_token()
-        if not take(c, key, token, self._ttl_ms(c), self._plan(c)):
-            logger.debug(locked_message(self._key))
-            raise CachifyLockError(locked_message(self._key))
-        self._held.push(False, (c, key, token))
+        key, token, ttl_ms = self._full_key(c), new_token(), self._ttl_ms(c)
+        if not take(c, key, token, ttl_ms, self._plan(c)):
+            raise self._refused()
+        lease = leases.begin(c, "lock", key, token, ttl_ms, self._auto_renew, False)
+        self._held.push(False, Held(c, key, token, lease))
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        entry = self._held.pop(False)
-        if entry is not None:
-            release_quietly(*entry)
+        held = self._held.pop(False)
+        if held is not None:
+            release_quietly(held.cachify, held.key, held.token, held.lease)
 
     def release(self) -> None:
         """Release this caller's hold; :class:`CachifyLockNotOwnedError` if it holds none."""
-        entry = self._held.pop(False)
-        if entry is None or not entry[0].sync_backend.lock_release(entry[1], entry[2]):
+        held = self._held.pop(False)
+        if held is None:
             raise _not_owned(self._key)
+        leases.end(held.lease)
+        if not held.cachify.sync_backend.lock_release(held.key, held.token):
+            raise _not_owned(self._key)
+
+    def extend(self, seconds: float) -> None:
+        """Give this caller's hold ``seconds`` more to live (from now); raises if it is not held."""
+        held = self._current(False)
+        ttl_ms = seconds_to_ms(seconds, f"lock {self._key!r} extend") or 0
+        if not held.cachify.sync_backend.lock_extend(held.key, held.token, ttl_ms):
+            raise _not_owned(self._key)
+        if held.lease is not None:
+            held.lease.ttl_ms = ttl_ms
+
+    def owned(self) -> bool:
+        """Whether this caller (thread) holds the lock right now (1 round trip)."""
+        held = self._held.peek(False)
+        return held is not None and held.cachify.sync_backend.lock_holder(held.key) == held.token
 
     def is_locked(self) -> bool:
         """Whether anyone holds the lock (1 round trip)."""
@@ -224,24 +270,39 @@ class lock:
     # -- asyncio ---------------------------------------------------------------------------
     async def __aenter__(self: _L) -> _L:
         c = self._provider()
-        key, token = self._full_key(c), new_token()
-        if not await atake(c, key, token, self._ttl_ms(c), self._plan(c)):
-            logger.debug(locked_message(self._key))
-            raise CachifyLockError(locked_message(self._key))
-        self._held.push(True, (c, key, token))
+        key, token, ttl_ms = self._full_key(c), new_token(), self._ttl_ms(c)
+        if not await atake(c, key, token, ttl_ms, self._plan(c)):
+            raise self._refused()
+        lease = leases.begin(c, "lock", key, token, ttl_ms, self._auto_renew, True)
+        self._held.push(True, Held(c, key, token, lease))
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        entry = self._held.pop(True)
-        if entry is not None:
-            await arelease_quietly(*entry)
+        held = self._held.pop(True)
+        if held is not None:
+            await arelease_quietly(held.cachify, held.key, held.token, held.lease)
 
     async def arelease(self) -> None:
-        entry = self._held.pop(True)
-        if entry is None or not await entry[0].async_backend.lock_release(entry[1], entry[2]):
+        held = self._held.pop(True)
+        if held is None:
             raise _not_owned(self._key)
+        leases.end(held.lease)
+        if not await held.cachify.async_backend.lock_release(held.key, held.token):
+            raise _not_owned(self._key)
+
+    async def aextend(self, seconds: float) -> None:
+        held = self._current(True)
+        ttl_ms = seconds_to_ms(seconds, f"lock {self._key!r} extend") or 0
+        if not await held.cachify.async_backend.lock_extend(held.key, held.token, ttl_ms):
+            raise _not_owned(self._key)
+        if held.lease is not None:
+            held.lease.ttl_ms = ttl_ms
+
+    async def aowned(self) -> bool:
+        held = self._held.peek(True)
+        return held is not None and await held.cachify.async_backend.lock_holder(held.key) == held.token
 
     async def is_alocked(self) -> bool:
         c = self._provider()
@@ -267,7 +328,8 @@ class lock:
             raise CachifyLockError(locked_message(key[len(c.prefix) :]))
 
         template = KeyTemplate(self._key, func, "lock")
-        return guard(func, HeldLockFunctions(self._provider, template), self._ttl_ms, self._plan, conflict)
+        helpers = HeldLockFunctions(self._provider, template)
+        return guard(func, helpers, self._ttl_ms, self._plan, conflict, self._auto_renew)
 
 
 def guard(
@@ -276,6 +338,7 @@ def guard(
     ttl_ms: Callable[[Cachify], int | None],
     plan: Callable[[Cachify], WaitPlan | None],
     conflict: Callable[[Cachify, str], Any],
+    auto_renew: bool,
 ) -> Any:
     """Wrap ``func`` so each call holds the lock its arguments name (``@lock`` and ``@once``).
 
@@ -287,28 +350,34 @@ def guard(
 
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
             c = provider()
-            key, token = helpers.key(c, args, kwargs), new_token()
-            if not await atake(c, key, token, ttl_ms(c), plan(c)):
+            key, token, ttl = helpers.key(c, args, kwargs), new_token(), ttl_ms(c)
+            if not await atake(c, key, token, ttl, plan(c)):
                 return conflict(c, key)
+            lease = leases.begin(c, "lock", key, token, ttl, auto_renew, True)
             held.add(key, token)
             try:
                 return await func(*args, **kwargs)
             finally:
                 if held.discard(key, token):
-                    await arelease_quietly(c, key, token)
+                    await arelease_quietly(c, key, token, lease)
+                else:
+                    leases.end(lease)
 
         return attach(async_wrapper, func, **helpers.async_methods())
 
     def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
         c = provider()
-        key, token = helpers.key(c, args, kwargs), new_token()
-        if not take(c, key, token, ttl_ms(c), plan(c)):
+        key, token, ttl = helpers.key(c, args, kwargs), new_token(), ttl_ms(c)
+        if not take(c, key, token, ttl, plan(c)):
             return conflict(c, key)
+        lease = leases.begin(c, "lock", key, token, ttl, auto_renew, False)
         held.add(key, token)
         try:
             return func(*args, **kwargs)
         finally:
             if held.discard(key, token):
-                release_quietly(c, key, token)
+                release_quietly(c, key, token, lease)
+            else:
+                leases.end(lease)
 
     return attach(sync_wrapper, func, **helpers.sync_methods())

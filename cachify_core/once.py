@@ -38,19 +38,26 @@ class OnceDecorator(Protocol):
     def __call__(self, func: Callable[P, R], /) -> SyncLockWrappedF[P, R]: ...
 
 
-def once(key: str, raise_on_locked: bool = False, return_on_locked: Any = None) -> OnceDecorator:
+def once(
+    key: str, raise_on_locked: bool = False, return_on_locked: Any = None, *, auto_renew: bool = False
+) -> OnceDecorator:
     """Let one call per ``key`` run at a time; the others return ``return_on_locked`` (default
     ``None``) or, with ``raise_on_locked=True``, raise :class:`CachifyLockError`.
 
     The wrapped function gets ``is_locked(*args, **kwargs)``, ``release(*args, **kwargs)``
     (releases a hold a running call in this process owns) and ``force_release(...)``, each
-    sync or async like the function.
+    sync or async like the function. ``auto_renew=True`` renews the hold while the call runs,
+    so ``default_lock_expiration`` only bounds how long a crashed call blocks the key.
     """
-    return make_once(get_cachify, key, raise_on_locked, return_on_locked)
+    return make_once(get_cachify, key, raise_on_locked, return_on_locked, auto_renew)
 
 
 def make_once(
-    provider: Callable[[], Cachify], key: str, raise_on_locked: bool, return_on_locked: Any
+    provider: Callable[[], Cachify],
+    key: str,
+    raise_on_locked: bool,
+    return_on_locked: Any,
+    auto_renew: bool = False,
 ) -> OnceDecorator:
     def on_locked(c: Cachify, full_key: str) -> Any:
         message = locked_message(full_key[len(c.prefix) :])
@@ -64,6 +71,6 @@ def make_once(
 
     def decorator(func: Callable[..., Any]) -> Any:
         helpers = HeldLockFunctions(provider, KeyTemplate(key, func, "once"))
-        return guard(func, helpers, ttl_ms, lambda _c: None, on_locked)
+        return guard(func, helpers, ttl_ms, lambda _c: None, on_locked, auto_renew)
 
     return decorator

@@ -18,9 +18,11 @@ from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
+from . import leases
 from .errors import CachifyPoolFullError
 from .instance import Cachify, get_cachify, seconds_to_ms
 from .keys import KeyTemplate
+from .lock import Held
 from .protocols import UNSET, UnsetType
 from .tokens import new_token
 from .waiting import WaitPlan, acquire_async, acquire_blocking
@@ -79,12 +81,14 @@ async def atake_slot(
     )
 
 
-def give_back(c: Cachify, key: str, token: str) -> None:
+def give_back(c: Cachify, key: str, token: str, lease: leases.Lease | None = None) -> None:
+    leases.end(lease)
     if not c.sync_backend.pool_release(key, token):
         _warn_lost(key)
 
 
-async def agive_back(c: Cachify, key: str, token: str) -> None:
+async def agive_back(c: Cachify, key: str, token: str, lease: leases.Lease | None = None) -> None:
+    leases.end(lease)
     if not await c.async_backend.pool_release(key, token):
         _warn_lost(key)
 
@@ -95,6 +99,8 @@ class pool:
     ``slot_exp`` is a slot's lease in seconds (omitted: ``default_pool_slot_expiration``;
     ``None``: never expires, so a crashed holder's slot stays taken). ``timeout`` is how long
     to wait for a free slot (``None``: do not wait) before :class:`CachifyPoolFullError`.
+    ``auto_renew=True`` renews the slot's lease every third of ``slot_exp`` while held, so a
+    long holder keeps its slot and a crashed one frees it within ``slot_exp``.
 
     Round trips on Redis: enter 1 (plus 1 per wake-up while waiting), exit 1, size 1.
     """
@@ -106,6 +112,7 @@ class pool:
         slot_exp: float | UnsetType | None = UNSET,
         *,
         timeout: float | None = None,
+        auto_renew: bool = False,
         _provider: Callable[[], Cachify] = get_cachify,
     ) -> None:
         if not isinstance(key, str):
@@ -122,8 +129,9 @@ class pool:
         )
         self._key = key
         self._timeout = timeout
+        self._auto_renew = auto_renew
         self._provider = _provider
-        self._held: HolderStacks[tuple[Cachify, str, str]] = HolderStacks()
+        self._held: HolderStacks[Held] = HolderStacks()
 
     @property
     def max_size(self) -> int:
@@ -142,18 +150,19 @@ class pool:
 
     def __enter__(self: _Pl) -> _Pl:
         c = self._provider()
-        key, token = self._full_key(c), new_token()
-        if not take_slot(c, key, token, self._max_size, _slot_ttl_ms(self._exp_ms, c), self._plan(c)):
+        key, token, ttl_ms = self._full_key(c), new_token(), _slot_ttl_ms(self._exp_ms, c)
+        if not take_slot(c, key, token, self._max_size, ttl_ms, self._plan(c)):
             raise self._full()
-        self._held.push(False, (c, key, token))
+        lease = leases.begin(c, "pool", key, token, ttl_ms, self._auto_renew, False)
+        self._held.push(False, Held(c, key, token, lease))
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        entry = self._held.pop(False)
-        if entry is not None:
-            give_back(*entry)
+        held = self._held.pop(False)
+        if held is not None:
+            give_back(held.cachify, held.key, held.token, held.lease)
 
     def size(self) -> int:
         """Slots taken right now (1 round trip)."""
@@ -162,18 +171,19 @@ class pool:
 
     async def __aenter__(self: _Pl) -> _Pl:
         c = self._provider()
-        key, token = self._full_key(c), new_token()
-        if not await atake_slot(c, key, token, self._max_size, _slot_ttl_ms(self._exp_ms, c), self._plan(c)):
+        key, token, ttl_ms = self._full_key(c), new_token(), _slot_ttl_ms(self._exp_ms, c)
+        if not await atake_slot(c, key, token, self._max_size, ttl_ms, self._plan(c)):
             raise self._full()
-        self._held.push(True, (c, key, token))
+        lease = leases.begin(c, "pool", key, token, ttl_ms, self._auto_renew, True)
+        self._held.push(True, Held(c, key, token, lease))
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        entry = self._held.pop(True)
-        if entry is not None:
-            await agive_back(*entry)
+        held = self._held.pop(True)
+        if held is not None:
+            await agive_back(held.cachify, held.key, held.token, held.lease)
 
     async def asize(self) -> int:
         c = self._provider()
@@ -196,14 +206,17 @@ def pooled(
     on_full: Callable[..., Any] | None = None,
     raise_on_full: bool = False,
     slot_exp: float | UnsetType | None = UNSET,
+    *,
+    auto_renew: bool = False,
 ) -> PooledDecorator:
     """Run at most ``max_size`` calls per ``key`` (a template over the arguments) at once.
 
     A call finding the pool full raises :class:`CachifyPoolFullError` if ``raise_on_full``,
     else returns ``on_full(*args, **kwargs)`` (awaited if it returns an awaitable), else
     ``None``. The function gets ``size(*args, **kwargs)``, sync or async like itself.
+    ``auto_renew=True`` renews a running call's slot lease (see :class:`pool`).
     """
-    return make_pooled(get_cachify, key, max_size, on_full, raise_on_full, slot_exp)
+    return make_pooled(get_cachify, key, max_size, on_full, raise_on_full, slot_exp, auto_renew)
 
 
 def make_pooled(
@@ -213,6 +226,7 @@ def make_pooled(
     on_full: Callable[..., Any] | None,
     raise_on_full: bool,
     slot_exp: float | UnsetType | None,
+    auto_renew: bool = False,
 ) -> PooledDecorator:
     _check_max_size(key, max_size)
     if on_full is not None and not callable(on_full):
@@ -233,16 +247,19 @@ def make_pooled(
 
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
                 c = provider()
-                full_key, token = c.prefix + template.format(args, kwargs), new_token()
-                if not await c.async_backend.pool_acquire(
-                    full_key, token, max_size, _slot_ttl_ms(exp_ms, c), False
-                ):
+                full_key, token, ttl_ms = (
+                    c.prefix + template.format(args, kwargs),
+                    new_token(),
+                    _slot_ttl_ms(exp_ms, c),
+                )
+                if not await c.async_backend.pool_acquire(full_key, token, max_size, ttl_ms, False):
                     result = when_full(c, full_key, args, kwargs)
                     return await result if inspect.isawaitable(result) else result
+                lease = leases.begin(c, "pool", full_key, token, ttl_ms, auto_renew, True)
                 try:
                     return await func(*args, **kwargs)
                 finally:
-                    await agive_back(c, full_key, token)
+                    await agive_back(c, full_key, token, lease)
 
             async def asize(*args: Any, **kwargs: Any) -> int:
                 c = provider()
@@ -252,13 +269,18 @@ def make_pooled(
 
         def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
             c = provider()
-            full_key, token = c.prefix + template.format(args, kwargs), new_token()
-            if not c.sync_backend.pool_acquire(full_key, token, max_size, _slot_ttl_ms(exp_ms, c), False):
+            full_key, token, ttl_ms = (
+                c.prefix + template.format(args, kwargs),
+                new_token(),
+                _slot_ttl_ms(exp_ms, c),
+            )
+            if not c.sync_backend.pool_acquire(full_key, token, max_size, ttl_ms, False):
                 return when_full(c, full_key, args, kwargs)
+            lease = leases.begin(c, "pool", full_key, token, ttl_ms, auto_renew, False)
             try:
                 return func(*args, **kwargs)
             finally:
-                give_back(c, full_key, token)
+                give_back(c, full_key, token, lease)
 
         def size(*args: Any, **kwargs: Any) -> int:
             c = provider()

@@ -60,6 +60,10 @@ class HolderStacks(Generic[E]):
     def push(self, asynchronous: bool, entry: E) -> None:
         self._stacks.setdefault(holder_id(asynchronous), []).append(entry)
 
+    def peek(self, asynchronous: bool) -> E | None:
+        entries = self._stacks.get(holder_id(asynchronous))
+        return entries[-1] if entries else None
+
     def pop(self, asynchronous: bool) -> E | None:
         holder = holder_id(asynchronous)
         entries = self._stacks.get(holder)

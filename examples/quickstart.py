@@ -18,7 +18,7 @@ from pathlib import Path
 # Run from a fresh clone without installing: make the repository importable.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cachify_core import (  # noqa: E402
+from cachify_core import (
     CachifyLockError,
     CachifyLockNotOwnedError,
     CachifyPoolFullError,
@@ -60,7 +60,9 @@ def demo_cached() -> None:
     print("after add.reset(2, 3): add(2, 3) =", add(2, 3), f"| function ran {len(calls)}x")
     find_user(7)
     find_user(7)
-    print(f"find_user(7) returned None twice, function ran {sum(1 for c in calls if c[1] == -1)}x (None is cached)")
+    print(
+        f"find_user(7) returned None twice, function ran {sum(1 for c in calls if c[1] == -1)}x (None is cached)"
+    )
 
 
 # -- lock ------------------------------------------------------------------------------------
@@ -96,7 +98,9 @@ def demo_lock() -> None:
     holder.__exit__(None, None, None)
     waiter_got_it.wait(5)
     thread.join(5)
-    print(f"hand-over to a waiting thread took {(handed_over_at[0] - released_at) * 1000:.2f} ms (poll is 1000 ms)")
+    print(
+        f"hand-over to a waiting thread took {(handed_over_at[0] - released_at) * 1000:.2f} ms (poll is 1000 ms)"
+    )
 
 
 # -- @once -----------------------------------------------------------------------------------
@@ -110,7 +114,8 @@ def demo_once() -> None:
     section("@once: overlapping runs of the same key are skipped")
     results: list[str] = []
     threads = [
-        threading.Thread(target=lambda: results.append(create_transactions(date(2026, 11, 1)))) for _ in range(3)
+        threading.Thread(target=lambda: results.append(create_transactions(date(2026, 11, 1))))
+        for _ in range(3)
     ]
     for t in threads:
         t.start()

@@ -7,6 +7,7 @@ parent but Redis. Every child is joined with a deadline and terminated if it ove
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 import signal
@@ -73,9 +74,7 @@ def test_lock_is_mutually_exclusive_across_processes(
 ) -> None:
     n, k = 4, 25
     barrier = CTX.Barrier(n)
-    procs = start_all(
-        mp_workers.lock_worker, [(flushed_redis_url, prefix, i, k, barrier) for i in range(n)]
-    )
+    procs = start_all(mp_workers.lock_worker, [(flushed_redis_url, prefix, i, k, barrier) for i in range(n)])
     join_all(procs, raw, prefix)
 
     violations = [v.decode() for v in raw.lrange(prefix + "violations", 0, -1)]
@@ -87,7 +86,7 @@ def test_lock_is_mutually_exclusive_across_processes(
     )
     assert len(intervals) == n * k
     assert {w for _, _, w in intervals} == set(range(n))
-    for (s1, e1, w1), (s2, e2, w2) in zip(intervals, intervals[1:]):
+    for (s1, e1, w1), (s2, e2, w2) in itertools.pairwise(intervals):
         assert s1 <= e1 <= s2 <= e2, f"sections overlap: worker {w1} [{s1},{e1}] and worker {w2} [{s2},{e2}]"
     # every worker released: the lock is free again
     assert not init_cachify(url=flushed_redis_url, is_global=False, prefix=prefix).lock("shared").is_locked()
@@ -120,7 +119,9 @@ def test_killed_holder_frees_lock_and_slot_by_expiry(
     holding = CTX.Event()
     (child,) = start_all(mp_workers.crash_holder, [(flushed_redis_url, prefix, holding)])
     try:
-        assert holding.wait(15), "the child never reported holding the lock and the slot"
+        assert holding.wait(15), (
+            f"the child never held the lock and the slot: {raw.lrange(prefix + 'errors', 0, -1)}"
+        )
         assert child.pid is not None
         os.kill(child.pid, signal.SIGKILL)
         killed_at = time.monotonic()

@@ -2,7 +2,7 @@ import asyncio
 
 import pytest
 
-from cachify_core import CachifyLockError, Cachify
+from cachify_core import Cachify, CachifyLockError
 
 
 def test_lock_conflict(cachify: Cachify) -> None:

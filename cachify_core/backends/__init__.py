@@ -89,10 +89,11 @@ def resolve_backends(
         else:
             assert isinstance(sync_backend, ClientBackend)
             async_backend = ThreadedAsyncBackend(sync_backend)
-    elif isinstance(async_client, MemoryStore):
-        async_backend = AsyncMemoryBackend(async_client)
-    elif isinstance(async_client, AsyncMemoryBackend):
-        async_backend = async_client
+    elif isinstance(async_client, (MemoryStore, AsyncMemoryBackend)):
+        store = async_client if isinstance(async_client, MemoryStore) else async_client.store
+        async_backend = AsyncMemoryBackend(store)
+        if sync_client is None:
+            sync_backend = store
     elif is_async_redis_client(async_client):
         async_backend = AsyncRedisBackend(async_client)
         if sync_client is None:

@@ -1,0 +1,172 @@
+"""Lease renewal (``auto_renew=True``): keep a lock or pool slot alive while its holder runs.
+
+A held lease is renewed every third of its TTL: from one daemon thread per process for
+blocking holders, from an asyncio task per lease for async holders. Renewal stops when the
+holder releases, and dies with the process, so a crashed holder's lease ends within one TTL.
+A renewal that finds the lease gone (expired, or force-released) logs a warning and stops (the
+holder can check ``owned()``); a renewal that fails on a backend error is retried within a
+second, so a short outage does not cost the lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import os
+import threading
+import time
+from typing import TYPE_CHECKING, Literal
+
+from .backends import AsyncBackend, SyncBackend
+
+if TYPE_CHECKING:
+    from .instance import Cachify
+
+__all__ = ["Lease", "Renewer", "begin", "end", "renewer", "start_async_renewal"]
+
+logger = logging.getLogger("cachify")
+
+Kind = Literal["lock", "pool"]
+
+_now = time.monotonic
+
+
+class Lease:
+    """One renewed hold. ``stop()`` ends its renewal (idempotent, no I/O)."""
+
+    __slots__ = ("_task", "backend", "key", "kind", "lost", "stopped", "token", "ttl_ms")
+
+    def __init__(
+        self, backend: SyncBackend | AsyncBackend, kind: Kind, key: str, token: str, ttl_ms: int
+    ) -> None:
+        self.backend = backend
+        self.kind = kind
+        self.key = key
+        self.token = token
+        self.ttl_ms = ttl_ms
+        self.stopped = False
+        self.lost = False
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def interval_s(self) -> float:
+        return self.ttl_ms / 3000.0
+
+    def stop(self) -> None:
+        self.stopped = True
+        if self._task is not None:
+            self._task.cancel()
+
+    def _lost(self) -> None:
+        self.lost = True
+        logger.warning(
+            "cachify: %s %s was lost before its holder released it; renewal stopped", self.kind, self.key
+        )
+
+
+def _renew_sync(lease: Lease, backend: SyncBackend) -> bool:
+    if lease.kind == "lock":
+        return backend.lock_extend(lease.key, lease.token, lease.ttl_ms)
+    return backend.pool_extend(lease.key, lease.token, lease.ttl_ms)
+
+
+async def _renew_async(lease: Lease, backend: AsyncBackend) -> bool:
+    if lease.kind == "lock":
+        return await backend.lock_extend(lease.key, lease.token, lease.ttl_ms)
+    return await backend.pool_extend(lease.key, lease.token, lease.ttl_ms)
+
+
+class Renewer:
+    """The per-process renewal thread for blocking holders: one heap of due times."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, Lease]] = []
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def start(self, backend: SyncBackend, kind: Kind, key: str, token: str, ttl_ms: int) -> Lease:
+        lease = Lease(backend, kind, key, token, ttl_ms)
+        with self._cond:
+            heapq.heappush(self._heap, (_now() + lease.interval_s, next(self._seq), lease))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="cachify-renewer", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+        return lease
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._heap or self._heap[0][0] > _now():
+                    self._cond.wait(None if not self._heap else self._heap[0][0] - _now())
+                _, _, lease = heapq.heappop(self._heap)
+            if lease.stopped:
+                continue
+            started = _now()
+            try:
+                alive = _renew_sync(lease, lease.backend)  # type: ignore[arg-type]
+            except Exception as exc:  # backend down: try again soon, until the lease would be gone
+                logger.warning("cachify: renewing %s %s failed: %s", lease.kind, lease.key, exc)
+                alive = True
+                delay = min(lease.interval_s, 1.0)
+            else:
+                delay = lease.interval_s
+            if not alive:
+                if not lease.stopped:
+                    lease._lost()
+                continue
+            with self._cond:
+                heapq.heappush(self._heap, (started + delay, next(self._seq), lease))
+
+    def _after_fork(self) -> None:
+        # The child has no renewal thread and owns none of its parent's leases.
+        self._cond = threading.Condition()
+        self._heap = []
+        self._thread = None
+
+
+renewer = Renewer()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=renewer._after_fork)
+
+
+def start_async_renewal(backend: AsyncBackend, kind: Kind, key: str, token: str, ttl_ms: int) -> Lease:
+    """Renew from a task on the running loop; ``lease.stop()`` cancels it."""
+    lease = Lease(backend, kind, key, token, ttl_ms)
+
+    async def loop() -> None:
+        while not lease.stopped:
+            await asyncio.sleep(lease.interval_s)
+            if lease.stopped:
+                return
+            try:
+                alive = await _renew_async(lease, backend)
+            except Exception as exc:
+                logger.warning("cachify: renewing %s %s failed: %s", lease.kind, lease.key, exc)
+                continue
+            if not alive:
+                if not lease.stopped:
+                    lease._lost()
+                return
+
+    lease._task = asyncio.get_running_loop().create_task(loop(), name=f"cachify-renew:{key}")
+    return lease
+
+
+def begin(
+    c: Cachify, kind: Kind, key: str, token: str, ttl_ms: int | None, auto_renew: bool, asynchronous: bool
+) -> Lease | None:
+    """Start renewing a just-acquired hold if asked to and if it can expire at all."""
+    if not auto_renew or ttl_ms is None:
+        return None
+    if asynchronous:
+        return start_async_renewal(c.async_backend, kind, key, token, ttl_ms)
+    return renewer.start(c.sync_backend, kind, key, token, ttl_ms)
+
+
+def end(lease: Lease | None) -> None:
+    if lease is not None:
+        lease.stop()

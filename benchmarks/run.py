@@ -52,13 +52,18 @@ class Profile:
     rounds: int  # timed rounds per library and row (libraries alternate; the median is kept)
     round_s: float  # target length of one timed round
     warmup_s: float  # untimed warm-up, also used to size the rounds
-    contention_s: float  # length of the multi-process pool run
+    contention_s: float  # length of one multi-process pool run
+    contention_runs: int  # runs per library, alternating libraries; the median is kept
     procs: int
     handovers: int
 
 
-FULL = Profile(rounds=7, round_s=0.25, warmup_s=0.15, contention_s=3.0, procs=4, handovers=50)
-QUICK = Profile(rounds=3, round_s=0.08, warmup_s=0.05, contention_s=1.5, procs=4, handovers=15)
+FULL = Profile(
+    rounds=21, round_s=0.1, warmup_s=0.15, contention_s=3.0, contention_runs=2, procs=4, handovers=50
+)
+QUICK = Profile(
+    rounds=5, round_s=0.05, warmup_s=0.05, contention_s=1.5, contention_runs=1, procs=4, handovers=15
+)
 
 
 def log(message: str) -> None:
@@ -336,10 +341,15 @@ def contention(lib: str, url: str, prof: Profile) -> tuple[float, int]:
 
 
 def bench_contention(url: str, prof: Profile) -> Row:
-    values, failures = {}, {}
-    for lib in LIBS:
-        log(f"redis pool, {prof.procs} processes, {lib} ...")
-        values[lib], failures[lib] = contention(lib, url, prof)
+    rates: dict[str, list[float]] = {lib: [] for lib in LIBS}
+    failures = dict.fromkeys(LIBS, 0)
+    for run in range(prof.contention_runs):
+        for lib in LIBS[:: 1 if run % 2 == 0 else -1]:
+            log(f"redis pool, {prof.procs} processes, {lib} ...")
+            rate, failed = contention(lib, url, prof)
+            rates[lib].append(rate)
+            failures[lib] += failed
+    values = {lib: statistics.median(r) for lib, r in rates.items()}
     note = ", ".join(f"{lib} {failures[lib]:,}" for lib in LIBS)
     return Row(
         f"Redis, {prof.procs} processes",

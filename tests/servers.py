@@ -122,3 +122,122 @@ class PrivateServer:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+#: How long a freshly joined private cluster may take to report ``cluster_state:ok`` everywhere.
+CLUSTER_STARTUP_TIMEOUT_S = 15.0
+#: Redis Cluster's slot count, fixed by the protocol.
+CLUSTER_SLOTS = 16384
+#: A node's cluster bus listens on its port + 10000 (fixed on Redis 6.2, the default later).
+CLUSTER_BUS_OFFSET = 10000
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_cluster_port(attempts: int = 200) -> int:
+    """A free port whose cluster-bus port (port + 10000) is free and valid too."""
+    for _ in range(attempts):
+        port = free_port()
+        if port + CLUSTER_BUS_OFFSET <= 65535 and _port_free(port + CLUSTER_BUS_OFFSET):
+            return port
+    raise RuntimeError(f"no free port pair (port, port + {CLUSTER_BUS_OFFSET}) in {attempts} attempts")
+
+
+def parse_cluster_nodes(spec: str) -> list[tuple[str, int]]:
+    """``"host:port,host:port"`` (``REDIS_CLUSTER_NODES``) as ``[(host, port), ...]``."""
+    nodes = []
+    for item in spec.split(","):
+        host, _, port = item.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"REDIS_CLUSTER_NODES: expected host:port, got {item!r}")
+        nodes.append((host, int(port)))
+    return nodes
+
+
+@dataclass
+class PrivateCluster:
+    """A Redis Cluster of ``masters`` primaries (no replicas) on loopback, joined from Python.
+
+    Slots are split into contiguous ranges with ``CLUSTER ADDSLOTS`` and the nodes introduced
+    with ``CLUSTER MEET``, so no ``redis-cli`` is needed; :meth:`start` returns once every node
+    reports ``cluster_state:ok`` and knows every other one.
+    """
+
+    binary: str
+    masters: int = 3
+    servers: list[PrivateServer] = field(default_factory=list)
+    workdir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="cachify-cluster-"))
+
+    @property
+    def nodes(self) -> list[tuple[str, int]]:
+        return [("127.0.0.1", s.port) for s in self.servers]
+
+    def start(self) -> PrivateCluster:
+        try:
+            for _ in range(self.masters):
+                port = free_cluster_port()
+                extra = (
+                    "--cluster-enabled", "yes",
+                    "--cluster-config-file", os.path.join(self.workdir, f"nodes-{port}.conf"),
+                    "--cluster-node-timeout", "2000",
+                )  # fmt: skip
+                self.servers.append(PrivateServer(self.binary, port=port, extra=extra).start())
+            self._join()
+            self._wait_until_ok()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _join(self) -> None:
+        import redis
+
+        per_node = -(-CLUSTER_SLOTS // self.masters)
+        clients = [redis.Redis(port=s.port, socket_timeout=5) for s in self.servers]
+        try:
+            for i, client in enumerate(clients):
+                first, last = i * per_node, min((i + 1) * per_node, CLUSTER_SLOTS)
+                client.execute_command("CLUSTER ADDSLOTS", *range(first, last))
+                client.execute_command("CLUSTER SET-CONFIG-EPOCH", i + 1)
+            for server in self.servers[1:]:
+                clients[0].execute_command("CLUSTER MEET", "127.0.0.1", server.port)
+        finally:
+            for client in clients:
+                client.close()
+
+    def _wait_until_ok(self) -> None:
+        import redis
+
+        clients = [redis.Redis(port=s.port, socket_timeout=1) for s in self.servers]
+        deadline = time.monotonic() + CLUSTER_STARTUP_TIMEOUT_S
+        last: object = None
+        try:
+            while time.monotonic() < deadline:
+                try:
+                    infos = [c.cluster("INFO") for c in clients]
+                except redis.exceptions.RedisError as exc:
+                    last = exc
+                else:
+                    last = infos
+                    if all(
+                        str(i.get("cluster_state")) == "ok" and int(i.get("cluster_known_nodes", 0)) == self.masters
+                        for i in infos
+                    ):
+                        return
+                time.sleep(0.1)
+        finally:
+            for client in clients:
+                client.close()
+        raise RuntimeError(f"private cluster not ok after {CLUSTER_STARTUP_TIMEOUT_S}s: {last!r}")
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)

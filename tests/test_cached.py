@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from cachify_core import Cachify, CachifyInitError, MemoryStore, cached, init_cachify
+from cachify_core import instance as instance_module
 from cachify_core.backends import memory as memory_module
-from cachify_core.instance import _NOT_INITIALIZED
 
 KINDS = ["sync", "async"]
 VIAS = ["global", "instance"]
@@ -258,8 +258,6 @@ async def test_ttl_precedence(
 ) -> None:
     c = make_cachify(default_cache_ttl=default_ttl)
     if via == "global":
-        from cachify_core import instance as instance_module
-
         monkeypatch.setattr(instance_module, "_global", c)
     fn, calls = counting(kind)
     wrapped = decorator_for(via, c)("ttl-{a}", **decorator_kwargs)(fn)
@@ -484,7 +482,6 @@ async def test_instance_decorators_do_not_need_the_global(
 
 @pytest.mark.parametrize("kind", KINDS)
 async def test_global_cached_without_init_raises(no_global: None, kind: str) -> None:
-    assert _NOT_INITIALIZED == NOT_INITIALIZED
     fn, calls = counting(kind)
     wrapped = cached("g-{a}")(fn)  # decorating needs no instance
 

@@ -1,0 +1,185 @@
+"""Task options (``once_*``, ``pool_*``, ``cache_*``): parsing and validation, once for all
+three integrations. The contract is shared/TASK_OPTIONS.md; every mistake is reported when the
+task is declared, naming the task and the option.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ..errors import CachifyError
+from ..keys import KeyTemplate
+from ..protocols import UNSET, UnsetType
+
+__all__ = [
+    "DEFAULT_ONCE_TTL_S",
+    "DEFAULT_POOL_BACKOFF_S",
+    "DEFAULT_POOL_SLOT_TTL_S",
+    "OPTION_NAMES",
+    "CachifyTaskOptionError",
+    "TaskOptions",
+    "parse_task_options",
+]
+
+OnceMode = Literal["queued", "until_started", "running"]
+OnFull = Literal["requeue", "drop", "raise"] | Callable[..., Any]
+
+#: An hour: long enough for a queue backlog, short enough that a lost message does not block
+#: its key for a day.
+DEFAULT_ONCE_TTL_S = 3600.0
+#: A running task renews its slot every third of this, so a dead worker's slot frees within a minute.
+DEFAULT_POOL_SLOT_TTL_S = 60.0
+#: First requeue after up to 1 s, doubling to at most a minute between tries.
+DEFAULT_POOL_BACKOFF_S = (1.0, 60.0)
+
+OPTION_NAMES = frozenset(
+    {
+        "once_key",
+        "once_mode",
+        "once_ttl",
+        "once_raise",
+        "pool_key",
+        "pool_max_size",
+        "pool_slot_ttl",
+        "pool_on_full",
+        "pool_backoff",
+        "pool_max_requeues",
+        "cache_key",
+        "cache_ttl",
+    }
+)
+_PREFIXES = ("once_", "pool_", "cache_")
+
+
+class CachifyTaskOptionError(CachifyError, ValueError):
+    """A task option is unknown, missing a companion, or has a bad value."""
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    """Validated options of one task; templates compiled against its function."""
+
+    task_name: str
+    once_key: KeyTemplate | None = None
+    once_mode: OnceMode = "queued"
+    once_ttl_s: float = DEFAULT_ONCE_TTL_S
+    once_raise: bool = False
+    pool_key: KeyTemplate | None = None
+    pool_max_size: int = 0
+    pool_slot_ttl_s: float = DEFAULT_POOL_SLOT_TTL_S
+    pool_on_full: OnFull = "requeue"
+    pool_backoff_s: tuple[float, float] = DEFAULT_POOL_BACKOFF_S
+    pool_max_requeues: int | None = None
+    cache_key: KeyTemplate | None = None
+    cache_ttl_s: float | UnsetType | None = UNSET
+
+    @property
+    def active(self) -> bool:
+        return self.once_key is not None or self.pool_key is not None or self.cache_key is not None
+
+    @property
+    def claims_at_enqueue(self) -> bool:
+        """Whether the dedup hold is taken when the task is sent (modes queued, until_started)."""
+        return self.once_key is not None and self.once_mode != "running"
+
+
+def is_task_option(name: str) -> bool:
+    """Whether an option name belongs to cachify (so a typo of one is an error, not ignored)."""
+    return name.startswith(_PREFIXES)
+
+
+def _seconds(task: str, name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or math.isinf(value):
+        raise CachifyTaskOptionError(
+            f"task {task!r}: {name} must be a positive number of seconds, got {value!r}"
+        )
+    return float(value)
+
+
+def _template(task: str, name: str, value: Any, func: Callable[..., Any], postfix: str) -> KeyTemplate:
+    if not isinstance(value, str) or not value:
+        raise CachifyTaskOptionError(
+            f"task {task!r}: {name} must be a non-empty key template str, got {value!r}"
+        )
+    try:
+        return KeyTemplate(value, func, postfix)
+    except ValueError as exc:
+        raise CachifyTaskOptionError(f"task {task!r}: {name}: {exc}") from None
+
+
+def parse_task_options(task_name: str, func: Callable[..., Any], raw: Mapping[str, Any]) -> TaskOptions:
+    """Validate the cachify options among ``raw`` (other names are ignored)."""
+    given = {k: v for k, v in raw.items() if is_task_option(k)}
+    unknown = sorted(set(given) - OPTION_NAMES)
+    if unknown:
+        raise CachifyTaskOptionError(
+            f"task {task_name!r}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(OPTION_NAMES))}"
+        )
+    for group, key in (("once_", "once_key"), ("pool_", "pool_key"), ("cache_", "cache_key")):
+        orphans = sorted(k for k in given if k.startswith(group) and k != key)
+        if orphans and given.get(key) is None:
+            raise CachifyTaskOptionError(f"task {task_name!r}: {', '.join(orphans)} given without {key}")
+
+    opts: dict[str, Any] = {"task_name": task_name}
+    if given.get("once_key") is not None:
+        opts["once_key"] = _template(task_name, "once_key", given["once_key"], func, "once")
+        mode = given.get("once_mode", "queued")
+        if mode not in ("queued", "until_started", "running"):
+            raise CachifyTaskOptionError(
+                f"task {task_name!r}: once_mode must be 'queued', 'until_started' or 'running', got {mode!r}"
+            )
+        opts["once_mode"] = mode
+        opts["once_ttl_s"] = _seconds(task_name, "once_ttl", given.get("once_ttl", DEFAULT_ONCE_TTL_S))
+        once_raise = given.get("once_raise", False)
+        if not isinstance(once_raise, bool):
+            raise CachifyTaskOptionError(f"task {task_name!r}: once_raise must be a bool, got {once_raise!r}")
+        opts["once_raise"] = once_raise
+
+    if given.get("pool_key") is not None:
+        opts["pool_key"] = _template(task_name, "pool_key", given["pool_key"], func, "pool")
+        size = given.get("pool_max_size")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise CachifyTaskOptionError(
+                f"task {task_name!r}: pool_max_size must be an int >= 1 (required with pool_key), got {size!r}"
+            )
+        opts["pool_max_size"] = size
+        opts["pool_slot_ttl_s"] = _seconds(
+            task_name, "pool_slot_ttl", given.get("pool_slot_ttl", DEFAULT_POOL_SLOT_TTL_S)
+        )
+        on_full = given.get("pool_on_full", "requeue")
+        if not callable(on_full) and on_full not in ("requeue", "drop", "raise"):
+            raise CachifyTaskOptionError(
+                f"task {task_name!r}: pool_on_full must be 'requeue', 'drop', 'raise' or a callable, got {on_full!r}"
+            )
+        opts["pool_on_full"] = on_full
+        backoff = given.get("pool_backoff", DEFAULT_POOL_BACKOFF_S)
+        if not isinstance(backoff, (tuple, list)) or len(backoff) != 2:
+            raise CachifyTaskOptionError(
+                f"task {task_name!r}: pool_backoff must be (first_seconds, max_seconds), got {backoff!r}"
+            )
+        first = _seconds(task_name, "pool_backoff[0]", backoff[0])
+        most = _seconds(task_name, "pool_backoff[1]", backoff[1])
+        if first > most:
+            raise CachifyTaskOptionError(
+                f"task {task_name!r}: pool_backoff first_seconds {first} exceeds max_seconds {most}"
+            )
+        opts["pool_backoff_s"] = (first, most)
+        max_requeues = given.get("pool_max_requeues")
+        if max_requeues is not None and (
+            isinstance(max_requeues, bool) or not isinstance(max_requeues, int) or max_requeues < 0
+        ):
+            raise CachifyTaskOptionError(
+                f"task {task_name!r}: pool_max_requeues must be an int >= 0 or None, got {max_requeues!r}"
+            )
+        opts["pool_max_requeues"] = max_requeues
+
+    if given.get("cache_key") is not None:
+        opts["cache_key"] = _template(task_name, "cache_key", given["cache_key"], func, "cached")
+        if "cache_ttl" in given:
+            ttl = given["cache_ttl"]
+            opts["cache_ttl_s"] = None if ttl is None else _seconds(task_name, "cache_ttl", ttl)
+
+    return TaskOptions(**opts)

@@ -1,0 +1,384 @@
+"""The task policy every integration applies: claim at enqueue, admit before the run, finish
+after it. Integrations only call these methods from their framework's hooks.
+
+Order (TASK_OPTIONS.md): cache check → dedup → pool slot → run → store result → release slot
+→ release dedup hold. Holds carry the task id as owner token, so a retry or redelivery of the
+same task id is recognised as the holder; slots carry a fresh token per run. Both are renewed
+while the task runs (:mod:`cachify_core.leases`), so a dead worker's hold and slot end within
+their TTL.
+
+Round trips on Redis: claim 1 (2 on a conflict: the holder's id is read back); admit 1 per
+enabled feature (cache GET, hold check, slot acquire); finish 1 per feature (SET on a cacheable
+success, slot release, hold release).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import random
+from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from .. import leases
+from ..backends import AsyncBackend, SyncBackend
+from ..errors import CachifyLockError, CachifyPoolFullError
+from ..instance import Cachify, get_cachify, seconds_to_ms
+from ..protocols import UnsetType
+from ..tokens import new_token
+from .options import TaskOptions
+
+__all__ = [
+    "Admission",
+    "CachifyDuplicateError",
+    "Claim",
+    "Outcome",
+    "RunHandle",
+    "TaskPolicy",
+    "Verdict",
+]
+
+logger = logging.getLogger("cachify.tasks")
+
+Outcome = Literal["success", "failure", "retry"]
+T = TypeVar("T")
+_CLAIM_ATTEMPTS = 3  #: a hold freed between our failed SET NX and the holder read is retried
+
+
+class CachifyDuplicateError(CachifyLockError):
+    """A task was sent while another holds its ``once_key`` (with ``once_raise=True``)."""
+
+    def __init__(self, task_name: str, key: str, holder_id: str) -> None:
+        super().__init__(f"task {task_name!r}: {key} is already held by task {holder_id}")
+        self.task_name = task_name
+        self.key = key
+        self.holder_id = holder_id
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Result of :meth:`TaskPolicy.claim`: proceed to publish, or a duplicate of ``holder_id``."""
+
+    key: str | None
+    holder_id: str | None = None
+
+    @property
+    def duplicate(self) -> bool:
+        return self.holder_id is not None
+
+
+class Verdict(enum.Enum):
+    RUN = "run"  #: run the task body, then call finish()
+    CACHED = "cached"  #: do not run; ``value`` is the task's result
+    RETURN = "return"  #: pool full with a callable on_full: ``value`` is the task's result
+    SKIP = "skip"  #: acknowledge without running (duplicate, or on_full="drop")
+    REQUEUE = "requeue"  #: publish again after ``delay_s`` with requeues + 1, then ack this one
+
+
+@dataclass
+class RunHandle:
+    """What one admitted run holds, for finish()."""
+
+    cachify: Cachify
+    task_id: str
+    once_key: str | None = None
+    once_lease: leases.Lease | None = None
+    slot_key: str | None = None
+    slot_token: str | None = None
+    slot_lease: leases.Lease | None = None
+    cache_key: str | None = None
+    finished: bool = False
+
+
+@dataclass
+class Admission:
+    verdict: Verdict
+    value: Any = None
+    delay_s: float = 0.0
+    reason: str = ""
+    handle: RunHandle | None = field(default=None, repr=False)
+
+
+class TaskPolicy:
+    """One task's options bound to a Cachify instance (the global one unless given)."""
+
+    def __init__(self, options: TaskOptions, cachify: Cachify | Callable[[], Cachify] | None = None) -> None:
+        self.options = options
+        if cachify is None:
+            self._provider: Callable[[], Cachify] = get_cachify
+        elif isinstance(cachify, Cachify):
+            self._provider = lambda: cachify
+        else:
+            self._provider = cachify
+
+    @property
+    def cachify(self) -> Cachify:
+        return self._provider()
+
+    # -- shared, no I/O ----------------------------------------------------------------------
+    def _key(self, c: Cachify, which: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str | None:
+        template = getattr(self.options, which)
+        return None if template is None else c.prefix + template.format(args, kwargs)
+
+    def once_key(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str | None:
+        return self._key(self.cachify, "once_key", args, kwargs)
+
+    def _once_ttl_ms(self) -> int:
+        return seconds_to_ms(self.options.once_ttl_s, "once_ttl") or 0
+
+    def _slot_ttl_ms(self) -> int:
+        return seconds_to_ms(self.options.pool_slot_ttl_s, "pool_slot_ttl") or 0
+
+    def _cache_ttl_ms(self, c: Cachify) -> int | None:
+        ttl = self.options.cache_ttl_s
+        return c.default_cache_ttl_ms if isinstance(ttl, UnsetType) else seconds_to_ms(ttl, "cache_ttl")
+
+    def backoff_s(self, requeues: int) -> float:
+        """Exponential backoff with full jitter before requeue number ``requeues + 1``."""
+        first, most = self.options.pool_backoff_s
+        return random.uniform(0.0, min(most, first * 2.0 ** min(requeues, 62)))
+
+    def _duplicate(self, key: str, holder: str) -> Claim:
+        if self.options.once_raise:
+            raise CachifyDuplicateError(self.options.task_name, key, holder)
+        logger.info("cachify: task %s not sent: %s is held by task %s", self.options.task_name, key, holder)
+        return Claim(key, holder)
+
+    def _on_full(
+        self, requeues: int, args: tuple[Any, ...], kwargs: Mapping[str, Any], key: str
+    ) -> Admission:
+        """What a run that found its pool full (or whose body raised CachifyPoolFullError) does."""
+        o = self.options
+        on_full = o.pool_on_full
+        message = f"task {o.task_name!r}: pool {key} is full (max_size={o.pool_max_size})"
+        if callable(on_full):
+            return Admission(Verdict.RETURN, value=on_full(*args, **kwargs), reason=message)
+        if on_full == "raise":
+            raise CachifyPoolFullError(message)
+        if on_full == "drop":
+            logger.warning("cachify: %s; dropped (pool_on_full='drop')", message)
+            return Admission(Verdict.SKIP, reason=message)
+        if o.pool_max_requeues is not None and requeues >= o.pool_max_requeues:
+            raise CachifyPoolFullError(f"{message}; gave up after {requeues} requeues")
+        return Admission(Verdict.REQUEUE, delay_s=self.backoff_s(requeues), reason=message)
+
+    def body_pool_full(
+        self, requeues: int, args: tuple[Any, ...], kwargs: Mapping[str, Any], error: CachifyPoolFullError
+    ) -> Admission:
+        """A ``CachifyPoolFullError`` escaped the body (a stacked ``@pooled``/``pool``): handled like
+        ``pool_on_full``, requeue by default."""
+        if self.options.pool_key is not None:
+            key = self._key(self.cachify, "pool_key", args, kwargs) or ""
+            return self._on_full(requeues, args, kwargs, key)
+        o = self.options
+        if o.pool_max_requeues is not None and requeues >= o.pool_max_requeues:
+            raise error
+        return Admission(Verdict.REQUEUE, delay_s=self.backoff_s(requeues), reason=str(error))
+
+    def _skip_duplicate(self, key: str, holder: str) -> Admission:
+        logger.info(
+            "cachify: task %s skipped: %s is held by task %s (duplicate)", self.options.task_name, key, holder
+        )
+        return Admission(Verdict.SKIP, reason=f"{key} is held by task {holder}")
+
+    # -- the steps, written once: each ``yield`` is one backend call --------------------------
+    # A step is ``lambda backend: backend.<primitive>(...)``; the blocking driver calls it on the
+    # sync backend, the asyncio driver awaits it on the async backend. Nothing else differs.
+
+    def _claim_steps(
+        self, c: Cachify, task_id: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> Steps[Claim]:
+        if not self.options.claims_at_enqueue:
+            return Claim(None)
+        key = self._key(c, "once_key", args, kwargs)
+        assert key is not None
+        ttl = self._once_ttl_ms()
+        for _ in range(_CLAIM_ATTEMPTS):
+            if (yield lambda b: b.lock_acquire(key, task_id, ttl, False)):
+                return Claim(key)
+            holder = yield lambda b: b.lock_holder(key)
+            if holder == task_id:  # a retry or re-publish of the holder itself
+                yield lambda b: b.lock_extend(key, task_id, ttl)
+                return Claim(key)
+            if holder is not None:
+                return self._duplicate(key, holder)
+        raise CachifyLockError(f"task {self.options.task_name!r}: {key} kept changing hands; not sent")
+
+    def _unclaim_steps(self, task_id: str, key: str | None) -> Steps[None]:
+        if key is not None:
+            yield lambda b: b.lock_release(key, task_id)
+
+    def _hold_steps(self, key: str, task_id: str) -> Steps[str | None]:
+        """Make sure ``task_id`` holds ``key`` for its run; the other holder's id if it cannot."""
+        ttl = self._once_ttl_ms()
+        holder: str | None = None
+        for _ in range(_CLAIM_ATTEMPTS):
+            if (yield lambda b: b.lock_extend(key, task_id, ttl)) or (
+                yield lambda b: b.lock_acquire(key, task_id, ttl, False)
+            ):
+                return None
+            holder = yield lambda b: b.lock_holder(key)
+            if holder is not None and holder != task_id:
+                return holder
+        return holder or "unknown"
+
+    def _admit_steps(
+        self,
+        c: Cachify,
+        task_id: str,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        requeues: int,
+        asyncio: bool,
+    ) -> Steps[Admission]:
+        o = self.options
+        handle = RunHandle(c, task_id)
+        try:
+            if o.cache_key is not None:
+                cache_key = handle.cache_key = self._key(c, "cache_key", args, kwargs)
+                raw = yield lambda b: b.get(cache_key)
+                if raw is not None:
+                    yield from self._unclaim_steps(
+                        task_id, self._key(c, "once_key", args, kwargs) if o.claims_at_enqueue else None
+                    )
+                    return Admission(Verdict.CACHED, value=c.serializer.loads(raw), reason="cache hit")
+            if o.once_key is not None:
+                once_key = self._key(c, "once_key", args, kwargs)
+                assert once_key is not None
+                if o.once_mode == "until_started":
+                    yield from self._unclaim_steps(task_id, once_key)
+                else:
+                    holder = yield from self._hold_steps(once_key, task_id)
+                    if holder is not None:
+                        return self._skip_duplicate(once_key, holder)
+                    handle.once_key = once_key
+                    handle.once_lease = leases.begin(
+                        c, "lock", once_key, task_id, self._once_ttl_ms(), True, asyncio
+                    )
+            if o.pool_key is not None:
+                slot_key = self._key(c, "pool_key", args, kwargs)
+                assert slot_key is not None
+                token, slot_ttl = new_token(), self._slot_ttl_ms()
+                if not (yield lambda b: b.pool_acquire(slot_key, token, o.pool_max_size, slot_ttl, False)):
+                    yield from self._release_steps(handle, keep_queued_hold=True)
+                    return self._on_full(requeues, args, kwargs, slot_key)
+                handle.slot_key, handle.slot_token = slot_key, token
+                handle.slot_lease = leases.begin(c, "pool", slot_key, token, slot_ttl, True, asyncio)
+        except BaseException:
+            leases.end(handle.once_lease)
+            leases.end(handle.slot_lease)
+            raise
+        return Admission(Verdict.RUN, handle=handle)
+
+    def _release_steps(self, handle: RunHandle, keep_queued_hold: bool) -> Steps[None]:
+        """Release what ``handle`` holds. A queued-mode hold is kept (refreshed to ``once_ttl``)
+        when the same task id will run again: a retry, or a requeue after a full pool."""
+        leases.end(handle.slot_lease)
+        leases.end(handle.once_lease)
+        slot_key, slot_token, once_key = handle.slot_key, handle.slot_token, handle.once_key
+        if slot_key is not None and slot_token is not None:
+            yield lambda b: b.pool_release(slot_key, slot_token)
+        if once_key is not None:
+            ttl = self._once_ttl_ms()
+            if keep_queued_hold and self.options.once_mode == "queued":
+                yield lambda b: b.lock_extend(once_key, handle.task_id, ttl)
+            else:
+                yield lambda b: b.lock_release(once_key, handle.task_id)
+
+    def _finish_steps(self, handle: RunHandle, outcome: Outcome, result: Any) -> Steps[None]:
+        if handle.finished:
+            return
+        handle.finished = True
+        c, cache_key = handle.cachify, handle.cache_key
+        try:
+            if outcome == "success" and cache_key is not None:
+                data, ttl = c.serializer.dumps(result), self._cache_ttl_ms(c)
+                yield lambda b: b.set(cache_key, data, ttl)
+        finally:
+            yield from self._release_steps(handle, keep_queued_hold=outcome == "retry")
+
+    # -- blocking ----------------------------------------------------------------------------
+    def claim(self, task_id: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Claim:
+        """Before publishing: take the dedup hold for ``task_id`` (modes queued/until_started)."""
+        c = self.cachify
+        return _run_blocking(self._claim_steps(c, task_id, args, kwargs), c.sync_backend)
+
+    def unclaim(self, task_id: str, claim: Claim) -> None:
+        """The publish failed after the claim: give the hold back."""
+        if not claim.duplicate:
+            _run_blocking(self._unclaim_steps(task_id, claim.key), self.cachify.sync_backend)
+
+    def admit(
+        self, task_id: str, args: tuple[Any, ...], kwargs: Mapping[str, Any], requeues: int = 0
+    ) -> Admission:
+        """Before running: cache check, dedup, pool slot — in that order."""
+        c = self.cachify
+        return _run_blocking(self._admit_steps(c, task_id, args, kwargs, requeues, False), c.sync_backend)
+
+    def finish(self, handle: RunHandle, outcome: Outcome, result: Any = None) -> None:
+        """After the run: store a successful result, release the slot, release the hold (kept
+        across a retry in mode queued)."""
+        _run_blocking(self._finish_steps(handle, outcome, result), handle.cachify.sync_backend)
+
+    def release_requeued(self, task_id: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+        """A requeue could not be published: nothing will run under ``task_id`` any more."""
+        c = self.cachify
+        key = self._key(c, "once_key", args, kwargs) if self.options.claims_at_enqueue else None
+        _run_blocking(self._unclaim_steps(task_id, key), c.sync_backend)
+
+    # -- asyncio -----------------------------------------------------------------------------
+    async def aclaim(self, task_id: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Claim:
+        c = self.cachify
+        return await _run_async(self._claim_steps(c, task_id, args, kwargs), c.async_backend)
+
+    async def aunclaim(self, task_id: str, claim: Claim) -> None:
+        if not claim.duplicate:
+            await _run_async(self._unclaim_steps(task_id, claim.key), self.cachify.async_backend)
+
+    async def aadmit(
+        self, task_id: str, args: tuple[Any, ...], kwargs: Mapping[str, Any], requeues: int = 0
+    ) -> Admission:
+        c = self.cachify
+        return await _run_async(self._admit_steps(c, task_id, args, kwargs, requeues, True), c.async_backend)
+
+    async def afinish(self, handle: RunHandle, outcome: Outcome, result: Any = None) -> None:
+        await _run_async(self._finish_steps(handle, outcome, result), handle.cachify.async_backend)
+
+    async def arelease_requeued(self, task_id: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+        c = self.cachify
+        key = self._key(c, "once_key", args, kwargs) if self.options.claims_at_enqueue else None
+        await _run_async(self._unclaim_steps(task_id, key), c.async_backend)
+
+
+# A step generator yields backend calls and returns the step's result.
+Step = Callable[[Any], Any]
+Steps = Generator[Step, Any, T]
+
+
+def _run_blocking(steps: Steps[T], backend: SyncBackend) -> T:
+    try:
+        step = next(steps)
+        while True:
+            try:
+                result = step(backend)
+            except BaseException as exc:
+                step = steps.throw(exc)
+            else:
+                step = steps.send(result)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+
+
+async def _run_async(steps: Steps[T], backend: AsyncBackend) -> T:
+    try:
+        step = next(steps)
+        while True:
+            try:
+                result = await step(backend)
+            except BaseException as exc:
+                step = steps.throw(exc)
+            else:
+                step = steps.send(result)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]

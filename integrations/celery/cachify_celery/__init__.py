@@ -1,0 +1,1 @@
+"""cachify for Celery: see integrations/celery/README.md."""

@@ -1,0 +1,1 @@
+"""cachify for Dramatiq: see integrations/dramatiq/README.md."""

@@ -1,0 +1,1 @@
+"""cachify for Taskiq: see integrations/taskiq/README.md."""

@@ -343,8 +343,8 @@ def contention(lib: str, url: str, prof: Profile) -> tuple[float, int]:
 def bench_contention(url: str, prof: Profile) -> Row:
     rates: dict[str, list[float]] = {lib: [] for lib in LIBS}
     failures = dict.fromkeys(LIBS, 0)
-    for run in range(prof.contention_runs):
-        for lib in LIBS[:: 1 if run % 2 == 0 else -1]:
+    for i in range(prof.contention_runs):
+        for lib in LIBS[:: 1 if i % 2 == 0 else -1]:
             log(f"redis pool, {prof.procs} processes, {lib} ...")
             rate, failed = contention(lib, url, prof)
             rates[lib].append(rate)
@@ -535,8 +535,10 @@ def main() -> None:
         "",
         *table(rows),
         "",
-        "RT/op: Redis requests per operation, counted in redis-py during the run. Times are medians "
-        f"of {prof.rounds} rounds; ratios > 1 mean cachify is faster.",
+        "RT/op: Redis requests per operation, counted in redis-py (neither library pipelines). "
+        f"Per-op times: median of {prof.rounds} interleaved rounds per library; the {prof.procs}-process "
+        f"row: median of {prof.contention_runs} run(s) of {prof.contention_s:g} s per library. "
+        "Ratios > 1 mean cachify is faster (throughput ratio, i.e. py-cachify time / cachify time).",
         *(f"{n}." for n in notes),
         *targets(rows),
     ]

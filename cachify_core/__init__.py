@@ -17,11 +17,18 @@ from .errors import (
     CachifyPoolFullError,
 )
 from .instance import Cachify, get_cachify, init_cachify
+from .invalidation import invalidates
 from .lock import lock
 from .once import OnceDecorator, once
 from .pool import PooledDecorator, pool, pooled
 from .protocols import UNSET, AsyncClient, Decoder, Encoder, SyncClient, UnsetType
-from .serialization import PickleSerializer, Serializer
+from .serialization import (
+    CachifySerializationError,
+    JsonSerializer,
+    MsgpackSerializer,
+    PickleSerializer,
+    Serializer,
+)
 from .wrapping import (
     AsyncLockWrappedF,
     AsyncPoolWrappedF,
@@ -51,10 +58,13 @@ __all__ = [
     "CachifyLockError",
     "CachifyLockNotOwnedError",
     "CachifyPoolFullError",
+    "CachifySerializationError",
     "Decoder",
     "Encoder",
+    "JsonSerializer",
     "LockedDecorator",
     "MemoryStore",
+    "MsgpackSerializer",
     "PickleSerializer",
     "Serializer",
     "SyncClient",
@@ -68,6 +78,7 @@ __all__ = [
     "cached",
     "get_cachify",
     "init_cachify",
+    "invalidates",
     "lock",
     "once",
     "pool",

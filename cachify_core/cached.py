@@ -4,23 +4,58 @@ TTL precedence (py-cachify 3.1's): an explicit ``ttl`` wins, ``ttl=None`` never 
 omitted ``ttl`` uses the instance's ``default_cache_ttl`` (``None``: no expiry).
 ``None`` results are cached like any other value (py-cachify re-runs the function for them).
 
-Round trips on Redis: a hit 1 (GET), a miss 2 (GET, then SET), ``reset`` 1 per layer.
+Beyond py-cachify:
+
+* **Single flight** (on by default): when many callers — threads, tasks, processes — miss the
+  same key at once, one computes and the others wait for its result, woken when it is stored
+  (through a fill lock, ``<key>-fill<epoch>``, renewed while the computation runs). A waiter
+  that has waited ``wait_timeout`` seconds computes itself. A hit costs nothing extra.
+* **Management**, named as in cachier / async-cache: ``reset(*args)`` (one entry, through
+  stacked layers), ``clear_cache()`` (every entry of the function, one O(1) operation),
+  ``precache_value(*args, value_to_cache=...)``, ``clear_being_calculated()`` (new misses stop
+  waiting for computations in flight).
+* **Serve stale while recomputing** (``stale_after=seconds``): an entry older than that is
+  returned at once while one background refresh recomputes it.
+* **Fail open** (``on_backend_error="call"``, default): if the backend is down the function runs
+  and the error is logged; ``"raise"`` propagates :class:`CachifyBackendError`. A result that
+  cannot be serialized is logged (naming function and key) and returned uncached.
+
+Round trips on Redis: hit 1; miss 2 without single flight, 5 with it (lookup, fill lock,
+re-check, store, release); ``reset``/``clear_cache``/``precache_value`` 1 each.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import threading
 from collections.abc import Callable, Coroutine
-from typing import Any, ParamSpec, Protocol, TypeVar, overload
+from dataclasses import dataclass
+from typing import Any, Literal, ParamSpec, Protocol, TypeVar, overload
 
+from . import leases
+from .errors import CachifyBackendError
 from .instance import Cachify, get_cachify, seconds_to_ms
-from .keys import KeyTemplate
+from .keys import KeyTemplate, func_name
 from .protocols import UNSET, Decoder, Encoder, UnsetType
+from .serialization import CachifySerializationError
+from .steps import Steps, acquire_steps, run_async, run_blocking
+from .tokens import new_token
+from .waiting import WaitPlan
 from .wrapping import AsyncResetWrappedF, SyncResetWrappedF, attach, is_coroutine_function
 
-__all__ = ["CachedDecorator", "cached", "make_cached"]
+__all__ = ["DEFAULT_WAIT_TIMEOUT_S", "CachedDecorator", "CachedFunction", "cached", "make_cached"]
+
+logger = logging.getLogger("cachify")
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+#: How long a caller waits for another's computation of the same key before computing itself:
+#: longer than most computations worth caching, short enough that a stuck one is routed around.
+DEFAULT_WAIT_TIMEOUT_S = 30.0
+
+OnBackendError = Literal["call", "raise"]
 
 
 class CachedDecorator(Protocol):
@@ -37,35 +72,301 @@ def cached(
     key: str,
     ttl: float | UnsetType | None = UNSET,
     enc_dec: tuple[Encoder, Decoder] | None = None,
+    *,
+    single_flight: bool = True,
+    wait_timeout: float = DEFAULT_WAIT_TIMEOUT_S,
+    stale_after: float | None = None,
+    on_backend_error: OnBackendError = "call",
 ) -> CachedDecorator:
     """Cache the decorated function's results under ``key`` (a template over its arguments).
 
     ``ttl`` in seconds; ``enc_dec=(encoder, decoder)`` transforms values around serialization.
-    The wrapped function gets ``reset(*args, **kwargs)`` (sync or async like itself) that
-    deletes the entry for those arguments, and the entries of cached layers under it.
+    The wrapped function gets ``reset``, ``clear_cache``, ``precache_value`` and
+    ``clear_being_calculated``, sync or async like itself (see the module docstring).
     """
-    return make_cached(get_cachify, key, ttl, enc_dec)
+    return make_cached(
+        get_cachify, key, ttl, enc_dec, single_flight, wait_timeout, stale_after, on_backend_error
+    )
 
 
-class _Codec:
-    """Value <-> bytes for one decorated function (no I/O)."""
+@dataclass(frozen=True)
+class _Settings:
+    ttl_ms: int | UnsetType | None
+    encoder: Encoder | None
+    decoder: Decoder | None
+    single_flight: bool
+    wait_timeout_s: float
+    stale_after_s: float | None
+    on_backend_error: OnBackendError
 
-    __slots__ = ("decoder", "encoder")
 
-    def __init__(self, enc_dec: tuple[Encoder, Decoder] | None) -> None:
-        if enc_dec is not None and (
-            not isinstance(enc_dec, tuple) or len(enc_dec) != 2 or not all(map(callable, enc_dec))
-        ):
-            raise TypeError("enc_dec must be a tuple (encoder, decoder) of two callables")
-        self.encoder: Encoder | None = enc_dec[0] if enc_dec is not None else None
-        self.decoder: Decoder | None = enc_dec[1] if enc_dec is not None else None
+def _settings(
+    key: str,
+    ttl: float | UnsetType | None,
+    enc_dec: tuple[Encoder, Decoder] | None,
+    single_flight: bool,
+    wait_timeout: float,
+    stale_after: float | None,
+    on_backend_error: str,
+) -> _Settings:
+    where = f"cached {key!r}"
+    if enc_dec is not None and (
+        not isinstance(enc_dec, tuple) or len(enc_dec) != 2 or not all(map(callable, enc_dec))
+    ):
+        raise TypeError(f"{where}: enc_dec must be a tuple (encoder, decoder) of two callables")
+    if on_backend_error not in ("call", "raise"):
+        raise ValueError(f"{where}: on_backend_error must be 'call' or 'raise', got {on_backend_error!r}")
+    seconds_to_ms(wait_timeout, f"{where} wait_timeout")
+    seconds_to_ms(stale_after, f"{where} stale_after")
+    return _Settings(
+        ttl_ms=UNSET if isinstance(ttl, UnsetType) else seconds_to_ms(ttl, f"{where} ttl"),
+        encoder=None if enc_dec is None else enc_dec[0],
+        decoder=None if enc_dec is None else enc_dec[1],
+        single_flight=bool(single_flight),
+        wait_timeout_s=float(wait_timeout),
+        stale_after_s=stale_after,
+        on_backend_error=on_backend_error,  # type: ignore[arg-type]
+    )
 
-    def encode(self, c: Cachify, value: Any) -> bytes:
-        return c.serializer.dumps(value if self.encoder is None else self.encoder(value))
 
-    def decode(self, c: Cachify, raw: bytes) -> Any:
-        value = c.serializer.loads(raw)
-        return value if self.decoder is None else self.decoder(value)
+_MISS = object()
+
+
+class CachedFunction:
+    """The cache of one decorated function: every operation, as steps (see :mod:`steps`).
+
+    Exposed on the wrapper as ``__cachify__`` so ``@invalidates`` can reach it from sync or
+    async code whatever the cached function's own kind.
+    """
+
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        template: KeyTemplate,
+        provider: Callable[[], Cachify],
+        settings: _Settings,
+    ) -> None:
+        self.func = func
+        self.template = template
+        self.provider = provider
+        self.settings = settings
+        self.is_async = is_coroutine_function(func)
+        self.inner: CachedFunction | None = getattr(func, "__cachify__", None)
+        self._refreshing: set[asyncio.Task[Any]] = set()
+
+    # -- no I/O --------------------------------------------------------------------------
+    def namespace(self, c: Cachify) -> str:
+        return f"{c.prefix}{self.template.template}-cached"
+
+    def _ttl_ms(self, c: Cachify) -> int | None:
+        ttl = self.settings.ttl_ms
+        return c.default_cache_ttl_ms if isinstance(ttl, UnsetType) else ttl
+
+    def _where(self, key: str) -> str:
+        return f"{func_name(self.func)} key {key!r}"
+
+    def _encode(self, c: Cachify, key: str, value: Any) -> bytes:
+        enc = self.settings.encoder
+        return c.codec.pack(value if enc is None else enc(value), self._where(key))
+
+    def _decode(self, c: Cachify, key: str, raw: bytes | None) -> Any:
+        if raw is None:
+            return _MISS
+        entry = c.codec.unpack(raw, self._where(key))
+        if entry is None:
+            return _MISS
+        dec = self.settings.decoder
+        return entry.value if dec is None else dec(entry.value)
+
+    def _is_stale(self, c: Cachify, raw: bytes) -> bool:
+        stale_after = self.settings.stale_after_s
+        if stale_after is None:
+            return False
+        entry = c.codec.unpack(raw, "stale check")
+        return entry is not None and entry.age_s() > stale_after
+
+    # -- the call, as steps -------------------------------------------------------------
+    def call_steps(
+        self, c: Cachify, args: tuple[Any, ...], kwargs: dict[str, Any], asyncio_: bool
+    ) -> Steps[Any]:
+        ns, key = self.namespace(c), self.template.format(args, kwargs)
+        try:
+            read = yield lambda b: b.cache_get(ns, key)
+        except CachifyBackendError as exc:
+            return (yield from self._fail_open(exc, args, kwargs))
+        value = self._decode(c, key, read.value)
+        if value is not _MISS:
+            if read.value is not None and self._is_stale(c, read.value):
+                self._refresh_in_background(c, args, kwargs, asyncio_)
+            return value
+        if not self.settings.single_flight:
+            return (yield from self._compute_steps(c, ns, key, read.gen, args, kwargs))
+        fill_key, token = f"{c.prefix}{key}-fill{read.fill}", new_token()
+        fill_ttl = c.default_lock_expiration_ms or round(DEFAULT_WAIT_TIMEOUT_S * 1000)
+        plan = WaitPlan(self.settings.wait_timeout_s, c.lock_poll_interval)
+        attempt = _fill_attempt(fill_key, token, fill_ttl)
+        if not (yield from acquire_steps(attempt, fill_key, plan)):
+            logger.info(
+                "cachify: %s: waited %.1fs for another computation; computing",
+                self._where(key),
+                self.settings.wait_timeout_s,
+            )
+            return (yield from self._compute_steps(c, ns, key, read.gen, args, kwargs))
+        lease = leases.begin(c, "lock", fill_key, token, fill_ttl, True, asyncio_)
+        try:
+            read = yield lambda b: b.cache_get(ns, key)  # stored while we waited?
+            value = self._decode(c, key, read.value)
+            if value is not _MISS:
+                return value
+            return (yield from self._compute_steps(c, ns, key, read.gen, args, kwargs))
+        finally:
+            leases.end(lease)
+            yield lambda b: b.lock_release(fill_key, token)
+
+    def _compute_steps(
+        self, c: Cachify, ns: str, key: str, gen: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Steps[Any]:
+        func = self.func
+        result = yield lambda _b: func(*args, **kwargs)
+        try:
+            data = self._encode(c, key, result)
+        except CachifySerializationError as exc:
+            logger.error("cachify: %s; returned uncached", exc)
+            return result
+        ttl = self._ttl_ms(c)
+        try:
+            yield lambda b: b.cache_set(ns, key, data, ttl, gen)
+        except CachifyBackendError as exc:
+            if self.settings.on_backend_error == "raise":
+                raise
+            logger.error("cachify: %s: result not stored: %s", self._where(key), exc)
+        return result
+
+    def _fail_open(
+        self, exc: CachifyBackendError, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Steps[Any]:
+        if self.settings.on_backend_error == "raise":
+            raise exc
+        logger.error("cachify: %s: cache unavailable, calling it directly: %s", func_name(self.func), exc)
+        func = self.func
+        return (yield lambda _b: func(*args, **kwargs))
+
+    def _refresh_steps(
+        self, c: Cachify, args: tuple[Any, ...], kwargs: dict[str, Any], asyncio_: bool
+    ) -> Steps[None]:
+        """One background recomputation of a stale entry, unless another is already running."""
+        ns, key = self.namespace(c), self.template.format(args, kwargs)
+        read = yield lambda b: b.cache_get(ns, key)
+        fill_key, token = f"{c.prefix}{key}-fill{read.fill}", new_token()
+        fill_ttl = c.default_lock_expiration_ms or round(DEFAULT_WAIT_TIMEOUT_S * 1000)
+        if not (yield _fill_attempt(fill_key, token, fill_ttl)(False)):
+            return
+        lease = leases.begin(c, "lock", fill_key, token, fill_ttl, True, asyncio_)
+        try:
+            yield from self._compute_steps(c, ns, key, read.gen, args, kwargs)
+        finally:
+            leases.end(lease)
+            yield lambda b: b.lock_release(fill_key, token)
+
+    def _refresh_in_background(
+        self, c: Cachify, args: tuple[Any, ...], kwargs: dict[str, Any], asyncio_: bool
+    ) -> None:
+        where = func_name(self.func)
+        if asyncio_:
+            task = asyncio.get_running_loop().create_task(
+                self._log_failure(
+                    run_async(self._refresh_steps(c, args, kwargs, True), c.async_backend), where
+                )
+            )
+            self._refreshing.add(task)
+            task.add_done_callback(self._refreshing.discard)
+            return
+
+        def refresh() -> None:
+            try:
+                run_blocking(self._refresh_steps(c, args, kwargs, False), c.sync_backend)
+            except Exception:
+                logger.exception("cachify: background refresh of %s failed", where)
+
+        threading.Thread(target=refresh, name=f"cachify-refresh:{where}", daemon=True).start()
+
+    @staticmethod
+    async def _log_failure(coro: Coroutine[Any, Any, None], where: str) -> None:
+        try:
+            await coro
+        except Exception:
+            logger.exception("cachify: background refresh of %s failed", where)
+
+    # -- management, as steps -------------------------------------------------------------
+    def reset_steps(self, c: Cachify, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Steps[None]:
+        ns, key = self.namespace(c), self.template.format(args, kwargs)
+        yield lambda b: b.cache_delete(ns, key)
+
+    def clear_steps(self, c: Cachify) -> Steps[None]:
+        ns = self.namespace(c)
+        yield lambda b: b.cache_clear(ns)
+
+    def clear_fills_steps(self, c: Cachify) -> Steps[None]:
+        ns = self.namespace(c)
+        yield lambda b: b.cache_clear_fills(ns)
+
+    def precache_steps(
+        self, c: Cachify, args: tuple[Any, ...], kwargs: dict[str, Any], value: Any
+    ) -> Steps[None]:
+        ns, key = self.namespace(c), self.template.format(args, kwargs)
+        read = yield lambda b: b.cache_get(ns, key)
+        data, ttl = self._encode(c, key, value), self._ttl_ms(c)
+        yield lambda b: b.cache_set(ns, key, data, ttl, read.gen)
+
+    # -- drivers (the only sync/async twins) ----------------------------------------------
+    def reset(self, *args: Any, **kwargs: Any) -> None:
+        """Blocking reset of this layer and every cached layer under it."""
+        c = self.provider()
+        run_blocking(self.reset_steps(c, args, kwargs), c.sync_backend)
+        if self.inner is not None:
+            self.inner.reset(*args, **kwargs)
+
+    async def areset(self, *args: Any, **kwargs: Any) -> None:
+        c = self.provider()
+        await run_async(self.reset_steps(c, args, kwargs), c.async_backend)
+        if self.inner is not None:
+            await self.inner.areset(*args, **kwargs)
+
+    def clear(self) -> None:
+        """Blocking ``clear_cache`` of this layer and the layers under it."""
+        c = self.provider()
+        run_blocking(self.clear_steps(c), c.sync_backend)
+        if self.inner is not None:
+            self.inner.clear()
+
+    async def aclear(self) -> None:
+        c = self.provider()
+        await run_async(self.clear_steps(c), c.async_backend)
+        if self.inner is not None:
+            await self.inner.aclear()
+
+    def clear_fills(self) -> None:
+        c = self.provider()
+        run_blocking(self.clear_fills_steps(c), c.sync_backend)
+
+    async def aclear_fills(self) -> None:
+        c = self.provider()
+        await run_async(self.clear_fills_steps(c), c.async_backend)
+
+    def precache(self, args: tuple[Any, ...], kwargs: dict[str, Any], value: Any) -> None:
+        c = self.provider()
+        run_blocking(self.precache_steps(c, args, kwargs, value), c.sync_backend)
+
+    async def aprecache(self, args: tuple[Any, ...], kwargs: dict[str, Any], value: Any) -> None:
+        c = self.provider()
+        await run_async(self.precache_steps(c, args, kwargs, value), c.async_backend)
+
+
+def _fill_attempt(fill_key: str, token: str, ttl_ms: int) -> Callable[[bool], Callable[[Any], Any]]:
+    def attempt(waiting: bool) -> Callable[[Any], Any]:
+        return lambda b: b.lock_acquire(fill_key, token, ttl_ms, waiting)
+
+    return attempt
 
 
 def make_cached(
@@ -73,53 +374,51 @@ def make_cached(
     key: str,
     ttl: float | UnsetType | None,
     enc_dec: tuple[Encoder, Decoder] | None,
+    single_flight: bool = True,
+    wait_timeout: float = DEFAULT_WAIT_TIMEOUT_S,
+    stale_after: float | None = None,
+    on_backend_error: OnBackendError = "call",
 ) -> CachedDecorator:
-    ttl_ms = UNSET if isinstance(ttl, UnsetType) else seconds_to_ms(ttl, f"cached {key!r} ttl")
-    codec = _Codec(enc_dec)
-
-    def resolve_ttl(c: Cachify) -> int | None:
-        return c.default_cache_ttl_ms if isinstance(ttl_ms, UnsetType) else ttl_ms
+    settings = _settings(key, ttl, enc_dec, single_flight, wait_timeout, stale_after, on_backend_error)
 
     def decorator(func: Callable[..., Any]) -> Any:
-        template = KeyTemplate(key, func, "cached")
-        inner_reset = getattr(func, "reset", None)
+        cf = CachedFunction(func, KeyTemplate(key, func, "cached"), provider, settings)
 
-        if is_coroutine_function(func):
+        if cf.is_async:
 
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
                 c = provider()
-                full_key = c.prefix + template.format(args, kwargs)
-                raw = await c.async_backend.get(full_key)
-                if raw is not None:
-                    return codec.decode(c, raw)
-                result = await func(*args, **kwargs)
-                await c.async_backend.set(full_key, codec.encode(c, result), resolve_ttl(c))
-                return result
+                return await run_async(cf.call_steps(c, args, kwargs, True), c.async_backend)
 
-            async def areset(*args: Any, **kwargs: Any) -> None:
+            async def aprecache_value(*args: Any, value_to_cache: Any, **kwargs: Any) -> None:
+                await cf.aprecache(args, kwargs, value_to_cache)
+
+            wrapper = attach(
+                async_wrapper,
+                func,
+                reset=cf.areset,
+                clear_cache=cf.aclear,
+                clear_being_calculated=cf.aclear_fills,
+                precache_value=aprecache_value,
+            )
+        else:
+
+            def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
                 c = provider()
-                await c.async_backend.delete(c.prefix + template.format(args, kwargs))
-                if inner_reset is not None and is_coroutine_function(inner_reset):
-                    await inner_reset(*args, **kwargs)
+                return run_blocking(cf.call_steps(c, args, kwargs, False), c.sync_backend)
 
-            return attach(async_wrapper, func, reset=areset)
+            def precache_value(*args: Any, value_to_cache: Any, **kwargs: Any) -> None:
+                cf.precache(args, kwargs, value_to_cache)
 
-        def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-            c = provider()
-            full_key = c.prefix + template.format(args, kwargs)
-            raw = c.sync_backend.get(full_key)
-            if raw is not None:
-                return codec.decode(c, raw)
-            result = func(*args, **kwargs)
-            c.sync_backend.set(full_key, codec.encode(c, result), resolve_ttl(c))
-            return result
-
-        def reset(*args: Any, **kwargs: Any) -> None:
-            c = provider()
-            c.sync_backend.delete(c.prefix + template.format(args, kwargs))
-            if inner_reset is not None and callable(inner_reset):
-                inner_reset(*args, **kwargs)
-
-        return attach(sync_wrapper, func, reset=reset)
+            wrapper = attach(
+                sync_wrapper,
+                func,
+                reset=cf.reset,
+                clear_cache=cf.clear,
+                clear_being_calculated=cf.clear_fills,
+                precache_value=precache_value,
+            )
+        wrapper.__cachify__ = cf
+        return wrapper
 
     return decorator

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from .backends import SyncBackend, resolve_backends
 from .errors import CachifyInitError
 from .protocols import UNSET, AsyncClient, Decoder, Encoder, SyncClient, UnsetType
-from .serialization import PickleSerializer, Serializer
+from .serialization import Codec, Serializer, serializer_for
 
 if TYPE_CHECKING:
     from .cached import CachedDecorator
@@ -52,7 +52,8 @@ class Cachify:
         default_pool_slot_expiration: float | None = 600,
         *,
         url: str | None = None,
-        serializer: Serializer | None = None,
+        serializer: str | Serializer | None = None,
+        signing_key: bytes | str | None = None,
     ) -> None:
         if not isinstance(prefix, str):
             raise CachifyInitError(f"prefix must be a str, got {type(prefix).__name__}")
@@ -79,7 +80,7 @@ class Cachify:
         self.default_pool_slot_expiration = default_pool_slot_expiration
         self.prefix = prefix
         self.lock_poll_interval = float(lock_poll_interval)
-        self.serializer: Serializer = serializer or PickleSerializer()
+        self.codec = Codec(serializer_for(serializer), signing_key)
         self._sync, self.async_backend = resolve_backends(sync_client, async_client, url)
 
     @property
@@ -175,12 +176,15 @@ def init_cachify(
     *,
     is_global: bool = True,
     url: str | None = None,
-    serializer: Serializer | None = None,
+    serializer: str | Serializer | None = None,
+    signing_key: bytes | str | None = None,
 ) -> Cachify:
     """Create a :class:`Cachify`; with ``is_global=True`` (default) it backs the top-level API.
 
     ``url="redis://host:6379/0"`` builds sync and async Redis clients on that server. Passing a
-    single redis-py client derives its twin on the same server. No I/O happens here.
+    single redis-py client derives its twin on the same server. ``serializer`` is ``'pickle'``
+    (default), ``'json'``, ``'msgpack'`` or an object with ``dumps``/``loads``; ``signing_key``
+    HMAC-signs every cache entry (see :mod:`cachify_core.serialization`). No I/O happens here.
     """
     global _global
     instance = Cachify(
@@ -193,6 +197,7 @@ def init_cachify(
         default_pool_slot_expiration,
         url=url,
         serializer=serializer,
+        signing_key=signing_key,
     )
     if is_global:
         _global = instance

@@ -20,6 +20,8 @@ from cachify_core import Cachify, CachifyInitError, MemoryStore, cached, init_ca
 from cachify_core import instance as instance_module
 from cachify_core.backends import memory as memory_module
 
+from .storage import redis_key, stored
+
 KINDS = ["sync", "async"]
 VIAS = ["global", "instance"]
 
@@ -77,9 +79,9 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
 
 def assert_ttl(backend: str, c: Cachify, clock: Clock, full_key: str, ttl_s: float | None) -> None:
     """The entry under ``full_key`` expires after about ``ttl_s`` seconds (``None``: never)."""
-    assert c.sync_backend.get(full_key) is not None, f"{full_key} is not stored"
+    assert stored(c, full_key) is not None, f"{full_key} is not stored"
     if backend == "redis":
-        pttl = c.sync_backend.client.pttl(full_key)  # type: ignore[attr-defined]
+        pttl = c.sync_backend.client.pttl(redis_key(c, full_key))  # type: ignore[attr-defined]
         if ttl_s is None:
             assert pttl == -1, f"{full_key} expires in {pttl} ms, expected never"
         else:
@@ -88,12 +90,12 @@ def assert_ttl(backend: str, c: Cachify, clock: Clock, full_key: str, ttl_s: flo
         return
     if ttl_s is None:
         clock.advance(10**8)
-        assert c.sync_backend.get(full_key) is not None, f"{full_key} expired, expected never"
+        assert stored(c, full_key) is not None, f"{full_key} expired, expected never"
         return
     clock.advance(ttl_s * 0.9)
-    assert c.sync_backend.get(full_key) is not None, f"{full_key} expired before {ttl_s * 0.9} s"
+    assert stored(c, full_key) is not None, f"{full_key} expired before {ttl_s * 0.9} s"
     clock.advance(ttl_s * 0.2)
-    assert c.sync_backend.get(full_key) is None, f"{full_key} still there after {ttl_s * 1.1} s"
+    assert stored(c, full_key) is None, f"{full_key} still there after {ttl_s * 1.1} s"
 
 
 # -- hits, misses, values -------------------------------------------------------------------
@@ -131,8 +133,8 @@ async def test_entry_is_stored_under_the_py_cachify_key(cachify: Cachify, kind: 
     wrapped = cached("sum-{a}-{b}")(fn)
 
     await invoke(wrapped, 4, 5)
-    assert cachify.sync_backend.get(f"{cachify.prefix}sum-4-5-cached") is not None
-    assert cachify.sync_backend.get(f"{cachify.prefix}sum-5-4-cached") is None
+    assert stored(cachify, f"{cachify.prefix}sum-4-5-cached") is not None
+    assert stored(cachify, f"{cachify.prefix}sum-5-4-cached") is None
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -174,7 +176,7 @@ async def test_exceptions_are_not_cached(cachify: Cachify, kind: str) -> None:
 
     with pytest.raises(RuntimeError, match="transient"):
         await invoke(wrapped, 1)
-    assert cachify.sync_backend.get(f"{cachify.prefix}e-1-cached") is None
+    assert stored(cachify, f"{cachify.prefix}e-1-cached") is None
     assert await invoke(wrapped, 1) == 10
     assert await invoke(wrapped, 1) == 10
     assert attempts == [1, 1]
@@ -284,7 +286,7 @@ async def test_default_ttl_is_read_from_the_instance_at_call_time(
     if backend == "redis":
         assert_ttl(backend, short, clock, f"{short.prefix}d-1-cached", 30)
     else:  # the clock has moved 10**8 s: the short entry is gone, the other is not
-        assert short.sync_backend.get(f"{short.prefix}d-1-cached") is None
+        assert stored(short, f"{short.prefix}d-1-cached") is None
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -393,8 +395,8 @@ async def test_multi_layer_reset_clears_both_layers(
     assert await invoke(outer, 2, 3) == 5
     assert await invoke(outer, 2, 3) == 5
     assert calls == [(2, 3)]
-    assert local.sync_backend.get(f"{local.prefix}l1-2-3-cached") is not None
-    assert cachify.sync_backend.get(f"{cachify.prefix}l2-2-3-cached") is not None
+    assert stored(local, f"{local.prefix}l1-2-3-cached") is not None
+    assert stored(cachify, f"{cachify.prefix}l2-2-3-cached") is not None
 
     # Resetting only the inner layer leaves the outer one answering.
     await invoke(inner.reset, 2, 3)
@@ -403,8 +405,8 @@ async def test_multi_layer_reset_clears_both_layers(
 
     # The outer reset clears both: the function runs again.
     await invoke(outer.reset, a=2, b=3)
-    assert local.sync_backend.get(f"{local.prefix}l1-2-3-cached") is None
-    assert cachify.sync_backend.get(f"{cachify.prefix}l2-2-3-cached") is None
+    assert stored(local, f"{local.prefix}l1-2-3-cached") is None
+    assert stored(cachify, f"{cachify.prefix}l2-2-3-cached") is None
     assert await invoke(outer, 2, 3) == 5
     assert calls == [(2, 3), (2, 3)]
 

@@ -25,6 +25,8 @@ from cachify_core import (
 )
 from cachify_core.backends import AsyncMemoryBackend
 
+from .storage import stored
+
 #: A database other than the fixtures' 0, to prove a derived twin keeps the client's db.
 OTHER_DB = 3
 
@@ -119,7 +121,7 @@ async def test_default_backend_is_one_memory_store_for_both_twins() -> None:
     assert s(1, 2) == 3
     assert await a(1, 2) == 3
     assert calls == ["sync"]
-    assert c.sync_backend.get("PYC-sum-1-2-cached") is not None
+    assert stored(c, "PYC-sum-1-2-cached") is not None
 
 
 def test_each_default_instance_has_its_own_store() -> None:
@@ -152,7 +154,7 @@ def test_init_cachify_sets_the_global(no_global: None) -> None:
         return x
 
     f(1)
-    assert c.sync_backend.get(f"{c.prefix}g-1-cached") is not None
+    assert stored(c, f"{c.prefix}g-1-cached") is not None
 
 
 def test_is_global_false_leaves_the_global_untouched(no_global: None) -> None:
@@ -586,7 +588,7 @@ def test_memory_store_can_be_passed_and_is_shared() -> None:
         return x
 
     f(1)
-    assert b.sync_backend.get("X-m-1-cached") is not None
+    assert stored(b, "X-m-1-cached") is not None
 
 
 # -- the memory store's bounds --------------------------------------------------------------

@@ -21,7 +21,7 @@ from typing import Any
 
 from ..errors import CachifyInitError
 from ..protocols import AsyncClient, SyncClient
-from .base import AsyncBackend, SyncBackend
+from .base import AsyncBackend, CacheRead, SyncBackend
 from .client import AsyncClientBackend, ClientBackend, ThreadedAsyncBackend
 from .memory import DEFAULT_MAX_ENTRIES, AsyncMemoryBackend, MemoryStore
 from .redis import (
@@ -39,6 +39,7 @@ __all__ = [
     "AsyncBackend",
     "AsyncMemoryBackend",
     "AsyncRedisBackend",
+    "CacheRead",
     "MemoryStore",
     "RedisBackend",
     "SyncBackend",

@@ -14,25 +14,49 @@ so a release between a failed acquire and the wait is never missed.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["AsyncBackend", "SyncBackend"]
+__all__ = ["AsyncBackend", "CacheRead", "SyncBackend"]
+
+
+@dataclass(frozen=True)
+class CacheRead:
+    """A cache lookup: the entry's payload (``None`` on a miss) and the namespace's counters.
+
+    ``gen`` is handed back to ``cache_set`` so a result computed before a ``cache_clear`` is not
+    stored after it; ``fill`` is the single-flight epoch (``cache_clear_fills`` moves it on).
+    """
+
+    value: bytes | None
+    gen: str
+    fill: str
 
 
 class SyncBackend(Protocol):
     #: Human-readable server or store name, used in error messages and logs.
     name: str
 
-    def get(self, key: str) -> bytes | None:
-        """Stored bytes of a cache entry, or ``None`` when missing or expired."""
+    # Cache entries live in namespaces (one per cached function: "<prefix><template>-cached"),
+    # so a whole function's cache clears in one operation, without scanning keys.
+    def cache_get(self, ns: str, key: str) -> CacheRead:
+        """The entry ``key`` of namespace ``ns`` if it belongs to the current generation."""
         ...
 
-    def set(self, key: str, value: bytes, ttl_ms: int | None) -> None:
-        """Store a cache entry (upsert)."""
+    def cache_set(self, ns: str, key: str, value: bytes, ttl_ms: int | None, gen: str) -> bool:
+        """Store the entry unless ``ns`` was cleared since generation ``gen`` was read."""
         ...
 
-    def delete(self, *keys: str) -> int:
-        """Delete cache entries; returns how many existed."""
+    def cache_delete(self, ns: str, key: str) -> bool:
+        """Delete one entry; whether it existed."""
+        ...
+
+    def cache_clear(self, ns: str) -> None:
+        """Invalidate every entry of ``ns`` (moves its generation on; O(1))."""
+        ...
+
+    def cache_clear_fills(self, ns: str) -> None:
+        """Move the single-flight epoch on: new misses stop waiting for computations in flight."""
         ...
 
     def lock_acquire(self, key: str, token: str, ttl_ms: int | None, waiting: bool) -> bool:
@@ -79,11 +103,15 @@ class SyncBackend(Protocol):
 class AsyncBackend(Protocol):
     name: str
 
-    async def get(self, key: str) -> bytes | None: ...
+    async def cache_get(self, ns: str, key: str) -> CacheRead: ...
 
-    async def set(self, key: str, value: bytes, ttl_ms: int | None) -> None: ...
+    async def cache_set(self, ns: str, key: str, value: bytes, ttl_ms: int | None, gen: str) -> bool: ...
 
-    async def delete(self, *keys: str) -> int: ...
+    async def cache_delete(self, ns: str, key: str) -> bool: ...
+
+    async def cache_clear(self, ns: str) -> None: ...
+
+    async def cache_clear_fills(self, ns: str) -> None: ...
 
     async def lock_acquire(self, key: str, token: str, ttl_ms: int | None, waiting: bool) -> bool: ...
 

@@ -8,6 +8,8 @@ Semantics are best effort, as py-cachify documents for custom clients:
   (Redis and memory backends do compare-and-delete atomically and have no such window);
 * a pool of ``max_size`` is ``max_size`` slot keys taken with ``set(nx)``: up to
   ``max_size`` round trips to acquire, one to release, ``max_size`` to count;
+* a cache namespace's generation and fill epoch live in one ``<ns>:meta`` key read before the
+  entry (2 round trips per lookup); clearing is a read-modify-write of it;
 * TTLs are rounded up to whole seconds (``ex``); waiters poll every ``lock_poll_interval``.
 """
 
@@ -19,6 +21,7 @@ import time
 from typing import Any
 
 from ..protocols import AsyncClient, SyncClient
+from .base import CacheRead
 
 __all__ = ["AsyncClientBackend", "ClientBackend", "ThreadedAsyncBackend"]
 
@@ -31,6 +34,23 @@ def _text(raw: Any) -> str | None:
     if raw is None:
         return None
     return raw.decode() if isinstance(raw, (bytes, bytearray)) else str(raw)
+
+
+def _meta(raw: Any) -> tuple[int, int]:
+    text = _text(raw)
+    if not text:
+        return 0, 0
+    gen, _, fill = text.partition(":")
+    return int(gen), int(fill or 0)
+
+
+def _entry(raw: Any, gen: int) -> bytes | None:
+    """The payload of a stored ``b"<gen>:<payload>"`` if it is of generation ``gen``."""
+    if raw is None:
+        return None
+    data = bytes(raw)
+    head, sep, payload = data.partition(b":")
+    return payload if sep and head == str(gen).encode() else None
 
 
 def _slot_keys(key: str, max_size: int) -> list[str]:
@@ -53,16 +73,28 @@ class ClientBackend:
         self.name = f"custom {type(client).__name__}"
         self._book = _SlotBook()
 
-    def get(self, key: str) -> bytes | None:
-        raw = self.client.get(key)
-        return None if raw is None else bytes(raw)
+    def cache_get(self, ns: str, key: str) -> CacheRead:
+        gen, fill = _meta(self.client.get(f"{ns}:meta"))
+        return CacheRead(_entry(self.client.get(f"{ns}:{key}"), gen), str(gen), str(fill))
 
-    def set(self, key: str, value: bytes, ttl_ms: int | None) -> None:
-        self.client.set(key, value, ex=_ex(ttl_ms))
+    def cache_set(self, ns: str, key: str, value: bytes, ttl_ms: int | None, gen: str) -> bool:
+        if str(_meta(self.client.get(f"{ns}:meta"))[0]) != gen:
+            return False
+        self.client.set(f"{ns}:{key}", gen.encode() + b":" + value, ex=_ex(ttl_ms))
+        return True
 
-    def delete(self, *keys: str) -> int:
-        existed = self.client.delete(*keys) if keys else 0
-        return existed if isinstance(existed, int) else len(keys)
+    def cache_delete(self, ns: str, key: str) -> bool:
+        existed = self.client.get(f"{ns}:{key}") is not None
+        self.client.delete(f"{ns}:{key}")
+        return existed
+
+    def cache_clear(self, ns: str) -> None:
+        gen, fill = _meta(self.client.get(f"{ns}:meta"))
+        self.client.set(f"{ns}:meta", f"{gen + 1}:{fill}")
+
+    def cache_clear_fills(self, ns: str) -> None:
+        gen, fill = _meta(self.client.get(f"{ns}:meta"))
+        self.client.set(f"{ns}:meta", f"{gen}:{fill + 1}")
 
     def lock_acquire(self, key: str, token: str, ttl_ms: int | None, waiting: bool) -> bool:
         return bool(self.client.set(key, token, ex=_ex(ttl_ms), nx=True))
@@ -120,16 +152,28 @@ class AsyncClientBackend:
         self.name = f"custom {type(client).__name__}"
         self._book = _SlotBook()
 
-    async def get(self, key: str) -> bytes | None:
-        raw = await self.client.get(key)
-        return None if raw is None else bytes(raw)
+    async def cache_get(self, ns: str, key: str) -> CacheRead:
+        gen, fill = _meta(await self.client.get(f"{ns}:meta"))
+        return CacheRead(_entry(await self.client.get(f"{ns}:{key}"), gen), str(gen), str(fill))
 
-    async def set(self, key: str, value: bytes, ttl_ms: int | None) -> None:
-        await self.client.set(key, value, ex=_ex(ttl_ms))
+    async def cache_set(self, ns: str, key: str, value: bytes, ttl_ms: int | None, gen: str) -> bool:
+        if str(_meta(await self.client.get(f"{ns}:meta"))[0]) != gen:
+            return False
+        await self.client.set(f"{ns}:{key}", gen.encode() + b":" + value, ex=_ex(ttl_ms))
+        return True
 
-    async def delete(self, *keys: str) -> int:
-        existed = await self.client.delete(*keys) if keys else 0
-        return existed if isinstance(existed, int) else len(keys)
+    async def cache_delete(self, ns: str, key: str) -> bool:
+        existed = await self.client.get(f"{ns}:{key}") is not None
+        await self.client.delete(f"{ns}:{key}")
+        return existed
+
+    async def cache_clear(self, ns: str) -> None:
+        gen, fill = _meta(await self.client.get(f"{ns}:meta"))
+        await self.client.set(f"{ns}:meta", f"{gen + 1}:{fill}")
+
+    async def cache_clear_fills(self, ns: str) -> None:
+        gen, fill = _meta(await self.client.get(f"{ns}:meta"))
+        await self.client.set(f"{ns}:meta", f"{gen}:{fill + 1}")
 
     async def lock_acquire(self, key: str, token: str, ttl_ms: int | None, waiting: bool) -> bool:
         return bool(await self.client.set(key, token, ex=_ex(ttl_ms), nx=True))
@@ -192,14 +236,20 @@ class ThreadedAsyncBackend:
         self.sync = sync
         self.name = sync.name
 
-    async def get(self, key: str) -> bytes | None:
-        return await asyncio.to_thread(self.sync.get, key)
+    async def cache_get(self, ns: str, key: str) -> CacheRead:
+        return await asyncio.to_thread(self.sync.cache_get, ns, key)
 
-    async def set(self, key: str, value: bytes, ttl_ms: int | None) -> None:
-        await asyncio.to_thread(self.sync.set, key, value, ttl_ms)
+    async def cache_set(self, ns: str, key: str, value: bytes, ttl_ms: int | None, gen: str) -> bool:
+        return await asyncio.to_thread(self.sync.cache_set, ns, key, value, ttl_ms, gen)
 
-    async def delete(self, *keys: str) -> int:
-        return await asyncio.to_thread(self.sync.delete, *keys)
+    async def cache_delete(self, ns: str, key: str) -> bool:
+        return await asyncio.to_thread(self.sync.cache_delete, ns, key)
+
+    async def cache_clear(self, ns: str) -> None:
+        await asyncio.to_thread(self.sync.cache_clear, ns)
+
+    async def cache_clear_fills(self, ns: str) -> None:
+        await asyncio.to_thread(self.sync.cache_clear_fills, ns)
 
     async def lock_acquire(self, key: str, token: str, ttl_ms: int | None, waiting: bool) -> bool:
         return await asyncio.to_thread(self.sync.lock_acquire, key, token, ttl_ms, waiting)

@@ -23,6 +23,8 @@ import threading
 import time
 from collections import OrderedDict
 
+from .base import CacheRead
+
 __all__ = ["DEFAULT_MAX_ENTRIES", "AsyncMemoryBackend", "MemoryStore"]
 
 #: Enough for a busy process's hot set; at ~200 B of overhead per entry it stays in tens of MB.
@@ -49,7 +51,8 @@ class MemoryStore:
         self.name = "memory"
         self.max_entries = max_entries
         self._mutex = threading.Lock()
-        self._cache: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
+        self._cache: OrderedDict[str, tuple[bytes, int, float]] = OrderedDict()
+        self._meta: dict[str, tuple[int, int]] = {}
         self._locks: dict[str, tuple[str, float]] = {}
         self._pools: dict[str, dict[str, float]] = {}
         self._waiters: dict[str, int] = {}
@@ -59,32 +62,46 @@ class MemoryStore:
         self._acquires_since_sweep = 0
 
     # -- cache entries -------------------------------------------------------------------
-    def get(self, key: str) -> bytes | None:
+    def cache_get(self, ns: str, key: str) -> CacheRead:
         with self._mutex:
-            entry = self._cache.get(key)
+            gen, fill = self._meta.get(ns, (0, 0))
+            entry_key = f"{ns}\x00{key}"
+            entry = self._cache.get(entry_key)
             if entry is None:
-                return None
-            if entry[1] <= _now():
-                del self._cache[key]
-                return None
-            self._cache.move_to_end(key)
-            return entry[0]
+                return CacheRead(None, str(gen), str(fill))
+            value, entry_gen, expires_at = entry
+            if expires_at <= _now() or entry_gen != gen:
+                del self._cache[entry_key]
+                return CacheRead(None, str(gen), str(fill))
+            self._cache.move_to_end(entry_key)
+            return CacheRead(value, str(gen), str(fill))
 
-    def set(self, key: str, value: bytes, ttl_ms: int | None) -> None:
+    def cache_set(self, ns: str, key: str, value: bytes, ttl_ms: int | None, gen: str) -> bool:
         expires_at = _deadline(ttl_ms)
         with self._mutex:
-            self._cache[key] = (value, expires_at)
-            self._cache.move_to_end(key)
+            current = self._meta.get(ns, (0, 0))[0]
+            if str(current) != gen:
+                return False
+            entry_key = f"{ns}\x00{key}"
+            self._cache[entry_key] = (value, current, expires_at)
+            self._cache.move_to_end(entry_key)
             if len(self._cache) > self.max_entries:
                 self._cache.popitem(last=False)
+            return True
 
-    def delete(self, *keys: str) -> int:
-        existed = 0
+    def cache_delete(self, ns: str, key: str) -> bool:
         with self._mutex:
-            for key in keys:
-                if self._cache.pop(key, None) is not None:
-                    existed += 1
-        return existed
+            return self._cache.pop(f"{ns}\x00{key}", None) is not None
+
+    def cache_clear(self, ns: str) -> None:
+        with self._mutex:
+            gen, fill = self._meta.get(ns, (0, 0))
+            self._meta[ns] = (gen + 1, fill)
+
+    def cache_clear_fills(self, ns: str) -> None:
+        with self._mutex:
+            gen, fill = self._meta.get(ns, (0, 0))
+            self._meta[ns] = (gen, fill + 1)
 
     def __len__(self) -> int:
         return len(self._cache)
@@ -261,14 +278,20 @@ class AsyncMemoryBackend:
         self.store = store
         self.name = store.name
 
-    async def get(self, key: str) -> bytes | None:
-        return self.store.get(key)
+    async def cache_get(self, ns: str, key: str) -> CacheRead:
+        return self.store.cache_get(ns, key)
 
-    async def set(self, key: str, value: bytes, ttl_ms: int | None) -> None:
-        self.store.set(key, value, ttl_ms)
+    async def cache_set(self, ns: str, key: str, value: bytes, ttl_ms: int | None, gen: str) -> bool:
+        return self.store.cache_set(ns, key, value, ttl_ms, gen)
 
-    async def delete(self, *keys: str) -> int:
-        return self.store.delete(*keys)
+    async def cache_delete(self, ns: str, key: str) -> bool:
+        return self.store.cache_delete(ns, key)
+
+    async def cache_clear(self, ns: str) -> None:
+        self.store.cache_clear(ns)
+
+    async def cache_clear_fills(self, ns: str) -> None:
+        self.store.cache_clear_fills(ns)
 
     async def lock_acquire(self, key: str, token: str, ttl_ms: int | None, waiting: bool) -> bool:
         return self.store.lock_acquire(key, token, ttl_ms, waiting)

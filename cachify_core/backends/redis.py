@@ -5,7 +5,8 @@ Round trips, each one network exchange with the server:
 =====================  ====  ====================================================
 operation              RTs   how
 =====================  ====  ====================================================
-get / set / delete      1    GET / SET PX / DEL
+cache_get / cache_set   1    ``cache_get.lua`` / ``cache_set.lua`` (entry + generation)
+cache_delete / clear    1    DEL / HINCRBY of the namespace's generation
 lock_acquire            1    SET NX PX, or ``lock_acquire.lua`` when waiting
 lock_release            1    ``lock_release.lua`` (compare-and-delete + wake)
 lock_extend             1    ``lock_extend.lua``
@@ -21,7 +22,9 @@ back to EVAL, which also reloads the script cache, so a cold call is still one r
 
 Keys: locks and pools are stored under ``{<key>}`` so their companion keys
 (``{<key>}:waiting``, ``{<key>}:wake``) share a hash slot and every script runs unchanged on
-Redis Cluster. Cache entries use the key as given.
+Redis Cluster. Cache entries of one namespace (one cached function) share the tag ``{<ns>}``
+with its ``:meta`` hash (generation, fill epoch): that is what makes ``clear_cache`` one
+HINCRBY instead of a key scan, at the price of keeping one function's entries on one node.
 
 Works with Redis, Valkey and DragonflyDB (scripts only touch the keys they declare).
 """
@@ -37,6 +40,7 @@ from importlib import resources
 from typing import Any
 
 from ..errors import CachifyBackendError, CachifyInitError
+from .base import CacheRead
 
 __all__ = [
     "AsyncRedisBackend",
@@ -70,6 +74,8 @@ def _load(name: str) -> _Script:
     return _Script(name, source, hashlib.sha1(source.encode("utf-8")).hexdigest())
 
 
+CACHE_GET = _load("cache_get")
+CACHE_SET = _load("cache_set")
 LOCK_ACQUIRE = _load("lock_acquire")
 LOCK_RELEASE = _load("lock_release")
 LOCK_EXTEND = _load("lock_extend")
@@ -79,11 +85,30 @@ POOL_EXTEND = _load("pool_extend")
 POOL_SIZE = _load("pool_size")
 
 # A call is (script, keys, args); both twins build it here and only differ in how they send it.
-_Call = tuple[_Script, tuple[str, ...], tuple[str | int, ...]]
+_Call = tuple[_Script, tuple[str, ...], tuple[str | int | bytes, ...]]
 
 
 def _tag(key: str) -> str:
     return "{" + key + "}"
+
+
+def _cache_get(ns: str, key: str) -> _Call:
+    n = _tag(ns)
+    return CACHE_GET, (n + ":meta", n + ":" + key), ()
+
+
+def _cache_set(ns: str, key: str, value: bytes, ttl_ms: int | None, gen: str) -> _Call:
+    n = _tag(ns)
+    return CACHE_SET, (n + ":meta", n + ":" + key), (gen, value, ttl_ms or 0)
+
+
+def _cache_read(reply: Any) -> CacheRead:
+    value, gen, fill = reply
+    return CacheRead(None if value is None else bytes(value), _text(gen), _text(fill))
+
+
+def _text(raw: Any) -> str:
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
 def _lock_release(key: str, token: str, force: bool) -> _Call:
@@ -156,13 +181,13 @@ class RedisBackend:
         self._no_script = NoScriptError
         self._errors = _redis_errors()
 
-    def _script(self, op: str, call: _Call) -> int:
+    def _script(self, op: str, call: _Call) -> Any:
         script, keys, args = call
         try:
             try:
-                return int(self.client.evalsha(script.sha, len(keys), *keys, *args))
+                return self.client.evalsha(script.sha, len(keys), *keys, *args)
             except self._no_script:
-                return int(self.client.eval(script.source, len(keys), *keys, *args))
+                return self.client.eval(script.source, len(keys), *keys, *args)
         except self._errors as exc:
             raise _fail(op, self.name, exc) from exc
 
@@ -172,42 +197,47 @@ class RedisBackend:
         except self._errors as exc:
             raise _fail(op, self.name, exc) from exc
 
-    def get(self, key: str) -> bytes | None:
-        value: bytes | None = self._command("get", self.client.get, key)
-        return value
+    def cache_get(self, ns: str, key: str) -> CacheRead:
+        return _cache_read(self._script("cache_get", _cache_get(ns, key)))
 
-    def set(self, key: str, value: bytes, ttl_ms: int | None) -> None:
-        self._command("set", self.client.set, key, value, px=ttl_ms)
+    def cache_set(self, ns: str, key: str, value: bytes, ttl_ms: int | None, gen: str) -> bool:
+        return int(self._script("cache_set", _cache_set(ns, key, value, ttl_ms, gen))) == 1
 
-    def delete(self, *keys: str) -> int:
-        return int(self._command("delete", self.client.delete, *keys)) if keys else 0
+    def cache_delete(self, ns: str, key: str) -> bool:
+        return int(self._command("cache_delete", self.client.delete, _tag(ns) + ":" + key)) == 1
+
+    def cache_clear(self, ns: str) -> None:
+        self._command("cache_clear", self.client.hincrby, _tag(ns) + ":meta", "gen", 1)
+
+    def cache_clear_fills(self, ns: str) -> None:
+        self._command("cache_clear_fills", self.client.hincrby, _tag(ns) + ":meta", "fill", 1)
 
     def lock_acquire(self, key: str, token: str, ttl_ms: int | None, waiting: bool) -> bool:
         if waiting:
-            return self._script("lock_acquire", _lock_acquire(key, token, ttl_ms)) == 1
+            return int(self._script("lock_acquire", _lock_acquire(key, token, ttl_ms))) == 1
         return bool(self._command("lock_acquire", self.client.set, _tag(key), token, px=ttl_ms, nx=True))
 
     def lock_release(self, key: str, token: str) -> bool:
-        return self._script("lock_release", _lock_release(key, token, False)) == 1
+        return int(self._script("lock_release", _lock_release(key, token, False))) == 1
 
     def lock_force_release(self, key: str) -> bool:
-        return self._script("lock_force_release", _lock_release(key, "", True)) == 1
+        return int(self._script("lock_force_release", _lock_release(key, "", True))) == 1
 
     def lock_extend(self, key: str, token: str, ttl_ms: int) -> bool:
-        return self._script("lock_extend", (LOCK_EXTEND, (_tag(key),), (token, ttl_ms))) == 1
+        return int(self._script("lock_extend", (LOCK_EXTEND, (_tag(key),), (token, ttl_ms)))) == 1
 
     def lock_holder(self, key: str) -> str | None:
         raw = self._command("lock_holder", self.client.get, _tag(key))
         return None if raw is None else bytes(raw).decode()
 
     def pool_acquire(self, key: str, token: str, max_size: int, ttl_ms: int | None, waiting: bool) -> bool:
-        return self._script("pool_acquire", _pool_acquire(key, token, max_size, ttl_ms, waiting)) == 1
+        return int(self._script("pool_acquire", _pool_acquire(key, token, max_size, ttl_ms, waiting))) == 1
 
     def pool_release(self, key: str, token: str) -> bool:
-        return self._script("pool_release", _pool_release(key, token)) == 1
+        return int(self._script("pool_release", _pool_release(key, token))) == 1
 
     def pool_extend(self, key: str, token: str, ttl_ms: int) -> bool:
-        return self._script("pool_extend", (POOL_EXTEND, (_tag(key),), (token, ttl_ms))) == 1
+        return int(self._script("pool_extend", (POOL_EXTEND, (_tag(key),), (token, ttl_ms)))) == 1
 
     def pool_size(self, key: str) -> int:
         return int(self._script("pool_size", (POOL_SIZE, (_tag(key),), ())))
@@ -258,14 +288,14 @@ class AsyncRedisBackend:
             client = self._per_loop[loop] = self._factory()
         return client
 
-    async def _script(self, op: str, call: _Call) -> int:
+    async def _script(self, op: str, call: _Call) -> Any:
         script, keys, args = call
         client = self.client
         try:
             try:
-                return int(await client.evalsha(script.sha, len(keys), *keys, *args))
+                return await client.evalsha(script.sha, len(keys), *keys, *args)
             except self._no_script:
-                return int(await client.eval(script.source, len(keys), *keys, *args))
+                return await client.eval(script.source, len(keys), *keys, *args)
         except self._errors as exc:
             raise _fail(op, self.name, exc) from exc
 
@@ -275,31 +305,36 @@ class AsyncRedisBackend:
         except self._errors as exc:
             raise _fail(op, self.name, exc) from exc
 
-    async def get(self, key: str) -> bytes | None:
-        value: bytes | None = await self._command("get", self.client.get, key)
-        return value
+    async def cache_get(self, ns: str, key: str) -> CacheRead:
+        return _cache_read(await self._script("cache_get", _cache_get(ns, key)))
 
-    async def set(self, key: str, value: bytes, ttl_ms: int | None) -> None:
-        await self._command("set", self.client.set, key, value, px=ttl_ms)
+    async def cache_set(self, ns: str, key: str, value: bytes, ttl_ms: int | None, gen: str) -> bool:
+        return int(await self._script("cache_set", _cache_set(ns, key, value, ttl_ms, gen))) == 1
 
-    async def delete(self, *keys: str) -> int:
-        return int(await self._command("delete", self.client.delete, *keys)) if keys else 0
+    async def cache_delete(self, ns: str, key: str) -> bool:
+        return int(await self._command("cache_delete", self.client.delete, _tag(ns) + ":" + key)) == 1
+
+    async def cache_clear(self, ns: str) -> None:
+        await self._command("cache_clear", self.client.hincrby, _tag(ns) + ":meta", "gen", 1)
+
+    async def cache_clear_fills(self, ns: str) -> None:
+        await self._command("cache_clear_fills", self.client.hincrby, _tag(ns) + ":meta", "fill", 1)
 
     async def lock_acquire(self, key: str, token: str, ttl_ms: int | None, waiting: bool) -> bool:
         if waiting:
-            return await self._script("lock_acquire", _lock_acquire(key, token, ttl_ms)) == 1
+            return int(await self._script("lock_acquire", _lock_acquire(key, token, ttl_ms))) == 1
         return bool(
             await self._command("lock_acquire", self.client.set, _tag(key), token, px=ttl_ms, nx=True)
         )
 
     async def lock_release(self, key: str, token: str) -> bool:
-        return await self._script("lock_release", _lock_release(key, token, False)) == 1
+        return int(await self._script("lock_release", _lock_release(key, token, False))) == 1
 
     async def lock_force_release(self, key: str) -> bool:
-        return await self._script("lock_force_release", _lock_release(key, "", True)) == 1
+        return int(await self._script("lock_force_release", _lock_release(key, "", True))) == 1
 
     async def lock_extend(self, key: str, token: str, ttl_ms: int) -> bool:
-        return await self._script("lock_extend", (LOCK_EXTEND, (_tag(key),), (token, ttl_ms))) == 1
+        return int(await self._script("lock_extend", (LOCK_EXTEND, (_tag(key),), (token, ttl_ms)))) == 1
 
     async def lock_holder(self, key: str) -> str | None:
         raw = await self._command("lock_holder", self.client.get, _tag(key))
@@ -308,13 +343,15 @@ class AsyncRedisBackend:
     async def pool_acquire(
         self, key: str, token: str, max_size: int, ttl_ms: int | None, waiting: bool
     ) -> bool:
-        return await self._script("pool_acquire", _pool_acquire(key, token, max_size, ttl_ms, waiting)) == 1
+        return (
+            int(await self._script("pool_acquire", _pool_acquire(key, token, max_size, ttl_ms, waiting))) == 1
+        )
 
     async def pool_release(self, key: str, token: str) -> bool:
-        return await self._script("pool_release", _pool_release(key, token)) == 1
+        return int(await self._script("pool_release", _pool_release(key, token))) == 1
 
     async def pool_extend(self, key: str, token: str, ttl_ms: int) -> bool:
-        return await self._script("pool_extend", (POOL_EXTEND, (_tag(key),), (token, ttl_ms))) == 1
+        return int(await self._script("pool_extend", (POOL_EXTEND, (_tag(key),), (token, ttl_ms)))) == 1
 
     async def pool_size(self, key: str) -> int:
         return int(await self._script("pool_size", (POOL_SIZE, (_tag(key),), ())))

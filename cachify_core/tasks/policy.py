@@ -17,15 +17,16 @@ from __future__ import annotations
 import enum
 import logging
 import random
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from .. import leases
-from ..backends import AsyncBackend, SyncBackend
 from ..errors import CachifyLockError, CachifyPoolFullError
 from ..instance import Cachify, get_cachify, seconds_to_ms
 from ..protocols import UnsetType
+from ..serialization import CachifySerializationError
+from ..steps import Steps, run_async, run_blocking
 from ..tokens import new_token
 from .options import TaskOptions
 
@@ -42,7 +43,6 @@ __all__ = [
 logger = logging.getLogger("cachify.tasks")
 
 Outcome = Literal["success", "failure", "retry"]
-T = TypeVar("T")
 _CLAIM_ATTEMPTS = 3  #: a hold freed between our failed SET NX and the holder read is retried
 
 
@@ -87,7 +87,9 @@ class RunHandle:
     slot_key: str | None = None
     slot_token: str | None = None
     slot_lease: leases.Lease | None = None
+    cache_ns: str = ""
     cache_key: str | None = None
+    cache_gen: str = "0"
     finished: bool = False
 
 
@@ -120,6 +122,14 @@ class TaskPolicy:
     def _key(self, c: Cachify, which: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str | None:
         template = getattr(self.options, which)
         return None if template is None else c.prefix + template.format(args, kwargs)
+
+    def _cache_location(
+        self, c: Cachify, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> tuple[str, str]:
+        """(namespace, entry key) of the result cache, laid out as ``@cached`` lays its own."""
+        template = self.options.cache_key
+        assert template is not None
+        return f"{c.prefix}{template.template}-cached", template.format(args, kwargs)
 
     def once_key(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str | None:
         return self._key(self.cachify, "once_key", args, kwargs)
@@ -236,13 +246,18 @@ class TaskPolicy:
         handle = RunHandle(c, task_id)
         try:
             if o.cache_key is not None:
-                cache_key = handle.cache_key = self._key(c, "cache_key", args, kwargs)
-                raw = yield lambda b: b.get(cache_key)
-                if raw is not None:
-                    yield from self._unclaim_steps(
-                        task_id, self._key(c, "once_key", args, kwargs) if o.claims_at_enqueue else None
-                    )
-                    return Admission(Verdict.CACHED, value=c.serializer.loads(raw), reason="cache hit")
+                ns, cache_key = self._cache_location(c, args, kwargs)
+                read = yield lambda b: b.cache_get(ns, cache_key)
+                handle.cache_ns, handle.cache_key, handle.cache_gen = ns, cache_key, read.gen
+                entry = (
+                    None
+                    if read.value is None
+                    else c.codec.unpack(read.value, f"task {o.task_name!r} {cache_key!r}")
+                )
+                if entry is not None:
+                    once_key = self._key(c, "once_key", args, kwargs) if o.claims_at_enqueue else None
+                    yield from self._unclaim_steps(task_id, once_key)
+                    return Admission(Verdict.CACHED, value=entry.value, reason="cache hit")
             if o.once_key is not None:
                 once_key = self._key(c, "once_key", args, kwargs)
                 assert once_key is not None
@@ -290,11 +305,16 @@ class TaskPolicy:
         if handle.finished:
             return
         handle.finished = True
-        c, cache_key = handle.cachify, handle.cache_key
+        c, ns, cache_key, gen = handle.cachify, handle.cache_ns, handle.cache_key, handle.cache_gen
         try:
             if outcome == "success" and cache_key is not None:
-                data, ttl = c.serializer.dumps(result), self._cache_ttl_ms(c)
-                yield lambda b: b.set(cache_key, data, ttl)
+                try:
+                    data = c.codec.pack(result, f"task {self.options.task_name!r} {cache_key!r}")
+                except CachifySerializationError as exc:
+                    logger.error("cachify: %s; result not cached", exc)
+                else:
+                    ttl = self._cache_ttl_ms(c)
+                    yield lambda b: b.cache_set(ns, cache_key, data, ttl, gen)
         finally:
             yield from self._release_steps(handle, keep_queued_hold=outcome == "retry")
 
@@ -302,83 +322,50 @@ class TaskPolicy:
     def claim(self, task_id: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Claim:
         """Before publishing: take the dedup hold for ``task_id`` (modes queued/until_started)."""
         c = self.cachify
-        return _run_blocking(self._claim_steps(c, task_id, args, kwargs), c.sync_backend)
+        return run_blocking(self._claim_steps(c, task_id, args, kwargs), c.sync_backend)
 
     def unclaim(self, task_id: str, claim: Claim) -> None:
         """The publish failed after the claim: give the hold back."""
         if not claim.duplicate:
-            _run_blocking(self._unclaim_steps(task_id, claim.key), self.cachify.sync_backend)
+            run_blocking(self._unclaim_steps(task_id, claim.key), self.cachify.sync_backend)
 
     def admit(
         self, task_id: str, args: tuple[Any, ...], kwargs: Mapping[str, Any], requeues: int = 0
     ) -> Admission:
         """Before running: cache check, dedup, pool slot — in that order."""
         c = self.cachify
-        return _run_blocking(self._admit_steps(c, task_id, args, kwargs, requeues, False), c.sync_backend)
+        return run_blocking(self._admit_steps(c, task_id, args, kwargs, requeues, False), c.sync_backend)
 
     def finish(self, handle: RunHandle, outcome: Outcome, result: Any = None) -> None:
         """After the run: store a successful result, release the slot, release the hold (kept
         across a retry in mode queued)."""
-        _run_blocking(self._finish_steps(handle, outcome, result), handle.cachify.sync_backend)
+        run_blocking(self._finish_steps(handle, outcome, result), handle.cachify.sync_backend)
 
     def release_requeued(self, task_id: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
         """A requeue could not be published: nothing will run under ``task_id`` any more."""
         c = self.cachify
         key = self._key(c, "once_key", args, kwargs) if self.options.claims_at_enqueue else None
-        _run_blocking(self._unclaim_steps(task_id, key), c.sync_backend)
+        run_blocking(self._unclaim_steps(task_id, key), c.sync_backend)
 
     # -- asyncio -----------------------------------------------------------------------------
     async def aclaim(self, task_id: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Claim:
         c = self.cachify
-        return await _run_async(self._claim_steps(c, task_id, args, kwargs), c.async_backend)
+        return await run_async(self._claim_steps(c, task_id, args, kwargs), c.async_backend)
 
     async def aunclaim(self, task_id: str, claim: Claim) -> None:
         if not claim.duplicate:
-            await _run_async(self._unclaim_steps(task_id, claim.key), self.cachify.async_backend)
+            await run_async(self._unclaim_steps(task_id, claim.key), self.cachify.async_backend)
 
     async def aadmit(
         self, task_id: str, args: tuple[Any, ...], kwargs: Mapping[str, Any], requeues: int = 0
     ) -> Admission:
         c = self.cachify
-        return await _run_async(self._admit_steps(c, task_id, args, kwargs, requeues, True), c.async_backend)
+        return await run_async(self._admit_steps(c, task_id, args, kwargs, requeues, True), c.async_backend)
 
     async def afinish(self, handle: RunHandle, outcome: Outcome, result: Any = None) -> None:
-        await _run_async(self._finish_steps(handle, outcome, result), handle.cachify.async_backend)
+        await run_async(self._finish_steps(handle, outcome, result), handle.cachify.async_backend)
 
     async def arelease_requeued(self, task_id: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
         c = self.cachify
         key = self._key(c, "once_key", args, kwargs) if self.options.claims_at_enqueue else None
-        await _run_async(self._unclaim_steps(task_id, key), c.async_backend)
-
-
-# A step generator yields backend calls and returns the step's result.
-Step = Callable[[Any], Any]
-Steps = Generator[Step, Any, T]
-
-
-def _run_blocking(steps: Steps[T], backend: SyncBackend) -> T:
-    try:
-        step = next(steps)
-        while True:
-            try:
-                result = step(backend)
-            except BaseException as exc:
-                step = steps.throw(exc)
-            else:
-                step = steps.send(result)
-    except StopIteration as stop:
-        return stop.value  # type: ignore[no-any-return]
-
-
-async def _run_async(steps: Steps[T], backend: AsyncBackend) -> T:
-    try:
-        step = next(steps)
-        while True:
-            try:
-                result = await step(backend)
-            except BaseException as exc:
-                step = steps.throw(exc)
-            else:
-                step = steps.send(result)
-    except StopIteration as stop:
-        return stop.value  # type: ignore[no-any-return]
+        await run_async(self._unclaim_steps(task_id, key), c.async_backend)

@@ -1,0 +1,69 @@
+"""Logic written once for blocking and asyncio callers: generators of backend steps.
+
+A *step* is ``lambda backend: backend.<primitive>(...)`` (or any call that does I/O, such as
+running the user's function). Policy code yields steps and receives their results; the
+blocking driver calls each step with the sync backend, the asyncio driver awaits it with the
+async backend. So everything that does no I/O — keys, TTLs, branching, error handling —
+exists in one copy, and the two drivers below are the only twins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from typing import Any, TypeVar
+
+from .waiting import WaitPlan
+
+__all__ = ["Step", "Steps", "acquire_steps", "run_async", "run_blocking"]
+
+T = TypeVar("T")
+
+Step = Callable[[Any], Any]
+Steps = Generator[Step, Any, T]
+
+
+def run_blocking(steps: Steps[T], backend: Any) -> T:
+    """Drive ``steps`` with blocking calls on ``backend``."""
+    try:
+        step = next(steps)
+        while True:
+            try:
+                result = step(backend)
+            except BaseException as exc:
+                step = steps.throw(exc)
+            else:
+                step = steps.send(result)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+
+
+async def run_async(steps: Steps[T], backend: Any) -> T:
+    """Drive ``steps`` on the running event loop, awaiting each call on ``backend``."""
+    try:
+        step = next(steps)
+        while True:
+            try:
+                result = await step(backend)
+            except BaseException as exc:
+                step = steps.throw(exc)
+            else:
+                step = steps.send(result)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+
+
+def acquire_steps(attempt: Callable[[bool], Step], key: str, plan: WaitPlan | None) -> Steps[bool]:
+    """The waiting acquire of :mod:`waiting`, as steps: try, register, wait to be woken, retry."""
+    if plan is None:
+        return bool((yield attempt(False)))
+    while True:
+        waiting = plan.may_wait()
+        if (yield attempt(waiting)):
+            return True
+        if not waiting:
+            return False
+        yield _wait(key, plan.slice_s())
+
+
+def _wait(key: str, delay_s: float) -> Step:
+    return lambda b: b.wait(key, delay_s)

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, ParamSpec, Protocol, TypeVar, overload
 
 from . import leases
+from .backends import CacheRead
 from .errors import CachifyBackendError
 from .instance import Cachify, get_cachify, seconds_to_ms
 from .keys import KeyTemplate, func_name
@@ -132,6 +133,15 @@ def _settings(
 _MISS = object()
 
 
+class _Stale:
+    """A hit older than ``stale_after``: served, and refreshed in the background."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
 class CachedFunction:
     """The cache of one decorated function: every operation, as steps (see :mod:`steps`).
 
@@ -170,34 +180,49 @@ class CachedFunction:
         return c.codec.pack(value if enc is None else enc(value), self._where(key))
 
     def _decode(self, c: Cachify, key: str, raw: bytes | None) -> Any:
+        """The cached value of a lookup, ``_Stale(value)`` past ``stale_after``, or ``_MISS``."""
         if raw is None:
             return _MISS
-        entry = c.codec.unpack(raw, self._where(key))
+        entry = c.codec.unpack(raw, lambda: self._where(key))
         if entry is None:
             return _MISS
         dec = self.settings.decoder
-        return entry.value if dec is None else dec(entry.value)
-
-    def _is_stale(self, c: Cachify, raw: bytes) -> bool:
+        value = entry.value if dec is None else dec(entry.value)
         stale_after = self.settings.stale_after_s
-        if stale_after is None:
-            return False
-        entry = c.codec.unpack(raw, "stale check")
-        return entry is not None and entry.age_s() > stale_after
+        if stale_after is not None and entry.age_s() > stale_after:
+            return _Stale(value)
+        return value
+
+    def fresh_hit(self, c: Cachify, key: str, read: CacheRead) -> Any:
+        """The value of a fresh hit (the wrappers' fast path), else ``_MISS``."""
+        value = self._decode(c, key, read.value)
+        return _MISS if isinstance(value, _Stale) else value
+
+    def lookup(self, c: Cachify, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, str]:
+        """(namespace, entry key) of one call (no I/O)."""
+        return f"{c.prefix}{self.template.template}-cached", self.template.format(args, kwargs)
 
     # -- the call, as steps -------------------------------------------------------------
     def call_steps(
-        self, c: Cachify, args: tuple[Any, ...], kwargs: dict[str, Any], asyncio_: bool
+        self,
+        c: Cachify,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        asyncio_: bool,
+        read: CacheRead | None = None,
     ) -> Steps[Any]:
-        ns, key = self.namespace(c), self.template.format(args, kwargs)
-        try:
-            read = yield lambda b: b.cache_get(ns, key)
-        except CachifyBackendError as exc:
-            return (yield from self._fail_open(exc, args, kwargs))
+        """One call. ``read`` is the lookup the wrapper already made (its fast path for hits)."""
+        ns, key = self.lookup(c, args, kwargs)
+        if read is None:
+            try:
+                read = yield lambda b: b.cache_get(ns, key)
+            except CachifyBackendError as exc:
+                return (yield from self._fail_open(exc, args, kwargs))
         value = self._decode(c, key, read.value)
+        if isinstance(value, _Stale):
+            self._refresh_in_background(c, args, kwargs, asyncio_)
+            return value.value
         if value is not _MISS:
-            if read.value is not None and self._is_stale(c, read.value):
-                self._refresh_in_background(c, args, kwargs, asyncio_)
             return value
         if not self.settings.single_flight:
             return (yield from self._compute_steps(c, ns, key, read.gen, args, kwargs))
@@ -216,7 +241,7 @@ class CachedFunction:
         try:
             read = yield lambda b: b.cache_get(ns, key)  # stored while we waited?
             value = self._decode(c, key, read.value)
-            if value is not _MISS:
+            if value is not _MISS and not isinstance(value, _Stale):
                 return value
             return (yield from self._compute_steps(c, ns, key, read.gen, args, kwargs))
         finally:
@@ -255,7 +280,7 @@ class CachedFunction:
         self, c: Cachify, args: tuple[Any, ...], kwargs: dict[str, Any], asyncio_: bool
     ) -> Steps[None]:
         """One background recomputation of a stale entry, unless another is already running."""
-        ns, key = self.namespace(c), self.template.format(args, kwargs)
+        ns, key = self.lookup(c, args, kwargs)
         read = yield lambda b: b.cache_get(ns, key)
         fill_key, token = f"{c.prefix}{key}-fill{read.fill}", new_token()
         fill_ttl = c.default_lock_expiration_ms or round(DEFAULT_WAIT_TIMEOUT_S * 1000)
@@ -299,7 +324,7 @@ class CachedFunction:
 
     # -- management, as steps -------------------------------------------------------------
     def reset_steps(self, c: Cachify, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Steps[None]:
-        ns, key = self.namespace(c), self.template.format(args, kwargs)
+        ns, key = self.lookup(c, args, kwargs)
         yield lambda b: b.cache_delete(ns, key)
 
     def clear_steps(self, c: Cachify) -> Steps[None]:
@@ -313,7 +338,7 @@ class CachedFunction:
     def precache_steps(
         self, c: Cachify, args: tuple[Any, ...], kwargs: dict[str, Any], value: Any
     ) -> Steps[None]:
-        ns, key = self.namespace(c), self.template.format(args, kwargs)
+        ns, key = self.lookup(c, args, kwargs)
         read = yield lambda b: b.cache_get(ns, key)
         data, ttl = self._encode(c, key, value), self._ttl_ms(c)
         yield lambda b: b.cache_set(ns, key, data, ttl, read.gen)
@@ -388,7 +413,17 @@ def make_cached(
 
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
                 c = provider()
-                return await run_async(cf.call_steps(c, args, kwargs, True), c.async_backend)
+                ns, key = cf.lookup(c, args, kwargs)
+                read: CacheRead | None = None
+                try:
+                    read = await c.async_backend.cache_get(ns, key)
+                except CachifyBackendError:
+                    pass  # call_steps looks again and applies on_backend_error
+                else:
+                    value = cf.fresh_hit(c, key, read)
+                    if value is not _MISS:
+                        return value
+                return await run_async(cf.call_steps(c, args, kwargs, True, read), c.async_backend)
 
             async def aprecache_value(*args: Any, value_to_cache: Any, **kwargs: Any) -> None:
                 await cf.aprecache(args, kwargs, value_to_cache)
@@ -405,7 +440,17 @@ def make_cached(
 
             def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
                 c = provider()
-                return run_blocking(cf.call_steps(c, args, kwargs, False), c.sync_backend)
+                ns, key = cf.lookup(c, args, kwargs)
+                read: CacheRead | None = None
+                try:
+                    read = c.sync_backend.cache_get(ns, key)
+                except CachifyBackendError:
+                    pass  # call_steps looks again and applies on_backend_error
+                else:
+                    value = cf.fresh_hit(c, key, read)
+                    if value is not _MISS:
+                        return value
+                return run_blocking(cf.call_steps(c, args, kwargs, False, read), c.sync_backend)
 
             def precache_value(*args: Any, value_to_cache: Any, **kwargs: Any) -> None:
                 cf.precache(args, kwargs, value_to_cache)

@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import Any, NamedTuple, ParamSpec, TypeVar, overload
 
 from . import leases
 from .errors import CachifyLockError, CachifyLockNotOwnedError
@@ -48,8 +47,7 @@ R = TypeVar("R")
 _L = TypeVar("_L", bound="lock")
 
 
-@dataclass
-class Held:
+class Held(NamedTuple):
     """One live acquisition: where, under which token, and its renewal if any."""
 
     cachify: Cachify
@@ -64,6 +62,8 @@ def locked_message(display_key: str) -> str:
 
 def take(c: Cachify, key: str, token: str, ttl_ms: int | None, plan: WaitPlan | None) -> bool:
     backend = c.sync_backend
+    if plan is None:
+        return backend.lock_acquire(key, token, ttl_ms, False)
     return acquire_blocking(
         lambda waiting: backend.lock_acquire(key, token, ttl_ms, waiting),
         lambda s: backend.wait(key, s),
@@ -73,6 +73,8 @@ def take(c: Cachify, key: str, token: str, ttl_ms: int | None, plan: WaitPlan | 
 
 async def atake(c: Cachify, key: str, token: str, ttl_ms: int | None, plan: WaitPlan | None) -> bool:
     backend = c.async_backend
+    if plan is None:
+        return await backend.lock_acquire(key, token, ttl_ms, False)
     return await acquire_async(
         lambda waiting: backend.lock_acquire(key, token, ttl_ms, waiting),
         lambda s: backend.wait(key, s),
@@ -96,7 +98,8 @@ def _not_owned(display_key: str) -> CachifyLockNotOwnedError:
 
 
 def release_quietly(c: Cachify, key: str, token: str, lease: leases.Lease | None = None) -> None:
-    leases.end(lease)
+    if lease is not None:
+        lease.stop()
     if not c.sync_backend.lock_release(key, token):
         _warn_lost(key)
 
@@ -188,14 +191,16 @@ class lock:
     ) -> None:
         if not isinstance(key, str):
             raise TypeError(f"lock key must be a str, got {type(key).__name__}")
-        _check_timeout(f"lock {key!r}", timeout)
-        self._exp_ms = UNSET if isinstance(exp, UnsetType) else seconds_to_ms(exp, f"lock {key!r} exp")
+        if timeout is not None:
+            _check_timeout(f"lock {key!r}", timeout)
+        self._exp_ms = exp if exp is UNSET else seconds_to_ms(exp, f"lock {key!r} exp")  # type: ignore[arg-type]
         self._key = key
         self._nowait = nowait
         self._timeout = timeout
         self._auto_renew = auto_renew
         self._provider = _provider
         self._held: HolderStacks[Held] = HolderStacks()
+        self._bound: tuple[Cachify, str, int | None] | None = None
 
     # -- shared, no I/O ---------------------------------------------------------------------
     def _ttl_ms(self, c: Cachify) -> int | None:
@@ -218,12 +223,22 @@ class lock:
         return held
 
     # -- blocking --------------------------------------------------------------------------
+    def _bind(self, c: Cachify) -> tuple[Cachify, str, int | None]:
+        """(instance, full key, ttl) for ``c``, remembered: the hot path skips rebuilding them."""
+        bound = self._bound
+        if bound is None or bound[0] is not c:
+            bound = self._bound = (c, f"{c.prefix}{self._key}-lock", self._ttl_ms(c))
+        return bound
+
     def __enter__(self: _L) -> _L:
-        c = self._provider()
-        key, token, ttl_ms = self._full_key(c), new_token(), self._ttl_ms(c)
-        if not take(c, key, token, ttl_ms, self._plan(c)):
+        c, key, ttl_ms = self._bind(self._provider())
+        token = new_token()
+        if self._nowait:
+            if not c.sync_backend.lock_acquire(key, token, ttl_ms, False):
+                raise self._refused()
+        elif not take(c, key, token, ttl_ms, self._plan(c)):
             raise self._refused()
-        lease = leases.begin(c, "lock", key, token, ttl_ms, self._auto_renew, False)
+        lease = leases.begin(c, "lock", key, token, ttl_ms, True, False) if self._auto_renew else None
         self._held.push(False, Held(c, key, token, lease))
         return self
 
@@ -232,7 +247,11 @@ class lock:
     ) -> None:
         held = self._held.pop(False)
         if held is not None:
-            release_quietly(held.cachify, held.key, held.token, held.lease)
+            c, key, token, lease = held
+            if lease is not None:
+                lease.stop()
+            if not c.sync_backend.lock_release(key, token):
+                _warn_lost(key)
 
     def release(self) -> None:
         """Release this caller's hold; :class:`CachifyLockNotOwnedError` if it holds none."""

@@ -21,8 +21,8 @@ import logging
 import pickle
 import struct
 import time
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any, NamedTuple, Protocol
 
 from .errors import CachifyError, CachifyInitError
 
@@ -115,8 +115,7 @@ def serializer_for(spec: str | Serializer | None) -> Serializer:
     return spec
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
     value: Any
     written_at_ms: int
 
@@ -154,22 +153,25 @@ class Codec:
             return body
         return hmac.new(self._key, body, hashlib.sha256).digest() + body
 
-    def unpack(self, data: bytes, where: str) -> Entry | None:
-        """The stored entry, or ``None`` (logged) if it fails verification or cannot be read."""
+    def unpack(self, data: bytes, where: Callable[[], str]) -> Entry | None:
+        """The stored entry, or ``None`` (logged) if it fails verification or cannot be read.
+
+        ``where()`` names the entry in the log line; it is only called when there is one.
+        """
         if self._key is not None:
             mac, data = data[:_MAC_BYTES], data[_MAC_BYTES:]
             if not hmac.compare_digest(mac, hmac.new(self._key, data, hashlib.sha256).digest()):
-                logger.warning("cachify: %s: entry failed signature verification; treated as a miss", where)
+                logger.warning("cachify: %s: entry failed signature verification; treated as a miss", where())
                 return None
         if len(data) < _STAMP.size:
-            logger.warning("cachify: %s: entry is truncated; treated as a miss", where)
+            logger.warning("cachify: %s: entry is truncated; treated as a miss", where())
             return None
         try:
             value = self.serializer.loads(data[_STAMP.size :])
         except Exception as exc:
             logger.warning(
                 "cachify: %s: entry cannot be read with %s (%s); treated as a miss",
-                where,
+                where(),
                 self.serializer.name,
                 exc,
             )

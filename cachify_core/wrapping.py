@@ -25,6 +25,7 @@ __all__ = [
 
 P = ParamSpec("P")
 R = TypeVar("R")
+_get_ident = threading.get_ident
 E = TypeVar("E")
 
 
@@ -45,7 +46,7 @@ def holder_id(asynchronous: bool) -> object:
         task = asyncio.current_task()
         if task is not None:
             return task
-    return threading.get_ident()
+    return _get_ident()
 
 
 class HolderStacks(Generic[E]):
@@ -57,20 +58,26 @@ class HolderStacks(Generic[E]):
     def __init__(self) -> None:
         self._stacks: dict[object, list[E]] = {}
 
+    # holder_id() inlined below: these run on every lock and pool entry and exit.
     def push(self, asynchronous: bool, entry: E) -> None:
-        self._stacks.setdefault(holder_id(asynchronous), []).append(entry)
+        holder = (asyncio.current_task() or _get_ident()) if asynchronous else _get_ident()
+        stack = self._stacks.get(holder)
+        if stack is None:
+            self._stacks[holder] = [entry]
+        else:
+            stack.append(entry)
 
     def peek(self, asynchronous: bool) -> E | None:
-        entries = self._stacks.get(holder_id(asynchronous))
-        return entries[-1] if entries else None
+        stack = self._stacks.get(holder_id(asynchronous))
+        return stack[-1] if stack else None
 
     def pop(self, asynchronous: bool) -> E | None:
-        holder = holder_id(asynchronous)
-        entries = self._stacks.get(holder)
-        if not entries:
+        holder = (asyncio.current_task() or _get_ident()) if asynchronous else _get_ident()
+        stack = self._stacks.get(holder)
+        if not stack:
             return None
-        entry = entries.pop()
-        if not entries:
+        entry = stack.pop()
+        if not stack:
             del self._stacks[holder]
         return entry
 

@@ -14,14 +14,12 @@ so a release between a failed acquire and the wait is never missed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 __all__ = ["AsyncBackend", "CacheRead", "SyncBackend"]
 
 
-@dataclass(frozen=True)
-class CacheRead:
+class CacheRead(NamedTuple):
     """A cache lookup: the entry's payload (``None`` on a miss) and the namespace's counters.
 
     ``gen`` is handed back to ``cache_set`` so a result computed before a ``cache_clear`` is not

@@ -31,6 +31,7 @@ __all__ = ["DEFAULT_MAX_ENTRIES", "AsyncMemoryBackend", "MemoryStore"]
 DEFAULT_MAX_ENTRIES = 100_000
 
 _now = time.monotonic  # module-level so tests can fake the clock
+_NO_META = ("0", "0")
 
 
 def _deadline(ttl_ms: int | None) -> float:
@@ -51,8 +52,8 @@ class MemoryStore:
         self.name = "memory"
         self.max_entries = max_entries
         self._mutex = threading.Lock()
-        self._cache: OrderedDict[str, tuple[bytes, int, float]] = OrderedDict()
-        self._meta: dict[str, tuple[int, int]] = {}
+        self._cache: OrderedDict[str, tuple[bytes, str, float]] = OrderedDict()
+        self._meta: dict[str, tuple[str, str]] = {}  # namespace -> (generation, fill epoch)
         self._locks: dict[str, tuple[str, float]] = {}
         self._pools: dict[str, dict[str, float]] = {}
         self._waiters: dict[str, int] = {}
@@ -60,30 +61,29 @@ class MemoryStore:
         self._conds: dict[str, threading.Condition] = {}
         self._async_waiters: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]] = {}
         self._acquires_since_sweep = 0
+        self._sweep_every = 1024
 
     # -- cache entries -------------------------------------------------------------------
     def cache_get(self, ns: str, key: str) -> CacheRead:
+        entry_key = f"{ns}\x00{key}"
         with self._mutex:
-            gen, fill = self._meta.get(ns, (0, 0))
-            entry_key = f"{ns}\x00{key}"
+            gen, fill = self._meta.get(ns, _NO_META)
             entry = self._cache.get(entry_key)
             if entry is None:
-                return CacheRead(None, str(gen), str(fill))
-            value, entry_gen, expires_at = entry
-            if expires_at <= _now() or entry_gen != gen:
+                return CacheRead(None, gen, fill)
+            if entry[1] != gen or entry[2] <= _now():
                 del self._cache[entry_key]
-                return CacheRead(None, str(gen), str(fill))
+                return CacheRead(None, gen, fill)
             self._cache.move_to_end(entry_key)
-            return CacheRead(value, str(gen), str(fill))
+            return CacheRead(entry[0], gen, fill)
 
     def cache_set(self, ns: str, key: str, value: bytes, ttl_ms: int | None, gen: str) -> bool:
         expires_at = _deadline(ttl_ms)
+        entry_key = f"{ns}\x00{key}"
         with self._mutex:
-            current = self._meta.get(ns, (0, 0))[0]
-            if str(current) != gen:
+            if self._meta.get(ns, _NO_META)[0] != gen:
                 return False
-            entry_key = f"{ns}\x00{key}"
-            self._cache[entry_key] = (value, current, expires_at)
+            self._cache[entry_key] = (value, gen, expires_at)
             self._cache.move_to_end(entry_key)
             if len(self._cache) > self.max_entries:
                 self._cache.popitem(last=False)
@@ -95,36 +95,41 @@ class MemoryStore:
 
     def cache_clear(self, ns: str) -> None:
         with self._mutex:
-            gen, fill = self._meta.get(ns, (0, 0))
-            self._meta[ns] = (gen + 1, fill)
+            gen, fill = self._meta.get(ns, _NO_META)
+            self._meta[ns] = (str(int(gen) + 1), fill)
 
     def cache_clear_fills(self, ns: str) -> None:
         with self._mutex:
-            gen, fill = self._meta.get(ns, (0, 0))
-            self._meta[ns] = (gen, fill + 1)
+            gen, fill = self._meta.get(ns, _NO_META)
+            self._meta[ns] = (gen, str(int(fill) + 1))
 
     def __len__(self) -> int:
         return len(self._cache)
 
     # -- locks ---------------------------------------------------------------------------
     def lock_acquire(self, key: str, token: str, ttl_ms: int | None, waiting: bool) -> bool:
+        now = _now()
         with self._mutex:
-            self._maybe_sweep()
+            self._acquires_since_sweep += 1
+            if self._acquires_since_sweep > self._sweep_every:
+                self._sweep(now)
             held = self._locks.get(key)
-            if held is not None and held[1] > _now():
+            if held is not None and held[1] > now:
                 if waiting:
                     self._waiters[key] = self._waiters.get(key, 0) + 1
                 return False
-            self._locks[key] = (token, _deadline(ttl_ms))
+            self._locks[key] = (token, math.inf if ttl_ms is None else now + ttl_ms / 1000.0)
             return True
 
     def lock_release(self, key: str, token: str) -> bool:
+        now = _now()
         with self._mutex:
             held = self._locks.get(key)
-            if held is None or held[0] != token or held[1] <= _now():
+            if held is None or held[0] != token or held[1] <= now:
                 return False
             del self._locks[key]
-            self._signal(key)
+            if self._waiters:
+                self._signal(key)
             return True
 
     def lock_extend(self, key: str, token: str, ttl_ms: int) -> bool:
@@ -198,17 +203,19 @@ class MemoryStore:
 
     # -- housekeeping --------------------------------------------------------------------
     def _maybe_sweep(self) -> None:
-        """Drop expired locks and slots nobody touches again; amortised O(1) per acquire."""
         self._acquires_since_sweep += 1
-        if self._acquires_since_sweep < 1024 + len(self._locks) + len(self._pools):
-            return
+        if self._acquires_since_sweep > self._sweep_every:
+            self._sweep(_now())
+
+    def _sweep(self, now: float) -> None:
+        """Drop expired locks and slots nobody touches again; amortised O(1) per acquire."""
         self._acquires_since_sweep = 0
-        now = _now()
         for key in [k for k, (_t, exp) in self._locks.items() if exp <= now]:
             del self._locks[key]
         for key in list(self._pools):
             if not self._live_slots(key):
                 del self._pools[key]
+        self._sweep_every = 1024 + len(self._locks) + len(self._pools)
 
     # -- waiting -------------------------------------------------------------------------
     def _signal(self, key: str) -> None:

@@ -252,7 +252,7 @@ class TaskPolicy:
                 entry = (
                     None
                     if read.value is None
-                    else c.codec.unpack(read.value, f"task {o.task_name!r} {cache_key!r}")
+                    else c.codec.unpack(read.value, lambda: f"task {o.task_name!r} {cache_key!r}")
                 )
                 if entry is not None:
                     once_key = self._key(c, "once_key", args, kwargs) if o.claims_at_enqueue else None

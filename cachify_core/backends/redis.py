@@ -41,6 +41,7 @@ from typing import Any
 
 from ..errors import CachifyBackendError, CachifyInitError
 from .base import CacheRead
+from .wire import AsyncWire, SyncWire
 
 __all__ = [
     "AsyncRedisBackend",
@@ -111,6 +112,17 @@ def _text(raw: Any) -> str:
     return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
+def _set_nx(key: str, token: str, ttl_ms: int | None) -> tuple[str | int, ...]:
+    if ttl_ms is None:
+        return ("SET", _tag(key), token, "NX")
+    return ("SET", _tag(key), token, "NX", "PX", ttl_ms)
+
+
+def _blpop_timeout(timeout_s: float) -> str:
+    # BLPOP takes seconds with decimals (Redis >= 6); 0 would block for ever.
+    return f"{max(timeout_s, 0.001):.3f}"
+
+
 def _lock_release(key: str, token: str, force: bool) -> _Call:
     k = _tag(key)
     return LOCK_RELEASE, (k, k + ":waiting", k + ":wake"), (token, "1" if force else "0")
@@ -178,6 +190,7 @@ class RedisBackend:
         _check_binary(client)
         self.client = client
         self.name = _describe(client)
+        self._wire = SyncWire(client)
         self._no_script = NoScriptError
         self._errors = _redis_errors()
 
@@ -185,15 +198,15 @@ class RedisBackend:
         script, keys, args = call
         try:
             try:
-                return self.client.evalsha(script.sha, len(keys), *keys, *args)
+                return self._wire("EVALSHA", script.sha, len(keys), *keys, *args)
             except self._no_script:
-                return self.client.eval(script.source, len(keys), *keys, *args)
+                return self._wire("EVAL", script.source, len(keys), *keys, *args)
         except self._errors as exc:
             raise _fail(op, self.name, exc) from exc
 
-    def _command(self, op: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def _command(self, op: str, *args: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            return self._wire(*args)
         except self._errors as exc:
             raise _fail(op, self.name, exc) from exc
 
@@ -204,18 +217,18 @@ class RedisBackend:
         return int(self._script("cache_set", _cache_set(ns, key, value, ttl_ms, gen))) == 1
 
     def cache_delete(self, ns: str, key: str) -> bool:
-        return int(self._command("cache_delete", self.client.delete, _tag(ns) + ":" + key)) == 1
+        return int(self._command("cache_delete", "DEL", _tag(ns) + ":" + key)) == 1
 
     def cache_clear(self, ns: str) -> None:
-        self._command("cache_clear", self.client.hincrby, _tag(ns) + ":meta", "gen", 1)
+        self._command("cache_clear", "HINCRBY", _tag(ns) + ":meta", "gen", 1)
 
     def cache_clear_fills(self, ns: str) -> None:
-        self._command("cache_clear_fills", self.client.hincrby, _tag(ns) + ":meta", "fill", 1)
+        self._command("cache_clear_fills", "HINCRBY", _tag(ns) + ":meta", "fill", 1)
 
     def lock_acquire(self, key: str, token: str, ttl_ms: int | None, waiting: bool) -> bool:
         if waiting:
             return int(self._script("lock_acquire", _lock_acquire(key, token, ttl_ms))) == 1
-        return bool(self._command("lock_acquire", self.client.set, _tag(key), token, px=ttl_ms, nx=True))
+        return bool(self._command("lock_acquire", *_set_nx(key, token, ttl_ms)))
 
     def lock_release(self, key: str, token: str) -> bool:
         return int(self._script("lock_release", _lock_release(key, token, False))) == 1
@@ -227,7 +240,7 @@ class RedisBackend:
         return int(self._script("lock_extend", (LOCK_EXTEND, (_tag(key),), (token, ttl_ms)))) == 1
 
     def lock_holder(self, key: str) -> str | None:
-        raw = self._command("lock_holder", self.client.get, _tag(key))
+        raw = self._command("lock_holder", "GET", _tag(key))
         return None if raw is None else bytes(raw).decode()
 
     def pool_acquire(self, key: str, token: str, max_size: int, ttl_ms: int | None, waiting: bool) -> bool:
@@ -244,7 +257,7 @@ class RedisBackend:
 
     def wait(self, key: str, timeout_s: float) -> bool:
         try:
-            return self.client.blpop([_tag(key) + ":wake"], timeout=max(timeout_s, 0.001)) is not None
+            return self._wire("BLPOP", _tag(key) + ":wake", _blpop_timeout(timeout_s)) is not None
         except self._errors:
             # A socket timeout shorter than our wait is not an outage: the caller retries its
             # acquire next, and that call reports a real outage.
@@ -274,8 +287,19 @@ class AsyncRedisBackend:
             weakref.WeakKeyDictionary()
         )
         self.name = name or _describe(client)
+        self._wires: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncWire] = (
+            weakref.WeakKeyDictionary()
+        )
         self._no_script = NoScriptError
         self._errors = _redis_errors()
+
+    @property
+    def _wire(self) -> AsyncWire:
+        loop = asyncio.get_running_loop()
+        wire = self._wires.get(loop)
+        if wire is None:
+            wire = self._wires[loop] = AsyncWire(self.client)
+        return wire
 
     @property
     def client(self) -> Any:
@@ -290,18 +314,18 @@ class AsyncRedisBackend:
 
     async def _script(self, op: str, call: _Call) -> Any:
         script, keys, args = call
-        client = self.client
+        wire = self._wire
         try:
             try:
-                return await client.evalsha(script.sha, len(keys), *keys, *args)
+                return await wire("EVALSHA", script.sha, len(keys), *keys, *args)
             except self._no_script:
-                return await client.eval(script.source, len(keys), *keys, *args)
+                return await wire("EVAL", script.source, len(keys), *keys, *args)
         except self._errors as exc:
             raise _fail(op, self.name, exc) from exc
 
-    async def _command(self, op: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    async def _command(self, op: str, *args: Any) -> Any:
         try:
-            return await fn(*args, **kwargs)
+            return await self._wire(*args)
         except self._errors as exc:
             raise _fail(op, self.name, exc) from exc
 
@@ -312,20 +336,18 @@ class AsyncRedisBackend:
         return int(await self._script("cache_set", _cache_set(ns, key, value, ttl_ms, gen))) == 1
 
     async def cache_delete(self, ns: str, key: str) -> bool:
-        return int(await self._command("cache_delete", self.client.delete, _tag(ns) + ":" + key)) == 1
+        return int(await self._command("cache_delete", "DEL", _tag(ns) + ":" + key)) == 1
 
     async def cache_clear(self, ns: str) -> None:
-        await self._command("cache_clear", self.client.hincrby, _tag(ns) + ":meta", "gen", 1)
+        await self._command("cache_clear", "HINCRBY", _tag(ns) + ":meta", "gen", 1)
 
     async def cache_clear_fills(self, ns: str) -> None:
-        await self._command("cache_clear_fills", self.client.hincrby, _tag(ns) + ":meta", "fill", 1)
+        await self._command("cache_clear_fills", "HINCRBY", _tag(ns) + ":meta", "fill", 1)
 
     async def lock_acquire(self, key: str, token: str, ttl_ms: int | None, waiting: bool) -> bool:
         if waiting:
             return int(await self._script("lock_acquire", _lock_acquire(key, token, ttl_ms))) == 1
-        return bool(
-            await self._command("lock_acquire", self.client.set, _tag(key), token, px=ttl_ms, nx=True)
-        )
+        return bool(await self._command("lock_acquire", *_set_nx(key, token, ttl_ms)))
 
     async def lock_release(self, key: str, token: str) -> bool:
         return int(await self._script("lock_release", _lock_release(key, token, False))) == 1
@@ -337,7 +359,7 @@ class AsyncRedisBackend:
         return int(await self._script("lock_extend", (LOCK_EXTEND, (_tag(key),), (token, ttl_ms)))) == 1
 
     async def lock_holder(self, key: str) -> str | None:
-        raw = await self._command("lock_holder", self.client.get, _tag(key))
+        raw = await self._command("lock_holder", "GET", _tag(key))
         return None if raw is None else bytes(raw).decode()
 
     async def pool_acquire(
@@ -358,7 +380,7 @@ class AsyncRedisBackend:
 
     async def wait(self, key: str, timeout_s: float) -> bool:
         try:
-            return await self.client.blpop([_tag(key) + ":wake"], timeout=max(timeout_s, 0.001)) is not None
+            return await self._wire("BLPOP", _tag(key) + ":wake", _blpop_timeout(timeout_s)) is not None
         except self._errors:
             return False
 

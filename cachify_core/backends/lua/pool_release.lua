@@ -8,6 +8,13 @@
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then
   return 0
 end
+-- the set lives as long as its longest remaining lease: a lease without expiry may just have
+-- left, and the set must not outlive the others (an abandoned pool leaves nothing)
+local NO_EXPIRY = 4503599627370496
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')[2]
+if last and tonumber(last) < NO_EXPIRY then
+  redis.call('PEXPIREAT', KEYS[1], tonumber(last))
+end
 local waiting_ms = redis.call('PTTL', KEYS[2])
 if waiting_ms > 0 then
   redis.call('LPUSH', KEYS[3], '1')

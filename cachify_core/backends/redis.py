@@ -5,8 +5,8 @@ Round trips, each one network exchange with the server:
 =====================  ====  ====================================================
 operation              RTs   how
 =====================  ====  ====================================================
-cache_get / cache_set   1    ``cache_get.lua`` / ``cache_set.lua`` (entry + generation)
-cache_delete / clear    1    DEL / HINCRBY of the namespace's generation
+cache_get / cache_set   1    MGET (generation, fill epoch, entry) / ``cache_set.lua``
+cache_delete / clear    1    DEL / INCR of the namespace's generation
 lock_acquire            1    SET NX PX, or ``lock_acquire.lua`` when waiting
 lock_release            1    ``lock_release.lua`` (compare-and-delete + wake)
 lock_extend             1    ``lock_extend.lua``
@@ -23,8 +23,8 @@ back to EVAL, which also reloads the script cache, so a cold call is still one r
 Keys: locks and pools are stored under ``{<key>}`` so their companion keys
 (``{<key>}:waiting``, ``{<key>}:wake``) share a hash slot and every script runs unchanged on
 Redis Cluster. Cache entries of one namespace (one cached function) share the tag ``{<ns>}``
-with its ``:meta`` hash (generation, fill epoch): that is what makes ``clear_cache`` one
-HINCRBY instead of a key scan, at the price of keeping one function's entries on one node.
+with its ``:gen`` and ``:fill`` counters: that is what makes ``clear_cache`` one INCR instead
+of a key scan, at the price of keeping one function's entries on one node.
 
 Works with Redis, Valkey and DragonflyDB (scripts only touch the keys they declare).
 """
@@ -75,7 +75,6 @@ def _load(name: str) -> _Script:
     return _Script(name, source, hashlib.sha1(source.encode("utf-8")).hexdigest())
 
 
-CACHE_GET = _load("cache_get")
 CACHE_SET = _load("cache_set")
 LOCK_ACQUIRE = _load("lock_acquire")
 LOCK_RELEASE = _load("lock_release")
@@ -93,19 +92,27 @@ def _tag(key: str) -> str:
     return "{" + key + "}"
 
 
-def _cache_get(ns: str, key: str) -> _Call:
+def _cache_get(ns: str, key: str) -> tuple[str, ...]:
+    # A plain MGET (no script): the generation is compared here, which keeps a hit as cheap
+    # for the server as py-cachify's GET. The three keys share the namespace's hash slot.
     n = _tag(ns)
-    return CACHE_GET, (n + ":meta", n + ":" + key), ()
+    return ("MGET", n + ":gen", n + ":fill", n + ":" + key)
 
 
 def _cache_set(ns: str, key: str, value: bytes, ttl_ms: int | None, gen: str) -> _Call:
     n = _tag(ns)
-    return CACHE_SET, (n + ":meta", n + ":" + key), (gen, value, ttl_ms or 0)
+    return CACHE_SET, (n + ":gen", n + ":" + key), (gen, value, ttl_ms or 0)
 
 
 def _cache_read(reply: Any) -> CacheRead:
-    value, gen, fill = reply
-    return CacheRead(None if value is None else bytes(value), _text(gen), _text(fill))
+    gen_raw, fill_raw, entry = reply
+    gen = "0" if gen_raw is None else _text(gen_raw)
+    fill = "0" if fill_raw is None else _text(fill_raw)
+    if entry is not None:
+        head, sep, payload = bytes(entry).partition(b":")
+        if sep and head.decode() == gen:
+            return CacheRead(payload, gen, fill)
+    return CacheRead(None, gen, fill)
 
 
 def _text(raw: Any) -> str:
@@ -211,7 +218,7 @@ class RedisBackend:
             raise _fail(op, self.name, exc) from exc
 
     def cache_get(self, ns: str, key: str) -> CacheRead:
-        return _cache_read(self._script("cache_get", _cache_get(ns, key)))
+        return _cache_read(self._command("cache_get", *_cache_get(ns, key)))
 
     def cache_set(self, ns: str, key: str, value: bytes, ttl_ms: int | None, gen: str) -> bool:
         return int(self._script("cache_set", _cache_set(ns, key, value, ttl_ms, gen))) == 1
@@ -220,10 +227,10 @@ class RedisBackend:
         return int(self._command("cache_delete", "DEL", _tag(ns) + ":" + key)) == 1
 
     def cache_clear(self, ns: str) -> None:
-        self._command("cache_clear", "HINCRBY", _tag(ns) + ":meta", "gen", 1)
+        self._command("cache_clear", "INCR", _tag(ns) + ":gen")
 
     def cache_clear_fills(self, ns: str) -> None:
-        self._command("cache_clear_fills", "HINCRBY", _tag(ns) + ":meta", "fill", 1)
+        self._command("cache_clear_fills", "INCR", _tag(ns) + ":fill")
 
     def lock_acquire(self, key: str, token: str, ttl_ms: int | None, waiting: bool) -> bool:
         if waiting:
@@ -330,7 +337,7 @@ class AsyncRedisBackend:
             raise _fail(op, self.name, exc) from exc
 
     async def cache_get(self, ns: str, key: str) -> CacheRead:
-        return _cache_read(await self._script("cache_get", _cache_get(ns, key)))
+        return _cache_read(await self._command("cache_get", *_cache_get(ns, key)))
 
     async def cache_set(self, ns: str, key: str, value: bytes, ttl_ms: int | None, gen: str) -> bool:
         return int(await self._script("cache_set", _cache_set(ns, key, value, ttl_ms, gen))) == 1
@@ -339,10 +346,10 @@ class AsyncRedisBackend:
         return int(await self._command("cache_delete", "DEL", _tag(ns) + ":" + key)) == 1
 
     async def cache_clear(self, ns: str) -> None:
-        await self._command("cache_clear", "HINCRBY", _tag(ns) + ":meta", "gen", 1)
+        await self._command("cache_clear", "INCR", _tag(ns) + ":gen")
 
     async def cache_clear_fills(self, ns: str) -> None:
-        await self._command("cache_clear_fills", "HINCRBY", _tag(ns) + ":meta", "fill", 1)
+        await self._command("cache_clear_fills", "INCR", _tag(ns) + ":fill")
 
     async def lock_acquire(self, key: str, token: str, ttl_ms: int | None, waiting: bool) -> bool:
         if waiting:

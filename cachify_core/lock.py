@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Coroutine
 from types import TracebackType
-from typing import Any, NamedTuple, ParamSpec, TypeVar, overload
+from typing import Any, ParamSpec, TypeVar, overload
 
 from . import leases
 from .errors import CachifyLockError, CachifyLockNotOwnedError
@@ -47,13 +47,9 @@ R = TypeVar("R")
 _L = TypeVar("_L", bound="lock")
 
 
-class Held(NamedTuple):
-    """One live acquisition: where, under which token, and its renewal if any."""
-
-    cachify: Cachify
-    key: str
-    token: str
-    lease: leases.Lease | None
+#: One live acquisition: (instance, full key, owner token, renewal or None). A plain tuple,
+#: because building one is free on the hot path where a NamedTuple costs a call.
+Held = tuple[Cachify, str, str, "leases.Lease | None"]
 
 
 def locked_message(display_key: str) -> str:
@@ -165,7 +161,7 @@ def _check_timeout(what: str, timeout: float | None) -> None:
         raise ValueError(f"{what}: timeout must be a number of seconds >= 0 or None, got {timeout!r}")
 
 
-class lock:
+class lock(HolderStacks[Held]):
     """A distributed lock on ``key``: ``with``/``async with`` it, or decorate a function with it.
 
     ``nowait=True`` (default) raises :class:`CachifyLockError` at once if the lock is held;
@@ -178,6 +174,16 @@ class lock:
     One object may be entered by several threads or tasks, and nested: each entry is its own
     acquisition with its own token, released by the matching exit.
     """
+
+    __slots__ = (
+        "_auto_renew",
+        "_bound",
+        "_exp_ms",
+        "_key",
+        "_nowait",
+        "_provider",
+        "_timeout",
+    )
 
     def __init__(
         self,
@@ -199,7 +205,7 @@ class lock:
         self._timeout = timeout
         self._auto_renew = auto_renew
         self._provider = _provider
-        self._held: HolderStacks[Held] = HolderStacks()
+        self._stacks = {}  # HolderStacks: this object's live acquisitions per thread/task
         self._bound: tuple[Cachify, str, int | None] | None = None
 
     # -- shared, no I/O ---------------------------------------------------------------------
@@ -217,7 +223,7 @@ class lock:
         return CachifyLockError(locked_message(self._key))
 
     def _current(self, asynchronous: bool) -> Held:
-        held = self._held.peek(asynchronous)
+        held = self.peek(asynchronous)
         if held is None:
             raise _not_owned(self._key)
         return held
@@ -231,50 +237,52 @@ class lock:
         return bound
 
     def __enter__(self: _L) -> _L:
-        c, key, ttl_ms = self._bind(self._provider())
+        c = self._provider()
+        bound = self._bound
+        c, key, ttl_ms = bound if bound is not None and bound[0] is c else self._bind(c)
         token = new_token()
         if self._nowait:
-            if not c.sync_backend.lock_acquire(key, token, ttl_ms, False):
+            if not (c._sync or c.sync_backend).lock_acquire(key, token, ttl_ms, False):
                 raise self._refused()
         elif not take(c, key, token, ttl_ms, self._plan(c)):
             raise self._refused()
         lease = leases.begin(c, "lock", key, token, ttl_ms, True, False) if self._auto_renew else None
-        self._held.push(False, Held(c, key, token, lease))
+        self.push(False, (c, key, token, lease))
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        held = self._held.pop(False)
+        held = self.pop(False)
         if held is not None:
             c, key, token, lease = held
             if lease is not None:
                 lease.stop()
-            if not c.sync_backend.lock_release(key, token):
+            if not (c._sync or c.sync_backend).lock_release(key, token):
                 _warn_lost(key)
 
     def release(self) -> None:
         """Release this caller's hold; :class:`CachifyLockNotOwnedError` if it holds none."""
-        held = self._held.pop(False)
+        held = self.pop(False)
         if held is None:
             raise _not_owned(self._key)
-        leases.end(held.lease)
-        if not held.cachify.sync_backend.lock_release(held.key, held.token):
+        leases.end(held[3])
+        if not held[0].sync_backend.lock_release(held[1], held[2]):
             raise _not_owned(self._key)
 
     def extend(self, seconds: float) -> None:
         """Give this caller's hold ``seconds`` more to live (from now); raises if it is not held."""
         held = self._current(False)
         ttl_ms = seconds_to_ms(seconds, f"lock {self._key!r} extend") or 0
-        if not held.cachify.sync_backend.lock_extend(held.key, held.token, ttl_ms):
+        if not held[0].sync_backend.lock_extend(held[1], held[2], ttl_ms):
             raise _not_owned(self._key)
-        if held.lease is not None:
-            held.lease.ttl_ms = ttl_ms
+        if held[3] is not None:
+            held[3].ttl_ms = ttl_ms
 
     def owned(self) -> bool:
         """Whether this caller (thread) holds the lock right now (1 round trip)."""
-        held = self._held.peek(False)
-        return held is not None and held.cachify.sync_backend.lock_holder(held.key) == held.token
+        held = self.peek(False)
+        return held is not None and held[0].sync_backend.lock_holder(held[1]) == held[2]
 
     def is_locked(self) -> bool:
         """Whether anyone holds the lock (1 round trip)."""
@@ -293,35 +301,35 @@ class lock:
         if not await atake(c, key, token, ttl_ms, self._plan(c)):
             raise self._refused()
         lease = leases.begin(c, "lock", key, token, ttl_ms, self._auto_renew, True)
-        self._held.push(True, Held(c, key, token, lease))
+        self.push(True, (c, key, token, lease))
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        held = self._held.pop(True)
+        held = self.pop(True)
         if held is not None:
-            await arelease_quietly(held.cachify, held.key, held.token, held.lease)
+            await arelease_quietly(held[0], held[1], held[2], held[3])
 
     async def arelease(self) -> None:
-        held = self._held.pop(True)
+        held = self.pop(True)
         if held is None:
             raise _not_owned(self._key)
-        leases.end(held.lease)
-        if not await held.cachify.async_backend.lock_release(held.key, held.token):
+        leases.end(held[3])
+        if not await held[0].async_backend.lock_release(held[1], held[2]):
             raise _not_owned(self._key)
 
     async def aextend(self, seconds: float) -> None:
         held = self._current(True)
         ttl_ms = seconds_to_ms(seconds, f"lock {self._key!r} extend") or 0
-        if not await held.cachify.async_backend.lock_extend(held.key, held.token, ttl_ms):
+        if not await held[0].async_backend.lock_extend(held[1], held[2], ttl_ms):
             raise _not_owned(self._key)
-        if held.lease is not None:
-            held.lease.ttl_ms = ttl_ms
+        if held[3] is not None:
+            held[3].ttl_ms = ttl_ms
 
     async def aowned(self) -> bool:
-        held = self._held.peek(True)
-        return held is not None and await held.cachify.async_backend.lock_holder(held.key) == held.token
+        held = self.peek(True)
+        return held is not None and await held[0].async_backend.lock_holder(held[1]) == held[2]
 
     async def is_alocked(self) -> bool:
         c = self._provider()

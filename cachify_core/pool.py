@@ -93,7 +93,7 @@ async def agive_back(c: Cachify, key: str, token: str, lease: leases.Lease | Non
         _warn_lost(key)
 
 
-class pool:
+class pool(HolderStacks[Held]):
     """A pool of ``max_size`` slots on ``key``, entered with ``with`` or ``async with``.
 
     ``slot_exp`` is a slot's lease in seconds (omitted: ``default_pool_slot_expiration``;
@@ -104,6 +104,15 @@ class pool:
 
     Round trips on Redis: enter 1 (plus 1 per wake-up while waiting), exit 1, size 1.
     """
+
+    __slots__ = (
+        "_auto_renew",
+        "_exp_ms",
+        "_key",
+        "_max_size",
+        "_provider",
+        "_timeout",
+    )
 
     def __init__(
         self,
@@ -131,7 +140,7 @@ class pool:
         self._timeout = timeout
         self._auto_renew = auto_renew
         self._provider = _provider
-        self._held: HolderStacks[Held] = HolderStacks()
+        self._stacks = {}  # HolderStacks: this object's live acquisitions per thread/task
 
     @property
     def max_size(self) -> int:
@@ -154,15 +163,15 @@ class pool:
         if not take_slot(c, key, token, self._max_size, ttl_ms, self._plan(c)):
             raise self._full()
         lease = leases.begin(c, "pool", key, token, ttl_ms, self._auto_renew, False)
-        self._held.push(False, Held(c, key, token, lease))
+        self.push(False, (c, key, token, lease))
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        held = self._held.pop(False)
+        held = self.pop(False)
         if held is not None:
-            give_back(held.cachify, held.key, held.token, held.lease)
+            give_back(held[0], held[1], held[2], held[3])
 
     def size(self) -> int:
         """Slots taken right now (1 round trip)."""
@@ -175,15 +184,15 @@ class pool:
         if not await atake_slot(c, key, token, self._max_size, ttl_ms, self._plan(c)):
             raise self._full()
         lease = leases.begin(c, "pool", key, token, ttl_ms, self._auto_renew, True)
-        self._held.push(True, Held(c, key, token, lease))
+        self.push(True, (c, key, token, lease))
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        held = self._held.pop(True)
+        held = self.pop(True)
         if held is not None:
-            await agive_back(held.cachify, held.key, held.token, held.lease)
+            await agive_back(held[0], held[1], held[2], held[3])
 
     async def asize(self) -> int:
         c = self._provider()

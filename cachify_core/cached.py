@@ -230,7 +230,11 @@ class CachedFunction:
         fill_ttl = c.default_lock_expiration_ms or round(DEFAULT_WAIT_TIMEOUT_S * 1000)
         plan = WaitPlan(self.settings.wait_timeout_s, c.lock_poll_interval)
         attempt = _fill_attempt(fill_key, token, fill_ttl)
-        if not (yield from acquire_steps(attempt, fill_key, plan)):
+        try:
+            filled_by_us = yield from acquire_steps(attempt, fill_key, plan)
+        except CachifyBackendError as exc:
+            return (yield from self._fail_open(exc, args, kwargs))
+        if not filled_by_us:
             logger.info(
                 "cachify: %s: waited %.1fs for another computation; computing",
                 self._where(key),
@@ -239,14 +243,25 @@ class CachedFunction:
             return (yield from self._compute_steps(c, ns, key, read.gen, args, kwargs))
         lease = leases.begin(c, "lock", fill_key, token, fill_ttl, True, asyncio_)
         try:
-            read = yield lambda b: b.cache_get(ns, key)  # stored while we waited?
+            try:
+                read = yield lambda b: b.cache_get(ns, key)  # stored while we waited?
+            except CachifyBackendError as exc:
+                return (yield from self._fail_open(exc, args, kwargs))
             value = self._decode(c, key, read.value)
             if value is not _MISS and not isinstance(value, _Stale):
                 return value
             return (yield from self._compute_steps(c, ns, key, read.gen, args, kwargs))
         finally:
-            leases.end(lease)
+            yield from self._release_fill_steps(fill_key, token, lease)
+
+    def _release_fill_steps(self, fill_key: str, token: str, lease: leases.Lease | None) -> Steps[None]:
+        """Give the fill lock back. A failure here never costs the caller its result: the lock
+        expires by itself, and waiters then compute."""
+        leases.end(lease)
+        try:
             yield lambda b: b.lock_release(fill_key, token)
+        except CachifyBackendError as exc:
+            logger.error("cachify: %s: fill lock not released (it will expire): %s", fill_key, exc)
 
     def _compute_steps(
         self, c: Cachify, ns: str, key: str, gen: str, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -285,13 +300,15 @@ class CachedFunction:
         fill_key, token = f"{c.prefix}{key}-fill{read.fill}", new_token()
         fill_ttl = c.default_lock_expiration_ms or round(DEFAULT_WAIT_TIMEOUT_S * 1000)
         if not (yield _fill_attempt(fill_key, token, fill_ttl)(False)):
-            return
+            return  # another refresh (or a first computation) is running
         lease = leases.begin(c, "lock", fill_key, token, fill_ttl, True, asyncio_)
         try:
-            yield from self._compute_steps(c, ns, key, read.gen, args, kwargs)
+            read = yield lambda b: b.cache_get(ns, key)  # refreshed by someone just before us?
+            current = self._decode(c, key, read.value)
+            if current is _MISS or isinstance(current, _Stale):
+                yield from self._compute_steps(c, ns, key, read.gen, args, kwargs)
         finally:
-            leases.end(lease)
-            yield lambda b: b.lock_release(fill_key, token)
+            yield from self._release_fill_steps(fill_key, token, lease)
 
     def _refresh_in_background(
         self, c: Cachify, args: tuple[Any, ...], kwargs: dict[str, Any], asyncio_: bool
@@ -387,8 +404,8 @@ class CachedFunction:
         await run_async(self.precache_steps(c, args, kwargs, value), c.async_backend)
 
 
-def _fill_attempt(fill_key: str, token: str, ttl_ms: int) -> Callable[[bool], Callable[[Any], Any]]:
-    def attempt(waiting: bool) -> Callable[[Any], Any]:
+def _fill_attempt(fill_key: str, token: str, ttl_ms: int) -> Callable[[float], Callable[[Any], Any]]:
+    def attempt(waiting: float) -> Callable[[Any], Any]:
         return lambda b: b.lock_acquire(fill_key, token, ttl_ms, waiting)
 
     return attempt

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from .backends import SyncBackend, resolve_backends
 from .errors import CachifyInitError
@@ -101,11 +101,18 @@ class Cachify:
         key: str,
         ttl: float | UnsetType | None = UNSET,
         enc_dec: tuple[Encoder, Decoder] | None = None,
+        *,
+        single_flight: bool = True,
+        wait_timeout: float = 30.0,
+        stale_after: float | None = None,
+        on_backend_error: Literal["call", "raise"] = "call",
     ) -> CachedDecorator:
         """See :func:`cachify_core.cached`."""
         from .cached import make_cached
 
-        return make_cached(lambda: self, key, ttl, enc_dec)
+        return make_cached(
+            lambda: self, key, ttl, enc_dec, single_flight, wait_timeout, stale_after, on_backend_error
+        )
 
     def lock(
         self,
@@ -113,17 +120,26 @@ class Cachify:
         nowait: bool = True,
         timeout: float | None = None,
         exp: float | UnsetType | None = UNSET,
+        *,
+        auto_renew: bool = False,
     ) -> _lock:
         """See :class:`cachify_core.lock`."""
         from .lock import lock
 
-        return lock(key, nowait, timeout, exp, _provider=lambda: self)
+        return lock(key, nowait, timeout, exp, auto_renew=auto_renew, _provider=lambda: self)
 
-    def once(self, key: str, raise_on_locked: bool = False, return_on_locked: Any = None) -> OnceDecorator:
+    def once(
+        self,
+        key: str,
+        raise_on_locked: bool = False,
+        return_on_locked: Any = None,
+        *,
+        auto_renew: bool = False,
+    ) -> OnceDecorator:
         """See :func:`cachify_core.once`."""
         from .once import make_once
 
-        return make_once(lambda: self, key, raise_on_locked, return_on_locked)
+        return make_once(lambda: self, key, raise_on_locked, return_on_locked, auto_renew)
 
     def pool(
         self,

@@ -18,14 +18,18 @@ value; pair it with short TTLs, or call ``reset`` again after the write where th
     @invalidates(get_user, clear_all=True)       # every entry of get_user
     def import_users(rows): ...
 
-``key_fn(*args, **kwargs)`` returns the cached function's arguments: a dict (keyword
-arguments), a tuple (positional arguments) or a single value (the one positional argument).
+Without ``key_fn``, each cached function gets the mutation's arguments of the same names
+(``rename_user(user_id, name)`` resets ``get_user(user_id=...)``); a cached function needing an
+argument the mutation lacks is an error when decorating. ``key_fn(*args, **kwargs)`` returns
+the cached function's arguments instead: a dict (keyword arguments), a tuple (positional
+arguments) or a single value (the one positional argument).
 Works from sync and async mutations alike, whatever the cached functions' own kinds.
 Round trips: one per target (DEL, or HINCRBY for ``clear_all``) and per cached layer.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
@@ -46,11 +50,47 @@ def _target(func: Callable[..., Any]) -> CachedFunction:
     return cf
 
 
+class _ByName:
+    """Without ``key_fn``: a target gets the mutation's arguments of the same names."""
+
+    def __init__(self, mutation: Callable[..., Any], targets: list[CachedFunction]) -> None:
+        self.signature = inspect.signature(mutation)
+        params = self.signature.parameters
+        self.var_keyword = next((p.name for p in params.values() if p.kind == p.VAR_KEYWORD), None)
+        self.wanted: list[frozenset[str] | None] = []
+        for cf in targets:
+            tparams = inspect.signature(cf.func).parameters
+            if any(p.kind == p.VAR_KEYWORD for p in tparams.values()):
+                self.wanted.append(None)  # takes anything: pass every named argument
+                continue
+            names = frozenset(
+                n for n, p in tparams.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+            )
+            required = {n for n in names if tparams[n].default is tparams[n].empty}
+            missing = sorted(required - set(params))
+            if missing and self.var_keyword is None:
+                raise TypeError(
+                    f"@invalidates({func_name(cf.func)}) on {func_name(mutation)}: it has no argument "
+                    f"{', '.join(missing)}; pass key_fn= to map its arguments"
+                )
+            self.wanted.append(names)
+
+    def arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        bound = self.signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        named = dict(bound.arguments)
+        if self.var_keyword is not None:
+            named.update(named.pop(self.var_keyword, {}))
+        return named
+
+    def for_target(self, index: int, named: dict[str, Any]) -> dict[str, Any]:
+        wanted = self.wanted[index]
+        return dict(named) if wanted is None else {k: v for k, v in named.items() if k in wanted}
+
+
 def _cached_args(
-    key_fn: Callable[..., Any] | None, args: tuple[Any, ...], kwargs: dict[str, Any]
+    key_fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    if key_fn is None:
-        return args, kwargs
     mapped = key_fn(*args, **kwargs)
     if isinstance(mapped, dict):
         return (), mapped
@@ -72,6 +112,19 @@ def invalidates(
     caches = [_target(t) for t in targets]
 
     def decorator(func: Callable[P, R]) -> Callable[P, R]:
+        by_name = _ByName(func, caches) if key_fn is None and not clear_all else None
+
+        def calls(
+            args: tuple[Any, ...], kwargs: dict[str, Any]
+        ) -> list[tuple[CachedFunction, tuple[Any, ...], dict[str, Any]]]:
+            """(target, args, kwargs) of each reset, for one call of the mutation (no I/O)."""
+            if by_name is not None:
+                named = by_name.arguments(args, kwargs)
+                return [(cf, (), by_name.for_target(i, named)) for i, cf in enumerate(caches)]
+            assert key_fn is not None
+            cargs, ckwargs = _cached_args(key_fn, args, kwargs)
+            return [(cf, cargs, ckwargs) for cf in caches]
+
         if is_coroutine_function(func):
 
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -79,8 +132,7 @@ def invalidates(
                     for cf in caches:
                         await cf.aclear()
                 else:
-                    cargs, ckwargs = _cached_args(key_fn, args, kwargs)
-                    for cf in caches:
+                    for cf, cargs, ckwargs in calls(args, kwargs):
                         await cf.areset(*cargs, **ckwargs)
                 return await func(*args, **kwargs)  # type: ignore[misc]
 
@@ -91,8 +143,7 @@ def invalidates(
                 for cf in caches:
                     cf.clear()
             else:
-                cargs, ckwargs = _cached_args(key_fn, args, kwargs)
-                for cf in caches:
+                for cf, cargs, ckwargs in calls(args, kwargs):
                     cf.reset(*cargs, **ckwargs)
             return func(*args, **kwargs)
 

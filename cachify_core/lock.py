@@ -125,8 +125,11 @@ class HeldLockFunctions:
         def release(*args: Any, **kwargs: Any) -> None:
             c = self.provider()
             key = self.key(c, args, kwargs)
-            token = self.held.take_latest(key)
-            if token is None or not c.sync_backend.lock_release(key, token):
+            taken = self.held.take_latest(key)
+            if taken is None:
+                raise _not_owned(key)
+            leases.end(taken[1])
+            if not c.sync_backend.lock_release(key, taken[0]):
                 raise _not_owned(key)
 
         def force_release(*args: Any, **kwargs: Any) -> bool:
@@ -143,8 +146,11 @@ class HeldLockFunctions:
         async def release(*args: Any, **kwargs: Any) -> None:
             c = self.provider()
             key = self.key(c, args, kwargs)
-            token = self.held.take_latest(key)
-            if token is None or not await c.async_backend.lock_release(key, token):
+            taken = self.held.take_latest(key)
+            if taken is None:
+                raise _not_owned(key)
+            leases.end(taken[1])
+            if not await c.async_backend.lock_release(key, taken[0]):
                 raise _not_owned(key)
 
         async def force_release(*args: Any, **kwargs: Any) -> bool:
@@ -152,6 +158,13 @@ class HeldLockFunctions:
             return await c.async_backend.lock_force_release(self.key(c, args, kwargs))
 
         return {"is_locked": is_locked, "release": release, "force_release": force_release}
+
+
+def _extension_ms(key: str, seconds: float) -> int:
+    ttl_ms = seconds_to_ms(seconds, f"lock {key!r} extend")
+    if ttl_ms is None:  # "never expires" is not an extension a lease can be given
+        raise ValueError(f"lock {key!r}: extend needs a finite number of seconds, got {seconds!r}")
+    return ttl_ms
 
 
 def _check_timeout(what: str, timeout: float | None) -> None:
@@ -273,7 +286,7 @@ class lock(HolderStacks[Held]):
     def extend(self, seconds: float) -> None:
         """Give this caller's hold ``seconds`` more to live (from now); raises if it is not held."""
         held = self._current(False)
-        ttl_ms = seconds_to_ms(seconds, f"lock {self._key!r} extend") or 0
+        ttl_ms = _extension_ms(self._key, seconds)
         if not held[0].sync_backend.lock_extend(held[1], held[2], ttl_ms):
             raise _not_owned(self._key)
         if held[3] is not None:
@@ -321,7 +334,7 @@ class lock(HolderStacks[Held]):
 
     async def aextend(self, seconds: float) -> None:
         held = self._current(True)
-        ttl_ms = seconds_to_ms(seconds, f"lock {self._key!r} extend") or 0
+        ttl_ms = _extension_ms(self._key, seconds)
         if not await held[0].async_backend.lock_extend(held[1], held[2], ttl_ms):
             raise _not_owned(self._key)
         if held[3] is not None:
@@ -381,7 +394,7 @@ def guard(
             if not await atake(c, key, token, ttl, plan(c)):
                 return conflict(c, key)
             lease = leases.begin(c, "lock", key, token, ttl, auto_renew, True)
-            held.add(key, token)
+            held.add(key, token, lease)
             try:
                 return await func(*args, **kwargs)
             finally:
@@ -398,7 +411,7 @@ def guard(
         if not take(c, key, token, ttl, plan(c)):
             return conflict(c, key)
         lease = leases.begin(c, "lock", key, token, ttl, auto_renew, False)
-        held.add(key, token)
+        held.add(key, token, lease)
         try:
             return func(*args, **kwargs)
         finally:

@@ -52,12 +52,12 @@ async def run_async(steps: Steps[T], backend: Any) -> T:
         return stop.value  # type: ignore[no-any-return]
 
 
-def acquire_steps(attempt: Callable[[bool], Step], key: str, plan: WaitPlan | None) -> Steps[bool]:
+def acquire_steps(attempt: Callable[[float], Step], key: str, plan: WaitPlan | None) -> Steps[bool]:
     """The waiting acquire of :mod:`waiting`, as steps: try, register, wait to be woken, retry."""
     if plan is None:
         return bool((yield attempt(False)))
     while True:
-        waiting = plan.may_wait()
+        waiting = plan.slice_s() if plan.may_wait() else 0.0
         if (yield attempt(waiting)):
             return True
         if not waiting:

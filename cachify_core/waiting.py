@@ -28,19 +28,25 @@ class WaitPlan:
     def may_wait(self) -> bool:
         return _now() < self._until
 
+    # a wait slice of 0 would read as "not waiting": keep it positive while waiting is allowed
+
     def slice_s(self) -> float:
         """Seconds to sleep before the next attempt."""
-        return max(0.0, min(self._poll_s, self._until - _now()))
+        return max(0.001, min(self._poll_s, self._until - _now()))
 
 
 def acquire_blocking(
-    attempt: Callable[[bool], bool], wait: Callable[[float], object], plan: WaitPlan | None
+    attempt: Callable[[float], bool], wait: Callable[[float], object], plan: WaitPlan | None
 ) -> bool:
-    """Run ``attempt(waiting)`` until it succeeds or the plan runs out (``None``: one try)."""
+    """Run ``attempt(waiting)`` until it succeeds or the plan runs out (``None``: one try).
+
+    ``waiting`` is how long the caller means to wait before its next try (0: it will not wait),
+    so a backend can keep its "someone is waiting" mark alive at least that long.
+    """
     if plan is None:
         return attempt(False)
     while True:
-        waiting = plan.may_wait()
+        waiting = plan.slice_s() if plan.may_wait() else 0.0
         if attempt(waiting):
             return True
         if not waiting:
@@ -49,7 +55,7 @@ def acquire_blocking(
 
 
 async def acquire_async(
-    attempt: Callable[[bool], Awaitable[bool]],
+    attempt: Callable[[float], Awaitable[bool]],
     wait: Callable[[float], Awaitable[object]],
     plan: WaitPlan | None,
 ) -> bool:
@@ -57,7 +63,7 @@ async def acquire_async(
     if plan is None:
         return await attempt(False)
     while True:
-        waiting = plan.may_wait()
+        waiting = plan.slice_s() if plan.may_wait() else 0.0
         if await attempt(waiting):
             return True
         if not waiting:

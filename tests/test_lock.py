@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from cachify_core import Cachify, CachifyLockError, CachifyLockNotOwnedError, lock
+from cachify_core import Cachify, CachifyLockError, CachifyLockNotOwnedError, init_cachify, lock
 
 #: Upper bound of every wait in this file, in seconds.
 WAIT_S = 5.0
@@ -553,6 +553,65 @@ def test_force_release_wakes_a_waiter_sync(make_cachify: Callable[..., Cachify])
     released_at = time.monotonic()
     assert c.lock("fw").force_release() is True
     worker.finish(15)
+    assert acquired_at[0] - released_at < HANDOVER_S
+
+
+def user_redis_client(url: str, **options: Any) -> Any:
+    """A client built the way users build theirs (``redis.Redis(...)``: redis-py's default
+    5 s socket timeout, and retries of a read that times out), with ``options`` on top."""
+    import redis
+    from redis.connection import parse_url
+
+    return redis.Redis(**parse_url(url), **options)
+
+
+#: Longer than the 5 s a Redis waiter's "someone is waiting" mark lives without a retry.
+LONG_HOLD_S = 6.0
+#: A poll longer than redis-py's default 5 s socket timeout.
+LONG_POLL_S = 10
+
+
+@pytest.mark.parametrize(
+    "client_options", [{}, {"socket_timeout": None}], ids=["default-client", "no-socket-timeout"]
+)
+def test_handover_after_a_long_hold_with_a_user_supplied_client_sync(
+    flushed_redis_url: str, client_options: dict[str, Any]
+) -> None:
+    """A hold outliving the waiting mark, waited on with a poll longer than the socket timeout
+    (or with no socket timeout at all): the release must still wake the waiter."""
+    client = user_redis_client(flushed_redis_url, **client_options)
+    c = init_cachify(sync_client=client, prefix="T-long-", lock_poll_interval=LONG_POLL_S, is_global=False)
+    acquired_at: list[float] = []
+    waiting = threading.Event()
+
+    def waiter() -> None:
+        waiting.set()
+        with c.lock("long", nowait=False, timeout=15):
+            acquired_at.append(time.monotonic())
+
+    with c.lock("long"):
+        worker = started(waiter)
+        assert waiting.wait(WAIT_S)
+        time.sleep(LONG_HOLD_S)
+        released_at = time.monotonic()
+    worker.finish(10)
+    assert acquired_at[0] - released_at < HANDOVER_S
+
+
+async def test_handover_after_a_long_hold_with_a_user_supplied_client_async(flushed_redis_url: str) -> None:
+    client = user_redis_client(flushed_redis_url)
+    c = init_cachify(sync_client=client, prefix="T-long-", lock_poll_interval=LONG_POLL_S, is_global=False)
+    acquired_at: list[float] = []
+
+    async def waiter() -> None:
+        async with c.lock("long", nowait=False, timeout=15):
+            acquired_at.append(time.monotonic())
+
+    async with c.lock("long"):
+        task = asyncio.create_task(waiter())
+        await asyncio.sleep(LONG_HOLD_S)
+        released_at = time.monotonic()
+    await asyncio.wait_for(task, 10)
     assert acquired_at[0] - released_at < HANDOVER_S
 
 

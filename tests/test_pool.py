@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from cachify_core import Cachify, CachifyPoolFullError, lock, pool, pooled
+from cachify_core import Cachify, CachifyPoolFullError, init_cachify, lock, pool, pooled
 
 #: Upper bound of every wait in this file, in seconds.
 WAIT_S = 5.0
@@ -241,6 +241,18 @@ async def test_default_pool_slot_expiration_frees_a_crashed_holders_slot_async(
     async with c.pool("c", 1, timeout=WAIT_S) as p:
         assert await p.asize() == 1
     assert await p.asize() == 0
+
+
+def test_redis_pool_set_expires_with_its_last_lease(flushed_redis_url: str) -> None:
+    """Once a slot without expiry is given back, the set lives only as long as its other leases."""
+    c = init_cachify(url=flushed_redis_url, prefix="T-abandoned-", is_global=False)
+    client: Any = c.sync_backend.client  # type: ignore[attr-defined]
+    crashed = c.pool("p", 2, slot_exp=0.3)
+    crashed.__enter__()  # the holder "crashes": no exit
+    with c.pool("p", 2, slot_exp=None):  # a holder without expiry comes and goes
+        pass
+    wait_until(lambda: c.pool("p", 2).size() == 0)
+    wait_until(lambda: client.keys("*T-abandoned-*") == [], timeout_s=3)
 
 
 # -- waiting ----------------------------------------------------------------------------------------

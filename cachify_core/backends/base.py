@@ -6,7 +6,8 @@ the same method names; keys arrive fully built (prefix and feature postfix inclu
 
 Units: ``ttl_ms`` are milliseconds, ``None`` meaning "never expires"; ``timeout_s`` seconds.
 
-Waiting: an acquire made with ``waiting=True`` that fails registers the caller as a waiter,
+Waiting: an acquire made with ``waiting`` > 0 (the seconds the caller will wait before its next
+try; ``False``/0: it will not wait) that fails registers the caller as a waiter,
 so the next release of that key leaves a wake-up signal; ``wait(key, timeout_s)`` consumes one
 signal or returns after ``timeout_s``. Registration and release are atomic on every backend,
 so a release between a failed acquire and the wait is never missed.
@@ -57,7 +58,7 @@ class SyncBackend(Protocol):
         """Move the single-flight epoch on: new misses stop waiting for computations in flight."""
         ...
 
-    def lock_acquire(self, key: str, token: str, ttl_ms: int | None, waiting: bool) -> bool:
+    def lock_acquire(self, key: str, token: str, ttl_ms: int | None, waiting: float) -> bool:
         """Take ``key`` for ``token`` if nobody holds it."""
         ...
 
@@ -77,7 +78,7 @@ class SyncBackend(Protocol):
         """Delete lock ``key`` whoever holds it (an operator's tool); wakes one waiter."""
         ...
 
-    def pool_acquire(self, key: str, token: str, max_size: int, ttl_ms: int | None, waiting: bool) -> bool:
+    def pool_acquire(self, key: str, token: str, max_size: int, ttl_ms: int | None, waiting: float) -> bool:
         """Lease one of ``max_size`` slots of pool ``key`` for ``token``; expired leases are pruned first."""
         ...
 
@@ -111,7 +112,7 @@ class AsyncBackend(Protocol):
 
     async def cache_clear_fills(self, ns: str) -> None: ...
 
-    async def lock_acquire(self, key: str, token: str, ttl_ms: int | None, waiting: bool) -> bool: ...
+    async def lock_acquire(self, key: str, token: str, ttl_ms: int | None, waiting: float) -> bool: ...
 
     async def lock_release(self, key: str, token: str) -> bool: ...
 
@@ -122,7 +123,7 @@ class AsyncBackend(Protocol):
     async def lock_force_release(self, key: str) -> bool: ...
 
     async def pool_acquire(
-        self, key: str, token: str, max_size: int, ttl_ms: int | None, waiting: bool
+        self, key: str, token: str, max_size: int, ttl_ms: int | None, waiting: float
     ) -> bool: ...
 
     async def pool_release(self, key: str, token: str) -> bool: ...

@@ -96,7 +96,7 @@ class ClientBackend:
         gen, fill = _meta(self.client.get(f"{ns}:meta"))
         self.client.set(f"{ns}:meta", f"{gen}:{fill + 1}")
 
-    def lock_acquire(self, key: str, token: str, ttl_ms: int | None, waiting: bool) -> bool:
+    def lock_acquire(self, key: str, token: str, ttl_ms: int | None, waiting: float) -> bool:
         return bool(self.client.set(key, token, ex=_ex(ttl_ms), nx=True))
 
     def lock_release(self, key: str, token: str) -> bool:
@@ -119,7 +119,7 @@ class ClientBackend:
     def lock_holder(self, key: str) -> str | None:
         return _text(self.client.get(key))
 
-    def pool_acquire(self, key: str, token: str, max_size: int, ttl_ms: int | None, waiting: bool) -> bool:
+    def pool_acquire(self, key: str, token: str, max_size: int, ttl_ms: int | None, waiting: float) -> bool:
         self._book.max_size[key] = max_size
         for slot in _slot_keys(key, max_size):
             if self.client.set(slot, token, ex=_ex(ttl_ms), nx=True):
@@ -175,7 +175,7 @@ class AsyncClientBackend:
         gen, fill = _meta(await self.client.get(f"{ns}:meta"))
         await self.client.set(f"{ns}:meta", f"{gen}:{fill + 1}")
 
-    async def lock_acquire(self, key: str, token: str, ttl_ms: int | None, waiting: bool) -> bool:
+    async def lock_acquire(self, key: str, token: str, ttl_ms: int | None, waiting: float) -> bool:
         return bool(await self.client.set(key, token, ex=_ex(ttl_ms), nx=True))
 
     async def lock_release(self, key: str, token: str) -> bool:
@@ -199,7 +199,7 @@ class AsyncClientBackend:
         return _text(await self.client.get(key))
 
     async def pool_acquire(
-        self, key: str, token: str, max_size: int, ttl_ms: int | None, waiting: bool
+        self, key: str, token: str, max_size: int, ttl_ms: int | None, waiting: float
     ) -> bool:
         self._book.max_size[key] = max_size
         for slot in _slot_keys(key, max_size):
@@ -251,7 +251,7 @@ class ThreadedAsyncBackend:
     async def cache_clear_fills(self, ns: str) -> None:
         await asyncio.to_thread(self.sync.cache_clear_fills, ns)
 
-    async def lock_acquire(self, key: str, token: str, ttl_ms: int | None, waiting: bool) -> bool:
+    async def lock_acquire(self, key: str, token: str, ttl_ms: int | None, waiting: float) -> bool:
         return await asyncio.to_thread(self.sync.lock_acquire, key, token, ttl_ms, waiting)
 
     async def lock_release(self, key: str, token: str) -> bool:
@@ -267,7 +267,7 @@ class ThreadedAsyncBackend:
         return await asyncio.to_thread(self.sync.lock_holder, key)
 
     async def pool_acquire(
-        self, key: str, token: str, max_size: int, ttl_ms: int | None, waiting: bool
+        self, key: str, token: str, max_size: int, ttl_ms: int | None, waiting: float
     ) -> bool:
         return await asyncio.to_thread(self.sync.pool_acquire, key, token, max_size, ttl_ms, waiting)
 

@@ -107,7 +107,7 @@ class MemoryStore:
         return len(self._cache)
 
     # -- locks ---------------------------------------------------------------------------
-    def lock_acquire(self, key: str, token: str, ttl_ms: int | None, waiting: bool) -> bool:
+    def lock_acquire(self, key: str, token: str, ttl_ms: int | None, waiting: float) -> bool:
         now = _now()
         with self._mutex:
             self._acquires_since_sweep += 1
@@ -166,7 +166,7 @@ class MemoryStore:
             del slots[t]
         return slots
 
-    def pool_acquire(self, key: str, token: str, max_size: int, ttl_ms: int | None, waiting: bool) -> bool:
+    def pool_acquire(self, key: str, token: str, max_size: int, ttl_ms: int | None, waiting: float) -> bool:
         with self._mutex:
             self._maybe_sweep()
             slots = self._live_slots(key)
@@ -300,7 +300,7 @@ class AsyncMemoryBackend:
     async def cache_clear_fills(self, ns: str) -> None:
         self.store.cache_clear_fills(ns)
 
-    async def lock_acquire(self, key: str, token: str, ttl_ms: int | None, waiting: bool) -> bool:
+    async def lock_acquire(self, key: str, token: str, ttl_ms: int | None, waiting: float) -> bool:
         return self.store.lock_acquire(key, token, ttl_ms, waiting)
 
     async def lock_release(self, key: str, token: str) -> bool:
@@ -316,7 +316,7 @@ class AsyncMemoryBackend:
         return self.store.lock_force_release(key)
 
     async def pool_acquire(
-        self, key: str, token: str, max_size: int, ttl_ms: int | None, waiting: bool
+        self, key: str, token: str, max_size: int, ttl_ms: int | None, waiting: float
     ) -> bool:
         return self.store.pool_acquire(key, token, max_size, ttl_ms, waiting)
 

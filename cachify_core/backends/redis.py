@@ -53,9 +53,8 @@ __all__ = [
     "sync_twin",
 ]
 
-#: How long a waiter's "someone is waiting" mark lives. Waiters re-mark on every retry, and
-#: retry at least every ``lock_poll_interval`` (0.1 s by default), so 5 s is ample; a mark that
-#: lapses costs only the wake-up (the waiter falls back to its poll interval), never safety.
+#: Margin a waiter's "someone is waiting" mark lives beyond the wait it announced (waiters
+#: re-mark on every retry). A mark that lapses would cost only the wake-up, never safety.
 WAITING_FLAG_MS = 5_000
 
 #: Socket timeouts of the clients cachify builds from a URL: a down server is reported as a
@@ -89,6 +88,11 @@ _Call = tuple[_Script, tuple[str, ...], tuple[str | int | bytes, ...]]
 
 
 def _tag(key: str) -> str:
+    # Redis hashes the text between the first "{" and the next "}"; an empty tag ("{}...")
+    # hashes the whole name and splits a key from its companions. Escape a leading "}" (and
+    # the escape itself, so the mapping stays one-to-one).
+    if key[:1] in ("}", "~"):
+        key = "~" + key
     return "{" + key + "}"
 
 
@@ -135,17 +139,26 @@ def _lock_release(key: str, token: str, force: bool) -> _Call:
     return LOCK_RELEASE, (k, k + ":waiting", k + ":wake"), (token, "1" if force else "0")
 
 
-def _lock_acquire(key: str, token: str, ttl_ms: int | None) -> _Call:
+def _flag_ms(waiting: float) -> int:
+    """Lifetime of the waiting mark: past the caller's planned wait, so a release during it wakes it."""
+    if not waiting:
+        return 0
+    if waiting is True:
+        return WAITING_FLAG_MS
+    return max(WAITING_FLAG_MS, round(waiting * 1000) + WAITING_FLAG_MS)
+
+
+def _lock_acquire(key: str, token: str, ttl_ms: int | None, waiting: float) -> _Call:
     k = _tag(key)
-    return LOCK_ACQUIRE, (k, k + ":waiting"), (token, ttl_ms or 0, WAITING_FLAG_MS)
+    return LOCK_ACQUIRE, (k, k + ":waiting"), (token, ttl_ms or 0, _flag_ms(waiting))
 
 
-def _pool_acquire(key: str, token: str, max_size: int, ttl_ms: int | None, waiting: bool) -> _Call:
+def _pool_acquire(key: str, token: str, max_size: int, ttl_ms: int | None, waiting: float) -> _Call:
     k = _tag(key)
     return (
         POOL_ACQUIRE,
         (k, k + ":waiting"),
-        (token, max_size, ttl_ms or 0, WAITING_FLAG_MS if waiting else 0),
+        (token, max_size, ttl_ms or 0, _flag_ms(waiting)),
     )
 
 
@@ -154,11 +167,25 @@ def _pool_release(key: str, token: str) -> _Call:
     return POOL_RELEASE, (k, k + ":waiting", k + ":wake"), (token,)
 
 
+def _cluster_nodes(client: Any) -> list[Any]:
+    """A cluster client's startup nodes (known before it connects), else its discovered ones."""
+    startup = getattr(client, "startup_nodes", None)
+    if startup is None:
+        startup = getattr(getattr(client, "nodes_manager", None), "startup_nodes", None)
+    if isinstance(startup, dict):
+        startup = list(startup.values())
+    if not startup and callable(getattr(client, "get_nodes", None)):
+        startup = client.get_nodes()
+    return list(startup or [])
+
+
 def _describe(client: Any) -> str:
     kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", None)
     if kwargs is None:
-        nodes = getattr(client, "startup_nodes", None) or getattr(client, "nodes_manager", None)
-        return f"redis-cluster {nodes!r}" if nodes is not None else f"redis {type(client).__name__}"
+        nodes = _cluster_nodes(client)
+        if nodes:
+            return "redis-cluster " + ",".join(sorted({f"{n.host}:{n.port}" for n in nodes}))
+        return f"redis {type(client).__name__}"
     if "path" in kwargs:
         return f"redis unix:{kwargs['path']}/{kwargs.get('db', 0)}"
     return f"redis {kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
@@ -181,7 +208,13 @@ def _check_binary(client: Any) -> None:
 def _redis_errors() -> tuple[type[BaseException], ...]:
     import redis.exceptions as rexc
 
-    return (rexc.ConnectionError, rexc.TimeoutError, OSError)
+    return (
+        rexc.ConnectionError,
+        rexc.TimeoutError,
+        rexc.ClusterDownError,
+        rexc.RedisClusterException,
+        OSError,
+    )
 
 
 def _fail(op: str, server: str, exc: BaseException) -> CachifyBackendError:
@@ -232,9 +265,9 @@ class RedisBackend:
     def cache_clear_fills(self, ns: str) -> None:
         self._command("cache_clear_fills", "INCR", _tag(ns) + ":fill")
 
-    def lock_acquire(self, key: str, token: str, ttl_ms: int | None, waiting: bool) -> bool:
+    def lock_acquire(self, key: str, token: str, ttl_ms: int | None, waiting: float) -> bool:
         if waiting:
-            return int(self._script("lock_acquire", _lock_acquire(key, token, ttl_ms))) == 1
+            return int(self._script("lock_acquire", _lock_acquire(key, token, ttl_ms, waiting))) == 1
         return bool(self._command("lock_acquire", *_set_nx(key, token, ttl_ms)))
 
     def lock_release(self, key: str, token: str) -> bool:
@@ -250,7 +283,7 @@ class RedisBackend:
         raw = self._command("lock_holder", "GET", _tag(key))
         return None if raw is None else bytes(raw).decode()
 
-    def pool_acquire(self, key: str, token: str, max_size: int, ttl_ms: int | None, waiting: bool) -> bool:
+    def pool_acquire(self, key: str, token: str, max_size: int, ttl_ms: int | None, waiting: float) -> bool:
         return int(self._script("pool_acquire", _pool_acquire(key, token, max_size, ttl_ms, waiting))) == 1
 
     def pool_release(self, key: str, token: str) -> bool:
@@ -351,9 +384,9 @@ class AsyncRedisBackend:
     async def cache_clear_fills(self, ns: str) -> None:
         await self._command("cache_clear_fills", "INCR", _tag(ns) + ":fill")
 
-    async def lock_acquire(self, key: str, token: str, ttl_ms: int | None, waiting: bool) -> bool:
+    async def lock_acquire(self, key: str, token: str, ttl_ms: int | None, waiting: float) -> bool:
         if waiting:
-            return int(await self._script("lock_acquire", _lock_acquire(key, token, ttl_ms))) == 1
+            return int(await self._script("lock_acquire", _lock_acquire(key, token, ttl_ms, waiting))) == 1
         return bool(await self._command("lock_acquire", *_set_nx(key, token, ttl_ms)))
 
     async def lock_release(self, key: str, token: str) -> bool:
@@ -370,7 +403,7 @@ class AsyncRedisBackend:
         return None if raw is None else bytes(raw).decode()
 
     async def pool_acquire(
-        self, key: str, token: str, max_size: int, ttl_ms: int | None, waiting: bool
+        self, key: str, token: str, max_size: int, ttl_ms: int | None, waiting: float
     ) -> bool:
         return (
             int(await self._script("pool_acquire", _pool_acquire(key, token, max_size, ttl_ms, waiting))) == 1
@@ -452,7 +485,7 @@ def async_twin(sync_client: Any) -> Callable[[], Any]:
         from redis.asyncio.cluster import ClusterNode
         from redis.asyncio.cluster import RedisCluster as AsyncCluster
 
-        nodes = [ClusterNode(n.host, n.port) for n in sync_client.get_nodes()]
+        nodes = [ClusterNode(n.host, n.port) for n in _cluster_nodes(sync_client)]
         kwargs = {k: v for k, v in sync_client.get_connection_kwargs().items() if k in _PORTABLE}
         kwargs.pop("host", None)
         kwargs.pop("port", None)
@@ -475,8 +508,11 @@ def sync_twin(async_client: Any) -> Any:
     if not hasattr(async_client, "connection_pool"):  # cluster
         from redis.cluster import ClusterNode, RedisCluster
 
-        nodes = [ClusterNode(n.host, n.port) for n in async_client.get_nodes()]  # type: ignore[no-untyped-call]
-        return RedisCluster(startup_nodes=nodes)
+        nodes = [ClusterNode(n.host, n.port) for n in _cluster_nodes(async_client)]  # type: ignore[no-untyped-call]
+        kwargs = {k: v for k, v in async_client.get_connection_kwargs().items() if k in _PORTABLE}
+        for k in ("host", "port", "db"):
+            kwargs.pop(k, None)
+        return RedisCluster(startup_nodes=nodes, **kwargs)
     pool = async_client.connection_pool
     src = pool.connection_kwargs
     kwargs = {k: v for k, v in src.items() if k in _PORTABLE}

@@ -1,0 +1,107 @@
+"""Worker functions for ``test_leases`` / ``test_stampede``: top-level so a "spawn" child can import them.
+
+Each worker builds its own ``Cachify`` on the URL it is given (installed as the global one in
+that fresh interpreter, since ``auto_renew`` and ``single_flight`` are options of the top-level
+API), does bounded work and reports through Redis keys under ``prefix``: any exception is
+pushed as a traceback to ``<prefix>errors`` before the process exits non-zero.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from multiprocessing.synchronize import Barrier, Event
+
+import redis
+
+from cachify_core import Cachify, cached, init_cachify, lock, pool
+
+#: No worker runs longer than this, whatever happens.
+WORKER_BUDGET_S = 20.0
+#: How long a worker waits for its siblings at the start line.
+BARRIER_TIMEOUT_S = 20.0
+#: How long one stampede computation takes (long enough for every caller to miss first).
+COMPUTE_S = 0.5
+
+
+def _setup(url: str, prefix: str) -> tuple[Cachify, redis.Redis]:
+    c = init_cachify(url=url, prefix=prefix, lock_poll_interval=0.05)  # the global instance
+    raw = redis.Redis.from_url(url, socket_timeout=10)
+    raw.ping()  # connect before the start line, so connection set-up does not skew the race
+    return c, raw
+
+
+def _reporting(url: str, prefix: str, body: Callable[[], None]) -> None:
+    try:
+        body()
+    except BaseException:
+        try:
+            client = redis.Redis.from_url(url, socket_timeout=5)
+            client.rpush(prefix + "errors", traceback.format_exc())
+        finally:
+            raise
+
+
+def renewing_holder(url: str, prefix: str, ttl_s: float, holding: Event) -> None:
+    """Take lock ``crash`` (exp=ttl_s) and a slot of pool ``crash`` (max_size=1, slot_exp=ttl_s),
+    both auto-renewed, say so, then "work" until killed (bounded: exits after the budget)."""
+
+    def body() -> None:
+        _setup(url, prefix)
+        lock("crash", exp=ttl_s, auto_renew=True).__enter__()
+        pool("crash", 1, slot_exp=ttl_s, auto_renew=True).__enter__()
+        holding.set()
+        deadline = time.monotonic() + WORKER_BUDGET_S
+        for _ in range(int(WORKER_BUDGET_S / 0.05)):
+            if time.monotonic() > deadline:
+                break
+            sum(range(10_000))  # some CPU work between sleeps
+            time.sleep(0.05)
+
+    _reporting(url, prefix, body)
+
+
+def stampede_worker(
+    url: str, prefix: str, worker_id: int, callers: int, single_flight: bool, start: Barrier
+) -> None:
+    """``callers`` threads of this process call one cached function at the same moment as the
+    other processes' threads. The function INCRs ``<prefix>computations`` and returns a value
+    unique to that computation; every caller pushes what it got to ``<prefix>results``."""
+
+    def body() -> None:
+        _c, raw = _setup(url, prefix)
+
+        @cached("stampede", single_flight=single_flight)
+        def compute() -> str:
+            raw.incr(prefix + "computations")
+            time.sleep(COMPUTE_S)
+            return f"computed-by-{os.getpid()}-{uuid.uuid4().hex}"
+
+        errors: list[str] = []
+        go = threading.Barrier(callers + 1)
+
+        def caller() -> None:
+            try:
+                go.wait(BARRIER_TIMEOUT_S)
+                raw.rpush(prefix + "results", compute())
+            except BaseException:
+                errors.append(traceback.format_exc())
+
+        threads = [threading.Thread(target=caller, daemon=True) for _ in range(callers)]
+        for t in threads:
+            t.start()
+        start.wait(BARRIER_TIMEOUT_S)  # every process is ready
+        go.wait(BARRIER_TIMEOUT_S)  # release this process's callers
+        deadline = time.monotonic() + WORKER_BUDGET_S
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        if any(t.is_alive() for t in threads):
+            raise TimeoutError(f"worker {worker_id}: callers still running after {WORKER_BUDGET_S}s")
+        if errors:
+            raise RuntimeError(f"worker {worker_id}: a caller failed:\n" + "\n".join(errors))
+
+    _reporting(url, prefix, body)

@@ -17,6 +17,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
 
 from .backends import AsyncBackend, SyncBackend
@@ -36,7 +37,7 @@ _now = time.monotonic
 class Lease:
     """One renewed hold. ``stop()`` ends its renewal (idempotent, no I/O)."""
 
-    __slots__ = ("_task", "backend", "key", "kind", "lost", "stopped", "token", "ttl_ms")
+    __slots__ = ("_on_stop", "_task", "backend", "key", "kind", "lost", "stopped", "token", "ttl_ms")
 
     def __init__(
         self, backend: SyncBackend | AsyncBackend, kind: Kind, key: str, token: str, ttl_ms: int
@@ -49,15 +50,20 @@ class Lease:
         self.stopped = False
         self.lost = False
         self._task: asyncio.Task[None] | None = None
+        self._on_stop: Callable[[], None] | None = None
 
     @property
     def interval_s(self) -> float:
         return self.ttl_ms / 3000.0
 
     def stop(self) -> None:
+        if self.stopped:
+            return
         self.stopped = True
         if self._task is not None:
             self._task.cancel()
+        if self._on_stop is not None:
+            self._on_stop()
 
     def _lost(self) -> None:
         self.lost = True
@@ -86,16 +92,29 @@ class Renewer:
         self._heap: list[tuple[float, int, Lease]] = []
         self._seq = itertools.count()
         self._thread: threading.Thread | None = None
+        self._stopped = 0  # stopped leases still in the heap (approximately: reset on compaction)
 
     def start(self, backend: SyncBackend, kind: Kind, key: str, token: str, ttl_ms: int) -> Lease:
         lease = Lease(backend, kind, key, token, ttl_ms)
+        lease._on_stop = self._stopped_one
         with self._cond:
             heapq.heappush(self._heap, (_now() + lease.interval_s, next(self._seq), lease))
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="cachify-renewer", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            if self._heap[0][2] is lease:  # due before everything else: the thread must wake earlier
+                self._cond.notify()
         return lease
+
+    def _stopped_one(self) -> None:
+        """A lease stopped: its heap entry is dead weight until due (up to TTL/3 away). Drop
+        the dead entries once they are most of the heap, so memory follows live leases."""
+        with self._cond:
+            self._stopped += 1
+            if self._stopped > 64 and self._stopped * 2 > len(self._heap):
+                self._heap = [entry for entry in self._heap if not entry[2].stopped]
+                heapq.heapify(self._heap)
+                self._stopped = 0
 
     def _run(self) -> None:
         while True:
@@ -103,8 +122,9 @@ class Renewer:
                 while not self._heap or self._heap[0][0] > _now():
                     self._cond.wait(None if not self._heap else self._heap[0][0] - _now())
                 _, _, lease = heapq.heappop(self._heap)
-            if lease.stopped:
-                continue
+                if lease.stopped:
+                    self._stopped = max(0, self._stopped - 1)
+                    continue
             started = _now()
             try:
                 alive = _renew_sync(lease, lease.backend)  # type: ignore[arg-type]
@@ -126,6 +146,7 @@ class Renewer:
         self._cond = threading.Condition()
         self._heap = []
         self._thread = None
+        self._stopped = 0
 
 
 renewer = Renewer()

@@ -118,8 +118,11 @@ def parse_task_options(task_name: str, func: Callable[..., Any], raw: Mapping[st
         raise CachifyTaskOptionError(
             f"task {task_name!r}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(OPTION_NAMES))}"
         )
+    # pool_backoff / pool_max_requeues also govern a CachifyPoolFullError escaping the body (a
+    # stacked @pooled), so they stand alone; the other companions need their key.
+    standalone = {"pool_backoff", "pool_max_requeues"}
     for group, key in (("once_", "once_key"), ("pool_", "pool_key"), ("cache_", "cache_key")):
-        orphans = sorted(k for k in given if k.startswith(group) and k != key)
+        orphans = sorted(k for k in given if k.startswith(group) and k != key and k not in standalone)
         if orphans and given.get(key) is None:
             raise CachifyTaskOptionError(f"task {task_name!r}: {', '.join(orphans)} given without {key}")
 
@@ -155,26 +158,27 @@ def parse_task_options(task_name: str, func: Callable[..., Any], raw: Mapping[st
                 f"task {task_name!r}: pool_on_full must be 'requeue', 'drop', 'raise' or a callable, got {on_full!r}"
             )
         opts["pool_on_full"] = on_full
-        backoff = given.get("pool_backoff", DEFAULT_POOL_BACKOFF_S)
-        if not isinstance(backoff, (tuple, list)) or len(backoff) != 2:
-            raise CachifyTaskOptionError(
-                f"task {task_name!r}: pool_backoff must be (first_seconds, max_seconds), got {backoff!r}"
-            )
-        first = _seconds(task_name, "pool_backoff[0]", backoff[0])
-        most = _seconds(task_name, "pool_backoff[1]", backoff[1])
-        if first > most:
-            raise CachifyTaskOptionError(
-                f"task {task_name!r}: pool_backoff first_seconds {first} exceeds max_seconds {most}"
-            )
-        opts["pool_backoff_s"] = (first, most)
-        max_requeues = given.get("pool_max_requeues")
-        if max_requeues is not None and (
-            isinstance(max_requeues, bool) or not isinstance(max_requeues, int) or max_requeues < 0
-        ):
-            raise CachifyTaskOptionError(
-                f"task {task_name!r}: pool_max_requeues must be an int >= 0 or None, got {max_requeues!r}"
-            )
-        opts["pool_max_requeues"] = max_requeues
+
+    backoff = given.get("pool_backoff", DEFAULT_POOL_BACKOFF_S)
+    if not isinstance(backoff, (tuple, list)) or len(backoff) != 2:
+        raise CachifyTaskOptionError(
+            f"task {task_name!r}: pool_backoff must be (first_seconds, max_seconds), got {backoff!r}"
+        )
+    first = _seconds(task_name, "pool_backoff[0]", backoff[0])
+    most = _seconds(task_name, "pool_backoff[1]", backoff[1])
+    if first > most:
+        raise CachifyTaskOptionError(
+            f"task {task_name!r}: pool_backoff first_seconds {first} exceeds max_seconds {most}"
+        )
+    opts["pool_backoff_s"] = (first, most)
+    max_requeues = given.get("pool_max_requeues")
+    if max_requeues is not None and (
+        isinstance(max_requeues, bool) or not isinstance(max_requeues, int) or max_requeues < 0
+    ):
+        raise CachifyTaskOptionError(
+            f"task {task_name!r}: pool_max_requeues must be an int >= 0 or None, got {max_requeues!r}"
+        )
+    opts["pool_max_requeues"] = max_requeues
 
     if given.get("cache_key") is not None:
         opts["cache_key"] = _template(task_name, "cache_key", given["cache_key"], func, "cached")

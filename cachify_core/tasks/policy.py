@@ -276,8 +276,16 @@ class TaskPolicy:
                 assert slot_key is not None
                 token, slot_ttl = new_token(), self._slot_ttl_ms()
                 if not (yield lambda b: b.pool_acquire(slot_key, token, o.pool_max_size, slot_ttl, False)):
-                    yield from self._release_steps(handle, keep_queued_hold=True)
-                    return self._on_full(requeues, args, kwargs, slot_key)
+                    try:
+                        admission = self._on_full(requeues, args, kwargs, slot_key)
+                    except BaseException:  # "raise": the framework may retry under this id
+                        yield from self._release_steps(handle, keep_queued_hold=True)
+                        raise
+                    # Only a requeue runs this task id again; a drop or an on_full value ends it.
+                    yield from self._release_steps(
+                        handle, keep_queued_hold=admission.verdict is Verdict.REQUEUE
+                    )
+                    return admission
                 handle.slot_key, handle.slot_token = slot_key, token
                 handle.slot_lease = leases.begin(c, "pool", slot_key, token, slot_ttl, True, asyncio)
         except BaseException:
@@ -286,9 +294,12 @@ class TaskPolicy:
             raise
         return Admission(Verdict.RUN, handle=handle)
 
-    def _release_steps(self, handle: RunHandle, keep_queued_hold: bool) -> Steps[None]:
+    def _release_steps(self, handle: RunHandle, keep_queued_hold: bool, retry: bool = False) -> Steps[None]:
         """Release what ``handle`` holds. A queued-mode hold is kept (refreshed to ``once_ttl``)
-        when the same task id will run again: a retry, or a requeue after a full pool."""
+        when the same task id will run again: a retry, or a requeue after a full pool. A
+        running-mode hold is kept across a retry too: the retry may already be running under
+        the same id (a retry is published before this run ends), and releasing by id would
+        pull the hold from under it."""
         leases.end(handle.slot_lease)
         leases.end(handle.once_lease)
         slot_key, slot_token, once_key = handle.slot_key, handle.slot_token, handle.once_key
@@ -296,7 +307,8 @@ class TaskPolicy:
             yield lambda b: b.pool_release(slot_key, slot_token)
         if once_key is not None:
             ttl = self._once_ttl_ms()
-            if keep_queued_hold and self.options.once_mode == "queued":
+            mode = self.options.once_mode
+            if (keep_queued_hold and mode == "queued") or (retry and mode == "running"):
                 yield lambda b: b.lock_extend(once_key, handle.task_id, ttl)
             else:
                 yield lambda b: b.lock_release(once_key, handle.task_id)
@@ -316,7 +328,9 @@ class TaskPolicy:
                     ttl = self._cache_ttl_ms(c)
                     yield lambda b: b.cache_set(ns, cache_key, data, ttl, gen)
         finally:
-            yield from self._release_steps(handle, keep_queued_hold=outcome == "retry")
+            yield from self._release_steps(
+                handle, keep_queued_hold=outcome == "retry", retry=outcome == "retry"
+            )
 
     # -- blocking ----------------------------------------------------------------------------
     def claim(self, task_id: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Claim:
@@ -342,7 +356,9 @@ class TaskPolicy:
         run_blocking(self._finish_steps(handle, outcome, result), handle.cachify.sync_backend)
 
     def release_requeued(self, task_id: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
-        """A requeue could not be published: nothing will run under ``task_id`` any more."""
+        """Nothing will run under ``task_id`` any more though it holds a claim and has no
+        ``RunHandle``: a requeue could not be published, the admission raised for good, or
+        another middleware skipped the message."""
         c = self.cachify
         key = self._key(c, "once_key", args, kwargs) if self.options.claims_at_enqueue else None
         run_blocking(self._unclaim_steps(task_id, key), c.sync_backend)

@@ -1,0 +1,57 @@
+# mypy: disable-error-code="untyped-decorator"
+# (celery ships no type information, so every @app.task is an untyped decorator)
+"""The example shop: a Celery app whose tasks use cachify's task options.
+
+Start a worker from this directory (Redis on localhost:6379, or set SHOP_REDIS):
+
+    celery -A shop worker --pool=prefork --concurrency=4 --loglevel=INFO
+
+then run ``python demo.py`` next to it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from celery import Celery
+
+from cachify_celery import CachifyTask
+from cachify_core import init_cachify, pooled
+
+REDIS = os.environ.get("SHOP_REDIS", "redis://localhost:6379")
+
+app = Celery("shop", broker=f"{REDIS}/1", backend=f"{REDIS}/2", task_cls=CachifyTask)
+app.conf.update(worker_prefetch_multiplier=1, result_expires=3600)
+cachify = init_cachify(url=f"{REDIS}/0", prefix="shop-demo-")
+
+
+@app.task(once_key="check-order-{order_id}")
+def check_order(order_id: int) -> dict[str, Any]:
+    """However often it is sent while one is queued or running, one check runs."""
+    time.sleep(2)
+    return {"order_id": order_id, "checked_by": os.getpid()}
+
+
+@app.task(pool_key="stripe", pool_max_size=3, pool_backoff=(0.2, 2))
+def charge(customer_id: str, cents: int) -> dict[str, Any]:
+    """At most 3 charges at once across every worker; the rest come back later."""
+    started = time.time()
+    time.sleep(0.5)
+    return {"customer_id": customer_id, "cents": cents, "started": started, "ended": time.time()}
+
+
+@app.task(cache_key="report-{day}", cache_ttl=3600)
+def build_report(day: str) -> dict[str, Any]:
+    """Computed once per day; later calls are answered from the cache, without running."""
+    time.sleep(1)
+    return {"day": day, "built_at": time.time()}
+
+
+@app.task
+@pooled(key="geocoder", max_size=1, raise_on_full=True)
+def geocode(address: str) -> str:
+    """A plain ``@pooled`` stacked under ``@app.task``: a full pool requeues the task."""
+    time.sleep(0.3)
+    return f"{address}: 48.85, 2.35"

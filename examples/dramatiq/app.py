@@ -1,0 +1,69 @@
+"""A Dramatiq app using cachify's task options.
+
+Start the workers from this directory (Redis on localhost:6379: database 1 holds the broker and
+the results, database 0 cachify's keys)::
+
+    dramatiq app --processes 2 --threads 2
+
+then send messages with ``python enqueue.py``. ``REDIS_URL`` overrides the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from urllib.parse import urlsplit, urlunsplit
+
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.middleware import AsyncIO
+from dramatiq.results import Results
+from dramatiq.results.backends import RedisBackend
+
+from cachify_core import init_cachify
+from cachify_dramatiq import CachifyMiddleware
+
+REDIS_URL = os.environ.get("REDIS_URL", "redis://localhost:6379")
+
+
+def database(db: int) -> str:
+    parts = urlsplit(REDIS_URL)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{db}", "", ""))
+
+
+broker = RedisBroker(url=database(1))  # type: ignore[no-untyped-call]
+broker.add_middleware(CachifyMiddleware())  # before any actor is declared
+broker.add_middleware(AsyncIO())  # for the async actor below
+broker.add_middleware(Results(backend=RedisBackend(url=database(1))))  # type: ignore[no-untyped-call]
+dramatiq.set_broker(broker)
+init_cachify(url=database(0), prefix="example-")
+
+
+# One sync per order at a time (a second send() while it is queued or running returns the
+# first one's handle), and at most 4 calls into the ERP at once across every worker.
+@dramatiq.actor(
+    once_key="sync-{order_id}",
+    pool_key="erp",
+    pool_max_size=4,
+    pool_backoff=(0.2, 5),
+    store_results=True,
+)
+def sync_order(order_id: int) -> str:
+    time.sleep(0.5)  # the ERP is slow
+    return f"order {order_id} synced by pid {os.getpid()}"
+
+
+# Computed once per day and kept 10 minutes: later messages get the stored report as their
+# result without running.
+@dramatiq.actor(cache_key="report-{day}", cache_ttl=600, store_results=True)
+def daily_report(day: str) -> dict[str, object]:
+    time.sleep(1.0)
+    return {"day": day, "orders": 1234, "computed_at": time.strftime("%H:%M:%S")}
+
+
+# Async actors work the same way; "until_started" lets one refresh wait while another runs.
+@dramatiq.actor(once_key="refresh-{user_id}", once_mode="until_started", store_results=True)
+async def refresh_profile(user_id: int) -> str:
+    await asyncio.sleep(0.3)
+    return f"profile {user_id} refreshed"

@@ -244,6 +244,7 @@ class TaskPolicy:
     ) -> Steps[Admission]:
         o = self.options
         handle = RunHandle(c, task_id)
+        started_key: str | None = None  # mode until_started: the claim to give back at the start
         try:
             if o.cache_key is not None:
                 ns, cache_key = self._cache_location(c, args, kwargs)
@@ -262,7 +263,7 @@ class TaskPolicy:
                 once_key = self._key(c, "once_key", args, kwargs)
                 assert once_key is not None
                 if o.once_mode == "until_started":
-                    yield from self._unclaim_steps(task_id, once_key)
+                    started_key = once_key  # released once the run really starts (slot taken)
                 else:
                     holder = yield from self._hold_steps(once_key, task_id)
                     if holder is not None:
@@ -276,18 +277,22 @@ class TaskPolicy:
                 assert slot_key is not None
                 token, slot_ttl = new_token(), self._slot_ttl_ms()
                 if not (yield lambda b: b.pool_acquire(slot_key, token, o.pool_max_size, slot_ttl, False)):
+                    # Only a requeue runs this task id again: a drop, an on_full value and a
+                    # raise end it (a framework retry re-claims the key when it re-publishes).
                     try:
                         admission = self._on_full(requeues, args, kwargs, slot_key)
-                    except BaseException:  # "raise": the framework may retry under this id
-                        yield from self._release_steps(handle, keep_queued_hold=True)
+                    except BaseException:
+                        yield from self._release_steps(handle, keep_queued_hold=False)
+                        yield from self._unclaim_steps(task_id, started_key)
                         raise
-                    # Only a requeue runs this task id again; a drop or an on_full value ends it.
-                    yield from self._release_steps(
-                        handle, keep_queued_hold=admission.verdict is Verdict.REQUEUE
-                    )
+                    requeued = admission.verdict is Verdict.REQUEUE
+                    yield from self._release_steps(handle, keep_queued_hold=requeued)
+                    if not requeued:
+                        yield from self._unclaim_steps(task_id, started_key)
                     return admission
                 handle.slot_key, handle.slot_token = slot_key, token
                 handle.slot_lease = leases.begin(c, "pool", slot_key, token, slot_ttl, True, asyncio)
+            yield from self._unclaim_steps(task_id, started_key)
         except BaseException:
             leases.end(handle.once_lease)
             leases.end(handle.slot_lease)

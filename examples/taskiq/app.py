@@ -1,0 +1,44 @@
+"""A Taskiq app using cachify's task options: run it with real workers.
+
+    cd examples/taskiq
+    taskiq worker app:broker --workers 2     # terminal 1
+    python kick.py                           # terminal 2
+
+Redis: ``CACHIFY_EXAMPLE_REDIS`` (default ``redis://localhost:6379``): the stream broker on db 1,
+results on db 2, cachify on db 0, every cachify key under the prefix ``cachify-example:``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+from taskiq_redis import RedisAsyncResultBackend, RedisStreamBroker
+
+from cachify_core import init_cachify
+from cachify_taskiq import CachifyMiddleware
+
+REDIS = os.environ.get("CACHIFY_EXAMPLE_REDIS", "redis://localhost:6379").rstrip("/")
+
+broker = (
+    RedisStreamBroker(f"{REDIS}/1", queue_name="cachify-example")
+    .with_result_backend(RedisAsyncResultBackend(f"{REDIS}/2", result_ex_time=3600))
+    .with_middlewares(CachifyMiddleware())
+)
+init_cachify(url=f"{REDIS}/0", prefix="cachify-example:")
+
+
+@broker.task(once_key="sync-{order_id}", pool_key="erp", pool_max_size=4, pool_backoff=(0.2, 2))
+async def sync_order(order_id: int) -> str:
+    """At most one queued or running sync per order, at most 4 talking to the ERP at once."""
+    started = time.strftime("%H:%M:%S")
+    await asyncio.sleep(1.0)  # the ERP call
+    return f"order {order_id} synced (started {started}, worker pid {os.getpid()})"
+
+
+@broker.task(cache_key="rate-{currency}", cache_ttl=60)
+def exchange_rate(currency: str) -> float:
+    """A sync task: the first call computes, the next ones within a minute are cache hits."""
+    time.sleep(0.5)  # a slow lookup
+    return {"EUR": 1.08, "GBP": 1.27}.get(currency, 1.0)

@@ -1,0 +1,138 @@
+"""Requeue after a backoff: the delivery is released at once, its re-send waits on a timer.
+
+Neither Taskiq nor taskiq-redis delays a message, and sleeping in the task would hold one of
+the worker's ``max_async_tasks`` places for the whole backoff. So the run that found its pool
+full ends immediately (``NoResultError``: no result stored) and this module re-sends the task,
+same task id, ``cachify_requeues`` + 1, from a timer on the worker's event loop.
+
+What keeps the task from being lost is the acknowledgement. On a broker with acks
+(``RedisStreamBroker``), the delivery's ack is held back until the re-send is published
+(:meth:`~.runs.PendingRequeue.hold_ack`): if the worker dies during the backoff, the original
+message is still pending and the broker delivers it again (``RedisStreamBroker``: once it has
+been idle ``idle_timeout``, 10 minutes by default); a crash between the publish and the ack
+can duplicate the task, never lose it. A broker without acks (``InMemoryBroker``,
+``ListQueueBroker``) has already forgotten a delivered message, so there the pending requeue
+lives only in the worker, as any message in flight on such a broker does. At shutdown the
+worker publishes its pending requeues at once, without waiting out their backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+from typing import Any
+
+from taskiq.abc.broker import AsyncBroker
+from taskiq.kicker import AsyncKicker
+from taskiq.utils import maybe_awaitable
+
+from .labels import REPUBLISH_LABEL, REQUEUES_LABEL
+from .runs import PendingRequeue
+
+__all__ = ["Requeuer"]
+
+logger = logging.getLogger("cachify.taskiq")
+
+#: A failed re-send is tried again after 0.5 s, doubling up to this: the broker may be restarting.
+MAX_PUBLISH_RETRY_S = 10.0
+
+
+class Requeuer:
+    """The requeues of one worker process that wait for their backoff or their publish."""
+
+    def __init__(self, broker: AsyncBroker) -> None:
+        self._broker = broker
+        self._timers: dict[PendingRequeue, asyncio.TimerHandle] = {}
+        self._publishing: set[asyncio.Task[None]] = set()
+        self._closing = False
+
+    def start(self, pending: PendingRequeue) -> None:
+        """Publish ``pending`` after its backoff (called from ``post_execute``)."""
+        if self._closing:
+            self._publish_now(pending)
+            return
+        loop = pending.run.loop
+        # A fresh context: the timer must not carry the finished run's context along.
+        self._timers[pending] = loop.call_later(
+            pending.delay_s, self._due, pending, context=contextvars.Context()
+        )
+
+    def _due(self, pending: PendingRequeue) -> None:
+        self._timers.pop(pending, None)
+        self._publish_now(pending)
+
+    def _publish_now(self, pending: PendingRequeue) -> None:
+        # In a fresh context (``create_task(context=)`` needs Python 3.11).
+        task = contextvars.Context().run(pending.run.loop.create_task, self._publish(pending))
+        self._publishing.add(task)
+        task.add_done_callback(self._publishing.discard)
+
+    async def _publish(self, pending: PendingRequeue) -> None:
+        run = pending.run
+        message = run.message
+        requeues = run.requeues + 1
+        delay_s = 0.5
+        while True:
+            kicker: AsyncKicker[Any, Any] = (
+                AsyncKicker(task_name=message.task_name, broker=self._broker, labels=dict(message.labels))
+                .with_task_id(message.task_id)
+                .with_labels(**{REQUEUES_LABEL: requeues, REPUBLISH_LABEL: True})
+            )
+            try:
+                await kicker.kiq(*message.args, **message.kwargs)
+                break
+            except Exception as exc:
+                if not self._closing:
+                    logger.warning(
+                        "cachify: requeue of task %s[%s] not published (%s); trying again in %.1fs",
+                        message.task_name,
+                        message.task_id,
+                        exc,
+                        delay_s,
+                    )
+                    await asyncio.sleep(delay_s)
+                    delay_s = min(delay_s * 2, MAX_PUBLISH_RETRY_S)
+                    continue
+                await self._give_up(pending, exc)
+                return
+        logger.info(
+            "cachify: task %s[%s] requeued (%d): pool full", message.task_name, message.task_id, requeues
+        )
+        pending.published = True
+        if pending.ack is not None:
+            await maybe_awaitable(pending.ack())
+
+    async def _give_up(self, pending: PendingRequeue, error: Exception) -> None:
+        run = pending.run
+        name, task_id = run.message.task_name, run.task_id
+        if pending.ack is not None:
+            # Not acknowledged: the broker delivers the original message again.
+            logger.error(
+                "cachify: requeue of task %s[%s] not published at shutdown (%s); left unacknowledged "
+                "for the broker to redeliver",
+                name,
+                task_id,
+                error,
+            )
+            return
+        logger.error(
+            "cachify: requeue of task %s[%s] not published at shutdown (%s); the task is lost",
+            name,
+            task_id,
+            error,
+        )
+        try:
+            await run.declaration.policy.arelease_requeued(task_id, run.args, run.kwargs)
+        except Exception:
+            logger.exception("cachify: releasing the hold of task %s[%s] failed", name, task_id)
+
+    async def flush(self) -> None:
+        """Shutdown: publish every waiting requeue now (one attempt each) and wait for them."""
+        self._closing = True
+        for pending, timer in list(self._timers.items()):
+            timer.cancel()
+            self._timers.pop(pending, None)
+            self._publish_now(pending)
+        if self._publishing:
+            await asyncio.gather(*self._publishing, return_exceptions=True)

@@ -1,0 +1,167 @@
+"""Requeues over a real RedisStreamBroker, with Taskiq's receiver running in this process so the
+stream can be inspected at each step: the requeued delivery stays unacknowledged (so a dying
+worker cannot lose it) until its re-send is in the stream, while the worker's capacity is free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import redis.asyncio as aredis
+from taskiq.api import run_receiver_task
+from taskiq_redis import RedisAsyncResultBackend, RedisStreamBroker
+
+from cachify_core import Cachify
+from cachify_core.tasks import TaskPolicy
+from cachify_taskiq import CachifyMiddleware
+
+from .conftest import eventually
+
+pytestmark = [pytest.mark.timeout(60), pytest.mark.parametrize("backend", ["redis"])]
+
+#: The requeue backoff, fixed here (the policy's is random) so the steps can be timed.
+BACKOFF_S = 1.5
+GROUP = "taskiq"
+
+
+@dataclass
+class Stream:
+    broker: RedisStreamBroker
+    queue: str
+    redis: Any
+    release_holder: asyncio.Event
+    tasks: dict[str, Any]
+    receiver: asyncio.Task[None] | None = None
+
+    async def length(self) -> int:
+        return int(await self.redis.xlen(self.queue))
+
+    async def pending_ids(self) -> set[bytes]:
+        rows = await self.redis.xpending_range(self.queue, GROUP, min="-", max="+", count=100)
+        return {row["message_id"] for row in rows}
+
+    async def entry_of(self, task_id: str) -> bytes:
+        for entry_id, fields in await self.redis.xrange(self.queue):
+            if task_id.encode() in fields[b"data"]:
+                return bytes(entry_id)
+        raise AssertionError(f"no stream entry for {task_id}")
+
+    def start_worker(self, max_async_tasks: int) -> None:
+        self.receiver = asyncio.create_task(run_receiver_task(self.broker, max_async_tasks=max_async_tasks))
+
+    async def stop_worker(self) -> None:
+        if self.receiver is not None:
+            self.receiver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.receiver
+            self.receiver = None
+
+
+@pytest.fixture
+async def stream(
+    cachify: Cachify, redis_base_url: str, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Stream]:
+    monkeypatch.setattr(TaskPolicy, "backoff_s", lambda self, requeues: BACKOFF_S)
+    queue = f"cachify-requeue-{uuid.uuid4().hex[:8]}"
+    broker = (
+        RedisStreamBroker(f"{redis_base_url}/1", queue_name=queue)
+        .with_result_backend(RedisAsyncResultBackend(f"{redis_base_url}/2", prefix_str=queue))
+        .with_middlewares(CachifyMiddleware(cachify=cachify))
+    )
+    release = asyncio.Event()
+
+    @broker.task(pool_key="p", pool_max_size=1)
+    async def holder() -> str:
+        await release.wait()
+        return "holder"
+
+    @broker.task(pool_key="p", pool_max_size=1)
+    async def waiter() -> str:
+        return "waiter"
+
+    @broker.task
+    async def plain() -> str:
+        return "plain"
+
+    client = aredis.Redis.from_url(f"{redis_base_url}/1")
+    await broker.startup()
+    s = Stream(broker, queue, client, release, {"holder": holder, "waiter": waiter, "plain": plain})
+    try:
+        yield s
+    finally:
+        release.set()
+        await s.stop_worker()
+        with contextlib.suppress(Exception):
+            await broker.shutdown()
+        await client.delete(queue)
+        await client.aclose()
+
+
+async def test_a_requeue_is_sent_before_its_delivery_is_acknowledged(stream: Stream) -> None:
+    stream.start_worker(max_async_tasks=2)
+    holder = await stream.tasks["holder"].kiq()
+    await eventually(lambda: _len_pending(stream, 1), 5, "the holder is running")
+
+    waiter = await stream.tasks["waiter"].kiq()
+    waiter_entry = await stream.entry_of(waiter.task_id)
+    await eventually(lambda: _len_pending(stream, 2), 5, "the waiter was delivered")
+    await asyncio.sleep(0.2)  # its run found the pool full and ended
+
+    # The worker's capacity is free during the backoff: with 2 places and the holder in one,
+    # another task runs now, well before the waiter's backoff is over.
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    plain = await stream.tasks["plain"].kiq()
+    assert (await plain.wait_result(check_interval=0.02, timeout=5)).return_value == "plain"
+    assert loop.time() - started < BACKOFF_S / 2
+
+    # Still in the backoff: no re-send yet, and the waiter's delivery is unacknowledged.
+    assert await stream.length() == 3
+    assert waiter_entry in await stream.pending_ids()
+
+    # After the backoff: the re-send is in the stream, then the delivery is acknowledged.
+    await eventually(lambda: _len_is(stream, 4), BACKOFF_S + 2, "the requeue was sent")
+    await eventually(lambda: _not_pending(stream, waiter_entry), 2, "the first delivery was acknowledged")
+
+    stream.release_holder.set()
+    assert (await holder.wait_result(check_interval=0.02, timeout=5)).return_value == "holder"
+    result = await waiter.wait_result(check_interval=0.02, timeout=BACKOFF_S * 3)
+    assert result.return_value == "waiter"  # the same task id, requeued
+    await eventually(lambda: _len_pending(stream, 0), 5, "every delivery acknowledged")
+
+
+async def test_shutdown_sends_waiting_requeues_at_once(
+    stream: Stream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(TaskPolicy, "backoff_s", lambda self, requeues: 60.0)
+    stream.start_worker(max_async_tasks=4)
+    await stream.tasks["holder"].kiq()
+    await eventually(lambda: _len_pending(stream, 1), 5, "the holder is running")
+    waiter = await stream.tasks["waiter"].kiq()
+    waiter_entry = await stream.entry_of(waiter.task_id)
+    await eventually(lambda: _len_pending(stream, 2), 5, "the waiter was delivered")
+    await asyncio.sleep(0.2)
+    assert await stream.length() == 2
+
+    await stream.stop_worker()
+    await stream.broker.shutdown()  # the middleware publishes the waiting requeue now
+    assert await stream.length() == 3
+    assert waiter_entry not in await stream.pending_ids()
+
+
+async def _len_pending(stream: Stream, count: int) -> bool:
+    return len(await stream.pending_ids()) == count
+
+
+async def _len_is(stream: Stream, count: int) -> bool:
+    return await stream.length() == count
+
+
+async def _not_pending(stream: Stream, entry: bytes) -> bool:
+    return entry not in await stream.pending_ids()

@@ -11,7 +11,9 @@ Beyond py-cachify:
   (through a fill lock, ``<key>-fill<epoch>``, renewed while the computation runs). A waiter
   that has waited ``wait_timeout`` seconds computes itself. A hit costs nothing extra.
 * **Management**, named as in cachier / async-cache: ``reset(*args)`` (one entry, through
-  stacked layers), ``clear_cache()`` (every entry of the function, one O(1) operation),
+  stacked layers), ``clear_cache()`` (every entry of the function, one O(1) operation: the
+  namespace's generation moves on, so old entries become misses at once; their memory is freed
+  when they expire or are overwritten — give entries a TTL where keys are unbounded),
   ``precache_value(*args, value_to_cache=...)``, ``clear_being_calculated()`` (new misses stop
   waiting for computations in flight).
 * **Serve stale while recomputing** (``stale_after=seconds``): an entry older than that is
@@ -21,12 +23,14 @@ Beyond py-cachify:
   cannot be serialized is logged (naming function and key) and returned uncached.
 
 Round trips on Redis: hit 1; miss 2 without single flight, 5 with it (lookup, fill lock,
-re-check, store, release); ``reset``/``clear_cache``/``precache_value`` 1 each.
+re-check, store, release); ``reset`` and ``clear_cache`` 1 per cached layer;
+``precache_value`` 2 (it reads the generation it stores under).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Coroutine
@@ -163,6 +167,8 @@ class CachedFunction:
         self.is_async = is_coroutine_function(func)
         self.inner: CachedFunction | None = getattr(func, "__cachify__", None)
         self._refreshing: set[asyncio.Task[Any]] = set()
+        self._refreshing_keys: set[tuple[str, str]] = set()  # (namespace, key) being refreshed here
+        self._refresh_mutex = threading.Lock()
 
     # -- no I/O --------------------------------------------------------------------------
     def namespace(self, c: Cachify) -> str:
@@ -234,6 +240,12 @@ class CachedFunction:
             filled_by_us = yield from acquire_steps(attempt, fill_key, plan)
         except CachifyBackendError as exc:
             return (yield from self._fail_open(exc, args, kwargs))
+        except BaseException:
+            # Cancelled mid-acquire: the fill lock may be ours; left alone it would make every
+            # caller of this key wait out wait_timeout.
+            with contextlib.suppress(Exception):
+                yield from self._release_fill_steps(fill_key, token, None)
+            raise
         if not filled_by_us:
             logger.info(
                 "cachify: %s: waited %.1fs for another computation; computing",
@@ -313,6 +325,30 @@ class CachedFunction:
     def _refresh_in_background(
         self, c: Cachify, args: tuple[Any, ...], kwargs: dict[str, Any], asyncio_: bool
     ) -> None:
+        """Start one refresh of a stale entry unless this process already runs one for it."""
+        entry = self.lookup(c, args, kwargs)
+        with self._refresh_mutex:
+            if entry in self._refreshing_keys:
+                return
+            self._refreshing_keys.add(entry)
+        try:
+            self._start_refresh(c, args, kwargs, asyncio_, entry)
+        except BaseException:
+            self._refresh_done(entry)
+            raise
+
+    def _refresh_done(self, entry: tuple[str, str]) -> None:
+        with self._refresh_mutex:
+            self._refreshing_keys.discard(entry)
+
+    def _start_refresh(
+        self,
+        c: Cachify,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        asyncio_: bool,
+        entry: tuple[str, str],
+    ) -> None:
         where = func_name(self.func)
         if asyncio_:
             task = asyncio.get_running_loop().create_task(
@@ -322,6 +358,7 @@ class CachedFunction:
             )
             self._refreshing.add(task)
             task.add_done_callback(self._refreshing.discard)
+            task.add_done_callback(lambda _t: self._refresh_done(entry))
             return
 
         def refresh() -> None:
@@ -329,6 +366,8 @@ class CachedFunction:
                 run_blocking(self._refresh_steps(c, args, kwargs, False), c.sync_backend)
             except Exception:
                 logger.exception("cachify: background refresh of %s failed", where)
+            finally:
+                self._refresh_done(entry)
 
         threading.Thread(target=refresh, name=f"cachify-refresh:{where}", daemon=True).start()
 

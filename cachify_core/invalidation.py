@@ -24,7 +24,7 @@ argument the mutation lacks is an error when decorating. ``key_fn(*args, **kwarg
 the cached function's arguments instead: a dict (keyword arguments), a tuple (positional
 arguments) or a single value (the one positional argument).
 Works from sync and async mutations alike, whatever the cached functions' own kinds.
-Round trips: one per target (DEL, or HINCRBY for ``clear_all``) and per cached layer.
+Round trips: one per target (DEL, or INCR of the generation for ``clear_all``) and per cached layer.
 """
 
 from __future__ import annotations

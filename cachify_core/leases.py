@@ -1,7 +1,8 @@
 """Lease renewal (``auto_renew=True``): keep a lock or pool slot alive while its holder runs.
 
-A held lease is renewed every third of its TTL: from one daemon thread per process for
-blocking holders, from an asyncio task per lease for async holders. Renewal stops when the
+A held lease is renewed every third of its TTL: for blocking holders one daemon thread per
+process schedules renewals and a few worker threads make them (so one stalled call delays no
+other lease); for async holders a task per lease does. Renewal stops when the
 holder releases, and dies with the process, so a crashed holder's lease ends within one TTL.
 A renewal that finds the lease gone (expired, or force-released) logs a warning and stops (the
 holder can check ``owned()``); a renewal that fails on a backend error is retried within a
@@ -18,6 +19,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Literal
 
 from .backends import AsyncBackend, SyncBackend
@@ -33,11 +35,25 @@ Kind = Literal["lock", "pool"]
 
 _now = time.monotonic
 
+#: Renewals in flight at once: enough that a few stalled calls leave the others on time.
+RENEWAL_THREADS = 4
+
 
 class Lease:
     """One renewed hold. ``stop()`` ends its renewal (idempotent, no I/O)."""
 
-    __slots__ = ("_on_stop", "_task", "backend", "key", "kind", "lost", "stopped", "token", "ttl_ms")
+    __slots__ = (
+        "_on_stop",
+        "_renewing",
+        "_task",
+        "backend",
+        "key",
+        "kind",
+        "lost",
+        "stopped",
+        "token",
+        "ttl_ms",
+    )
 
     def __init__(
         self, backend: SyncBackend | AsyncBackend, kind: Kind, key: str, token: str, ttl_ms: int
@@ -51,6 +67,9 @@ class Lease:
         self.lost = False
         self._task: asyncio.Task[None] | None = None
         self._on_stop: Callable[[], None] | None = None
+        # Held around a blocking renewal, and by stop(): once stop() returns no renewal is in
+        # flight, so a renewal cannot re-set a lock the holder has just released.
+        self._renewing = threading.Lock()
 
     @property
     def interval_s(self) -> float:
@@ -59,11 +78,17 @@ class Lease:
     def stop(self) -> None:
         if self.stopped:
             return
-        self.stopped = True
+        with self._renewing:
+            self.stopped = True
         if self._task is not None:
             self._task.cancel()
         if self._on_stop is not None:
             self._on_stop()
+
+    def next_delay_s(self, failed: bool) -> float:
+        """Seconds to the next renewal: a third of the TTL, or within a second after a failure
+        (a short outage must not cost the lease)."""
+        return min(self.interval_s, 1.0) if failed else self.interval_s
 
     def _lost(self) -> None:
         self.lost = True
@@ -93,6 +118,7 @@ class Renewer:
         self._seq = itertools.count()
         self._thread: threading.Thread | None = None
         self._stopped = 0  # stopped leases still in the heap (approximately: reset on compaction)
+        self._pool: ThreadPoolExecutor | None = None
 
     def start(self, backend: SyncBackend, kind: Kind, key: str, token: str, ttl_ms: int) -> Lease:
         lease = Lease(backend, kind, key, token, ttl_ms)
@@ -125,21 +151,32 @@ class Renewer:
                 if lease.stopped:
                     self._stopped = max(0, self._stopped - 1)
                     continue
-            started = _now()
+            # Renewals run on a few worker threads: one stalled call (up to a socket timeout)
+            # must not delay every other lease past its expiry.
+            self._executor().submit(self._renew_one, lease)
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=RENEWAL_THREADS, thread_name_prefix="cachify-renew")
+        return self._pool
+
+    def _renew_one(self, lease: Lease) -> None:
+        started = _now()
+        with lease._renewing:
+            if lease.stopped:
+                return
             try:
                 alive = _renew_sync(lease, lease.backend)  # type: ignore[arg-type]
-            except Exception as exc:  # backend down: try again soon, until the lease would be gone
+                failed = False
+            except Exception as exc:  # backend down: try again soon
                 logger.warning("cachify: renewing %s %s failed: %s", lease.kind, lease.key, exc)
-                alive = True
-                delay = min(lease.interval_s, 1.0)
-            else:
-                delay = lease.interval_s
+                alive, failed = True, True
             if not alive:
-                if not lease.stopped:
-                    lease._lost()
-                continue
-            with self._cond:
-                heapq.heappush(self._heap, (started + delay, next(self._seq), lease))
+                lease._lost()
+                return
+        with self._cond:
+            heapq.heappush(self._heap, (started + lease.next_delay_s(failed), next(self._seq), lease))
+            self._cond.notify()
 
     def _after_fork(self) -> None:
         # The child has no renewal thread and owns none of its parent's leases.
@@ -147,6 +184,7 @@ class Renewer:
         self._heap = []
         self._thread = None
         self._stopped = 0
+        self._pool = None
 
 
 renewer = Renewer()
@@ -159,14 +197,17 @@ def start_async_renewal(backend: AsyncBackend, kind: Kind, key: str, token: str,
     lease = Lease(backend, kind, key, token, ttl_ms)
 
     async def loop() -> None:
+        failed = False
         while not lease.stopped:
-            await asyncio.sleep(lease.interval_s)
+            await asyncio.sleep(lease.next_delay_s(failed))
             if lease.stopped:
                 return
             try:
                 alive = await _renew_async(lease, backend)
+                failed = False
             except Exception as exc:
                 logger.warning("cachify: renewing %s %s failed: %s", lease.kind, lease.key, exc)
+                failed = True
                 continue
             if not alive:
                 if not lease.stopped:

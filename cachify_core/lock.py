@@ -23,12 +23,13 @@ from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
 from . import leases
-from .errors import CachifyLockError, CachifyLockNotOwnedError
+from .errors import CachifyBackendError, CachifyLockError, CachifyLockNotOwnedError
 from .instance import Cachify, get_cachify, seconds_to_ms
 from .keys import KeyTemplate
 from .protocols import UNSET, UnsetType
+from .steps import Steps, acquire_steps, give_back_on_failure, run_async, run_blocking
 from .tokens import new_token
-from .waiting import WaitPlan, acquire_async, acquire_blocking
+from .waiting import WaitPlan
 from .wrapping import (
     AsyncLockWrappedF,
     HeldTokens,
@@ -56,26 +57,31 @@ def locked_message(display_key: str) -> str:
     return f"{display_key} is already locked!"
 
 
+def _take_steps(key: str, token: str, ttl_ms: int | None, plan: WaitPlan) -> Steps[bool]:
+    return acquire_steps(lambda waiting: lambda b: b.lock_acquire(key, token, ttl_ms, waiting), key, plan)
+
+
 def take(c: Cachify, key: str, token: str, ttl_ms: int | None, plan: WaitPlan | None) -> bool:
+    """Acquire ``key`` for ``token``: one try, or wait per ``plan`` (1 round trip per try)."""
     backend = c.sync_backend
     if plan is None:
         return backend.lock_acquire(key, token, ttl_ms, False)
-    return acquire_blocking(
-        lambda waiting: backend.lock_acquire(key, token, ttl_ms, waiting),
-        lambda s: backend.wait(key, s),
-        plan,
-    )
+    return run_blocking(_take_steps(key, token, ttl_ms, plan), backend)
 
 
 async def atake(c: Cachify, key: str, token: str, ttl_ms: int | None, plan: WaitPlan | None) -> bool:
     backend = c.async_backend
-    if plan is None:
-        return await backend.lock_acquire(key, token, ttl_ms, False)
-    return await acquire_async(
-        lambda waiting: backend.lock_acquire(key, token, ttl_ms, waiting),
-        lambda s: backend.wait(key, s),
-        plan,
-    )
+    try:
+        if plan is None:
+            return await backend.lock_acquire(key, token, ttl_ms, False)
+        return await run_async(_take_steps(key, token, ttl_ms, plan), backend)
+    except CachifyBackendError:
+        raise  # the server is unreachable: a give-back would only wait out another timeout
+    except BaseException:
+        # Cancelled after the server may have granted it: nobody would ever release this token
+        # otherwise. Compare-and-delete makes this safe whether it was granted or not.
+        await give_back_on_failure(backend.lock_release(key, token))
+        raise
 
 
 def _warn_lost(key: str) -> None:

@@ -19,13 +19,14 @@ from types import TracebackType
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
 from . import leases
-from .errors import CachifyPoolFullError
+from .errors import CachifyBackendError, CachifyPoolFullError
 from .instance import Cachify, get_cachify, seconds_to_ms
 from .keys import KeyTemplate
 from .lock import Held
 from .protocols import UNSET, UnsetType
+from .steps import Steps, acquire_steps, give_back_on_failure, run_async, run_blocking
 from .tokens import new_token
-from .waiting import WaitPlan, acquire_async, acquire_blocking
+from .waiting import WaitPlan
 from .wrapping import AsyncPoolWrappedF, HolderStacks, SyncPoolWrappedF, attach, is_coroutine_function
 
 __all__ = ["PooledDecorator", "make_pooled", "pool", "pooled"]
@@ -59,26 +60,36 @@ def _warn_lost(key: str) -> None:
     )
 
 
+def _take_steps(key: str, token: str, max_size: int, ttl_ms: int | None, plan: WaitPlan) -> Steps[bool]:
+    return acquire_steps(
+        lambda waiting: lambda b: b.pool_acquire(key, token, max_size, ttl_ms, waiting), key, plan
+    )
+
+
 def take_slot(
     c: Cachify, key: str, token: str, max_size: int, ttl_ms: int | None, plan: WaitPlan | None
 ) -> bool:
+    """Lease a slot for ``token``: one try, or wait per ``plan`` (1 round trip per try)."""
     backend = c.sync_backend
-    return acquire_blocking(
-        lambda waiting: backend.pool_acquire(key, token, max_size, ttl_ms, waiting),
-        lambda s: backend.wait(key, s),
-        plan,
-    )
+    if plan is None:
+        return backend.pool_acquire(key, token, max_size, ttl_ms, False)
+    return run_blocking(_take_steps(key, token, max_size, ttl_ms, plan), backend)
 
 
 async def atake_slot(
     c: Cachify, key: str, token: str, max_size: int, ttl_ms: int | None, plan: WaitPlan | None
 ) -> bool:
     backend = c.async_backend
-    return await acquire_async(
-        lambda waiting: backend.pool_acquire(key, token, max_size, ttl_ms, waiting),
-        lambda s: backend.wait(key, s),
-        plan,
-    )
+    try:
+        if plan is None:
+            return await backend.pool_acquire(key, token, max_size, ttl_ms, False)
+        return await run_async(_take_steps(key, token, max_size, ttl_ms, plan), backend)
+    except CachifyBackendError:
+        raise  # the server is unreachable: a give-back would only wait out another timeout
+    except BaseException:
+        # Cancelled after the server may have granted it: give back whatever this token holds.
+        await give_back_on_failure(backend.pool_release(key, token))
+        raise
 
 
 def give_back(c: Cachify, key: str, token: str, lease: leases.Lease | None = None) -> None:
@@ -261,7 +272,7 @@ def make_pooled(
                     new_token(),
                     _slot_ttl_ms(exp_ms, c),
                 )
-                if not await c.async_backend.pool_acquire(full_key, token, max_size, ttl_ms, False):
+                if not await atake_slot(c, full_key, token, max_size, ttl_ms, None):
                     result = when_full(c, full_key, args, kwargs)
                     return await result if inspect.isawaitable(result) else result
                 lease = leases.begin(c, "pool", full_key, token, ttl_ms, auto_renew, True)
@@ -283,7 +294,7 @@ def make_pooled(
                 new_token(),
                 _slot_ttl_ms(exp_ms, c),
             )
-            if not c.sync_backend.pool_acquire(full_key, token, max_size, ttl_ms, False):
+            if not take_slot(c, full_key, token, max_size, ttl_ms, None):
                 return when_full(c, full_key, args, kwargs)
             lease = leases.begin(c, "pool", full_key, token, ttl_ms, auto_renew, False)
             try:

@@ -9,12 +9,14 @@ exists in one copy, and the two drivers below are the only twins.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+import asyncio
+import contextlib
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any, TypeVar
 
 from .waiting import WaitPlan
 
-__all__ = ["Step", "Steps", "acquire_steps", "run_async", "run_blocking"]
+__all__ = ["Step", "Steps", "acquire_steps", "give_back_on_failure", "run_async", "run_blocking"]
 
 T = TypeVar("T")
 
@@ -67,3 +69,10 @@ def acquire_steps(attempt: Callable[[float], Step], key: str, plan: WaitPlan | N
 
 def _wait(key: str, delay_s: float) -> Step:
     return lambda b: b.wait(key, delay_s)
+
+
+async def give_back_on_failure(release: Coroutine[Any, Any, Any]) -> None:
+    """Run ``release`` while an acquire is failing (typically: cancelled) — shielded from a
+    second cancellation, its own errors swallowed so the original one propagates."""
+    with contextlib.suppress(Exception):
+        await asyncio.shield(release)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import os
 import threading
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
@@ -82,6 +84,18 @@ class HolderStacks(Generic[E]):
         return entry
 
 
+_books: weakref.WeakSet[HeldTokens] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for book in list(_books):
+        book._reset_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class HeldTokens:
     """This process's live acquisitions of one decorator, by full key: (token, renewal).
 
@@ -89,10 +103,16 @@ class HeldTokens:
     token, and stop its renewal, instead of deleting whatever is there.
     """
 
-    __slots__ = ("_by_key", "_mutex")
+    __slots__ = ("__weakref__", "_by_key", "_mutex")
 
     def __init__(self) -> None:
         self._by_key: dict[str, list[tuple[str, Any]]] = {}
+        self._mutex = threading.Lock()
+        _books.add(self)
+
+    def _reset_after_fork(self) -> None:
+        # A forked child runs none of its parent's calls, and may inherit the mutex held.
+        self._by_key = {}
         self._mutex = threading.Lock()
 
     def add(self, key: str, token: str, lease: Any = None) -> None:

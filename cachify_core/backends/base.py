@@ -9,8 +9,9 @@ Units: ``ttl_ms`` are milliseconds, ``None`` meaning "never expires"; ``timeout_
 Waiting: an acquire made with ``waiting`` > 0 (the seconds the caller will wait before its next
 try; ``False``/0: it will not wait) that fails registers the caller as a waiter,
 so the next release of that key leaves a wake-up signal; ``wait(key, timeout_s)`` consumes one
-signal or returns after ``timeout_s``. Registration and release are atomic on every backend,
-so a release between a failed acquire and the wait is never missed.
+signal or returns after ``timeout_s``. On the memory and Redis backends registration and
+release are atomic, so a release between a failed acquire and the wait is never missed; the
+custom-client backends cannot signal and ``wait`` just sleeps (polling).
 """
 
 from __future__ import annotations

@@ -3,9 +3,12 @@
 Semantics are best effort, as py-cachify documents for custom clients:
 
 * mutual exclusion is exactly as good as the client's atomic ``set(..., nx=True)``;
-* a release reads the holder and deletes only if it is the caller — two round trips, so a
-  lock that expires between them could, in that window, delete the next holder's lock
-  (Redis and memory backends do compare-and-delete atomically and have no such window);
+* a release (and a lease renewal) reads the holder and then deletes (or re-sets) only if it is
+  the caller — two round trips, so a lock that expires between them could, in that window, be
+  deleted or re-set over the next holder's (Redis and memory backends compare-and-act
+  atomically and have no such window);
+* waiting is polling (``wait`` sleeps ``lock_poll_interval``): nothing signals a release;
+* the client's own errors surface as ``CachifyBackendError`` naming the operation;
 * a pool of ``max_size`` is ``max_size`` slot keys taken with ``set(nx)``: up to
   ``max_size`` round trips to acquire, one to release, ``max_size`` to count;
 * a cache namespace's generation and fill epoch live in one ``<ns>:meta`` key read before the
@@ -20,6 +23,7 @@ import math
 import time
 from typing import Any
 
+from ..errors import CachifyBackendError
 from ..protocols import AsyncClient, SyncClient
 from .base import CacheRead
 
@@ -65,12 +69,71 @@ class _SlotBook:
         self.max_size: dict[str, int] = {}
 
 
+class _Guarded:
+    """A user's blocking client whose failures surface as CachifyBackendError (naming the
+    operation and the client), as the Redis backend's do, so ``cached`` can fail open."""
+
+    def __init__(self, client: SyncClient, name: str) -> None:
+        self._client = client
+        self._name = name
+
+    def get(self, name: str) -> Any:
+        try:
+            return self._client.get(name)
+        except Exception as exc:
+            raise _fail("get", self._name, exc) from exc
+
+    def set(self, name: str, value: Any, ex: int | None = None, nx: bool = False) -> Any:
+        try:
+            return self._client.set(name, value, ex=ex, nx=nx)
+        except Exception as exc:
+            raise _fail("set", self._name, exc) from exc
+
+    def delete(self, *names: str) -> Any:
+        try:
+            return self._client.delete(*names)
+        except Exception as exc:
+            raise _fail("delete", self._name, exc) from exc
+
+
+class _AsyncGuarded:
+    """The asyncio twin of :class:`_Guarded`."""
+
+    def __init__(self, client: AsyncClient, name: str) -> None:
+        self._client = client
+        self._name = name
+
+    async def get(self, name: str) -> Any:
+        try:
+            return await self._client.get(name)
+        except Exception as exc:
+            raise _fail("get", self._name, exc) from exc
+
+    async def set(self, name: str, value: Any, ex: int | None = None, nx: bool = False) -> Any:
+        try:
+            return await self._client.set(name, value, ex=ex, nx=nx)
+        except Exception as exc:
+            raise _fail("set", self._name, exc) from exc
+
+    async def delete(self, *names: str) -> Any:
+        try:
+            return await self._client.delete(*names)
+        except Exception as exc:
+            raise _fail("delete", self._name, exc) from exc
+
+
+def _fail(op: str, name: str, exc: Exception) -> CachifyBackendError:
+    if isinstance(exc, CachifyBackendError):
+        return exc
+    return CachifyBackendError(f"{op} on {name} failed: {type(exc).__name__}: {exc}")
+
+
 class ClientBackend:
     """Blocking backend over a :class:`~cachify_core.protocols.SyncClient`."""
 
     def __init__(self, client: SyncClient) -> None:
-        self.client = client
         self.name = f"custom {type(client).__name__}"
+        self.client = _Guarded(client, self.name)
         self._book = _SlotBook()
 
     def cache_get(self, ns: str, key: str) -> CacheRead:
@@ -148,8 +211,8 @@ class AsyncClientBackend:
     """Asyncio backend over a :class:`~cachify_core.protocols.AsyncClient`."""
 
     def __init__(self, client: AsyncClient) -> None:
-        self.client = client
         self.name = f"custom {type(client).__name__}"
+        self.client = _AsyncGuarded(client, self.name)
         self._book = _SlotBook()
 
     async def cache_get(self, ns: str, key: str) -> CacheRead:

@@ -9,7 +9,7 @@ Bounds: cache entries are evicted least-recently-used beyond ``max_entries``; he
 pool slots live in their own tables and are never evicted (only expired). Expired locks and
 slots are swept in amortised O(1) per acquire.
 
-Waiting is exact: a failed acquire with ``waiting=True`` registers a waiter under the same
+Waiting is exact: a failed acquire with ``waiting`` > 0 registers a waiter under the same
 mutex as the release that signals it, so no wake-up is lost; blocking waiters sleep on a
 per-key ``threading.Condition``, asyncio waiters on a future resolved through their own loop.
 """
@@ -19,8 +19,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
 import threading
 import time
+import weakref
 from collections import OrderedDict
 
 from .base import CacheRead
@@ -29,6 +31,10 @@ __all__ = ["DEFAULT_MAX_ENTRIES", "AsyncMemoryBackend", "MemoryStore"]
 
 #: Enough for a busy process's hot set; at ~200 B of overhead per entry it stays in tens of MB.
 DEFAULT_MAX_ENTRIES = 100_000
+
+#: Acquires between sweeps of expired locks and slots (plus the tables' size, so a sweep's cost
+#: is amortised to O(1) per acquire).
+SWEEP_EVERY_ACQUIRES = 1024
 
 _now = time.monotonic  # module-level so tests can fake the clock
 _NO_META = ("0", "0")
@@ -41,6 +47,15 @@ def _deadline(ttl_ms: int | None) -> float:
 def _resolve(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
+
+
+_stores: weakref.WeakSet[MemoryStore] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # Another thread may have held a store's mutex at fork(); the child has only this thread.
+    for store in list(_stores):
+        store._reset_after_fork()
 
 
 class MemoryStore:
@@ -61,7 +76,16 @@ class MemoryStore:
         self._conds: dict[str, threading.Condition] = {}
         self._async_waiters: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]] = {}
         self._acquires_since_sweep = 0
-        self._sweep_every = 1024
+        self._sweep_every = SWEEP_EVERY_ACQUIRES
+        _stores.add(self)
+
+    def _reset_after_fork(self) -> None:
+        """In a forked child: a fresh mutex, and no waiters (they were the parent's threads and loops)."""
+        self._mutex = threading.Lock()
+        self._waiters.clear()
+        self._signals.clear()
+        self._conds.clear()
+        self._async_waiters.clear()
 
     # -- cache entries -------------------------------------------------------------------
     def cache_get(self, ns: str, key: str) -> CacheRead:
@@ -110,7 +134,7 @@ class MemoryStore:
     def lock_acquire(self, key: str, token: str, ttl_ms: int | None, waiting: float) -> bool:
         now = _now()
         with self._mutex:
-            self._acquires_since_sweep += 1
+            self._acquires_since_sweep += 1  # _maybe_sweep, inlined on the hot path
             if self._acquires_since_sweep > self._sweep_every:
                 self._sweep(now)
             held = self._locks.get(key)
@@ -215,7 +239,7 @@ class MemoryStore:
         for key in list(self._pools):
             if not self._live_slots(key):
                 del self._pools[key]
-        self._sweep_every = 1024 + len(self._locks) + len(self._pools)
+        self._sweep_every = SWEEP_EVERY_ACQUIRES + len(self._locks) + len(self._pools)
 
     # -- waiting -------------------------------------------------------------------------
     def _signal(self, key: str) -> None:
@@ -331,3 +355,7 @@ class AsyncMemoryBackend:
 
     async def wait(self, key: str, timeout_s: float) -> bool:
         return await self.store.await_signal(key, timeout_s)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

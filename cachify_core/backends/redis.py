@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -206,15 +205,12 @@ def _check_binary(client: Any) -> None:
 
 
 def _redis_errors() -> tuple[type[BaseException], ...]:
+    """What a backend call translates into CachifyBackendError: every redis-py error (outages,
+    OOM, READONLY after a failover, CLUSTERDOWN, ...) and socket errors. NOSCRIPT is handled
+    before it gets here."""
     import redis.exceptions as rexc
 
-    return (
-        rexc.ConnectionError,
-        rexc.TimeoutError,
-        rexc.ClusterDownError,
-        rexc.RedisClusterException,
-        OSError,
-    )
+    return (rexc.RedisError, OSError)
 
 
 def _fail(op: str, server: str, exc: BaseException) -> CachifyBackendError:
@@ -323,34 +319,30 @@ class AsyncRedisBackend:
             _check_binary(client)
         self._client = client
         self._factory = factory
-        self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
-            weakref.WeakKeyDictionary()
-        )
+        # loop -> (client, wire). A plain dict, not weak: the connections reference their loop,
+        # so weak keys would never die; closed loops are dropped when a new loop shows up.
+        self._per_loop: dict[asyncio.AbstractEventLoop, tuple[Any, AsyncWire]] = {}
         self.name = name or _describe(client)
-        self._wires: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncWire] = (
-            weakref.WeakKeyDictionary()
-        )
         self._no_script = NoScriptError
         self._errors = _redis_errors()
 
+    def _bound(self) -> tuple[Any, AsyncWire]:
+        loop = asyncio.get_running_loop()
+        bound = self._per_loop.get(loop)
+        if bound is None:
+            for old in [old for old in self._per_loop if old.is_closed()]:
+                self._per_loop.pop(old)[1].abandon()
+            client = self._client if self._client is not None else self._factory()  # type: ignore[misc]
+            bound = self._per_loop[loop] = (client, AsyncWire(client))
+        return bound
+
     @property
     def _wire(self) -> AsyncWire:
-        loop = asyncio.get_running_loop()
-        wire = self._wires.get(loop)
-        if wire is None:
-            wire = self._wires[loop] = AsyncWire(self.client)
-        return wire
+        return self._bound()[1]
 
     @property
     def client(self) -> Any:
-        if self._client is not None:
-            return self._client
-        loop = asyncio.get_running_loop()
-        client = self._per_loop.get(loop)
-        if client is None:
-            assert self._factory is not None
-            client = self._per_loop[loop] = self._factory()
-        return client
+        return self._bound()[0]
 
     async def _script(self, op: str, call: _Call) -> Any:
         script, keys, args = call
@@ -473,7 +465,8 @@ def clients_from_url(url: str) -> tuple[Any, Callable[[], Any]]:
 _PORTABLE = (
     "host", "port", "db", "username", "password", "socket_timeout", "socket_connect_timeout",
     "socket_keepalive", "client_name", "ssl_keyfile", "ssl_certfile", "ssl_cert_reqs", "ssl_ca_certs",
-    "ssl_check_hostname",
+    "ssl_check_hostname", "ssl_ca_data", "ssl_password", "ssl_min_version", "credential_provider",
+    "health_check_interval",
 )  # fmt: skip
 
 

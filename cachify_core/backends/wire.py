@@ -104,6 +104,15 @@ class AsyncWire:
             self._kwargs = dict(pool.connection_kwargs)
         self._idle: list[tuple[Any, float]] = []
 
+    def abandon(self) -> None:
+        """Close the idle sockets of a wire whose event loop has closed (no awaiting possible)."""
+        for conn, _used in self._idle:
+            writer = getattr(conn, "_writer", None)
+            if writer is not None:
+                with contextlib.suppress(Exception):
+                    writer.transport.abort()
+        self._idle = []
+
     async def _take(self) -> Any:
         try:
             conn, used_at = self._idle.pop()

@@ -7,9 +7,10 @@ same task id is recognised as the holder; slots carry a fresh token per run. Bot
 while the task runs (:mod:`cachify_core.leases`), so a dead worker's hold and slot end within
 their TTL.
 
-Round trips on Redis: claim 1 (2 on a conflict: the holder's id is read back); admit 1 per
-enabled feature (cache GET, hold check, slot acquire); finish 1 per feature (SET on a cacheable
-success, slot release, hold release).
+Round trips on Redis: claim 1 (2 on a conflict: the holder's id is read back); admit about 1
+per enabled feature (cache lookup; hold check, 1-3; slot acquire; plus the claim's release on a
+cache hit or in mode until_started); finish 1 per feature (store a cacheable success, slot
+release, hold release).
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from __future__ import annotations
 import enum
 import logging
 import random
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .. import leases
-from ..errors import CachifyLockError, CachifyPoolFullError
+from ..errors import CachifyBackendError, CachifyLockError, CachifyPoolFullError
 from ..instance import Cachify, get_cachify, seconds_to_ms
 from ..protocols import UnsetType
 from ..serialization import CachifySerializationError
@@ -43,7 +45,8 @@ __all__ = [
 logger = logging.getLogger("cachify.tasks")
 
 Outcome = Literal["success", "failure", "retry"]
-_CLAIM_ATTEMPTS = 3  #: a hold freed between our failed SET NX and the holder read is retried
+#: Tries of a claim: a hold freed between a failed SET NX and the holder read is tried again.
+_CLAIM_ATTEMPTS = 3
 
 
 class CachifyDuplicateError(CachifyLockError):
@@ -294,8 +297,13 @@ class TaskPolicy:
                 handle.slot_lease = leases.begin(c, "pool", slot_key, token, slot_ttl, True, asyncio)
             yield from self._unclaim_steps(task_id, started_key)
         except BaseException:
-            leases.end(handle.once_lease)
-            leases.end(handle.slot_lease)
+            # Failed or cancelled half-way: give back what this admission took (a queued claim
+            # stays: the framework decides whether the task id runs again).
+            if not isinstance(sys.exc_info()[1], CachifyBackendError):  # else: unreachable, TTLs free it
+                try:
+                    yield from self._release_steps(handle, keep_queued_hold=True)
+                except Exception as exc:
+                    logger.error("cachify: task %s: releasing after a failed admission: %s", o.task_name, exc)
             raise
         return Admission(Verdict.RUN, handle=handle)
 
@@ -308,15 +316,18 @@ class TaskPolicy:
         leases.end(handle.slot_lease)
         leases.end(handle.once_lease)
         slot_key, slot_token, once_key = handle.slot_key, handle.slot_token, handle.once_key
-        if slot_key is not None and slot_token is not None:
-            yield lambda b: b.pool_release(slot_key, slot_token)
-        if once_key is not None:
-            ttl = self._once_ttl_ms()
-            mode = self.options.once_mode
-            if (keep_queued_hold and mode == "queued") or (retry and mode == "running"):
-                yield lambda b: b.lock_extend(once_key, handle.task_id, ttl)
-            else:
-                yield lambda b: b.lock_release(once_key, handle.task_id)
+        handle.slot_key = handle.once_key = None  # released at most once, even if a step fails
+        try:
+            if slot_key is not None and slot_token is not None:
+                yield lambda b: b.pool_release(slot_key, slot_token)
+        finally:  # a failed slot release must not keep the hold for once_ttl too
+            if once_key is not None:
+                ttl = self._once_ttl_ms()
+                mode = self.options.once_mode
+                if (keep_queued_hold and mode == "queued") or (retry and mode == "running"):
+                    yield lambda b: b.lock_extend(once_key, handle.task_id, ttl)
+                else:
+                    yield lambda b: b.lock_release(once_key, handle.task_id)
 
     def _finish_steps(self, handle: RunHandle, outcome: Outcome, result: Any) -> Steps[None]:
         if handle.finished:

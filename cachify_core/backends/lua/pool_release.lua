@@ -4,9 +4,16 @@
 -- KEYS[2]  waiting flag    "{<prefix><key>-pool}:waiting"
 -- KEYS[3]  wake list       "{<prefix><key>-pool}:wake"
 -- ARGV[1]  token of the caller
--- returns  1 if released, 0 if the caller held no slot (expired, or never leased)
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then
+-- returns  1 if a live slot was released, 0 if the caller held none (expired, or never leased)
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ends = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not ends then
   return 0
+end
+redis.call('ZREM', KEYS[1], ARGV[1])
+if tonumber(ends) <= now then
+  return 0  -- it had expired: the cap may already have been exceeded; the caller warns
 end
 -- the set lives as long as its longest remaining lease: a lease without expiry may just have
 -- left, and the set must not outlive the others (an abandoned pool leaves nothing)

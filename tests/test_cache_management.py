@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import itertools
 import logging
 import socket
 import threading
@@ -41,56 +40,16 @@ from cachify_core import (
 )
 from cachify_core.errors import CachifyError
 
+from .servers import free_port
 from .storage import stored
+from .support import KINDS, Counter, counting, invoke
 from .test_stampede import ServerCommands
 
-KINDS = ["sync", "async"]
 #: Upper bound of every wait in this file, in seconds.
 WAIT_S = 5.0
 
 
 # -- helpers --------------------------------------------------------------------------------
-async def invoke(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Call ``fn`` and await the result if it is awaitable (sync and async alike)."""
-    result = fn(*args, **kwargs)
-    if inspect.isawaitable(result):
-        result = await result
-    return result
-
-
-def counting(kind: str) -> tuple[Callable[..., Any], list[tuple[int, int]]]:
-    """A function ``fn(a, b=0) -> a + b`` of the given kind that records its calls."""
-    calls: list[tuple[int, int]] = []
-    if kind == "sync":
-
-        def fn(a: int, b: int = 0) -> int:
-            calls.append((a, b))
-            return a + b
-
-        return fn, calls
-
-    async def afn(a: int, b: int = 0) -> int:
-        calls.append((a, b))
-        await asyncio.sleep(0)
-        return a + b
-
-    return afn, calls
-
-
-class Counter:
-    """Thread-safe numbering of computations: each run returns a value no other run returns."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._runs = itertools.count(1)
-        self.calls = 0
-
-    def next(self) -> str:
-        with self._lock:
-            self.calls += 1
-            return f"run-{next(self._runs)}"
-
-
 class _Where(str):
     """Names an entry for the codec's log lines, as a string or as a callable making one."""
 
@@ -737,14 +696,6 @@ def test_without_stale_after_an_old_entry_is_a_plain_hit(cachify: Cachify) -> No
 
 
 # -- the backend down: cached fails open, locks/once/pools fail closed ------------------------
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = int(s.getsockname()[1])
-    s.close()
-    return port
-
-
 NO_RETRY = {"retry": Retry(NoBackoff(), 0)}
 
 

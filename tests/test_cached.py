@@ -21,41 +21,14 @@ from cachify_core import instance as instance_module
 from cachify_core.backends import memory as memory_module
 
 from .storage import redis_key, stored
+from .support import KINDS, counting, invoke
 
-KINDS = ["sync", "async"]
 VIAS = ["global", "instance"]
 
 NOT_INITIALIZED = "Cachify is not initialized, did you forget to call `init_cachify`?"
 
 
 # -- helpers --------------------------------------------------------------------------------
-async def invoke(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Call ``fn`` and await the result if it is awaitable (sync and async alike)."""
-    result = fn(*args, **kwargs)
-    if inspect.isawaitable(result):
-        result = await result
-    return result
-
-
-def counting(kind: str, body: Callable[[int, int], Any] = lambda a, b: a + b) -> tuple[Any, list[Any]]:
-    """A function ``fn(a, b=0)`` of the given kind that records its calls."""
-    calls: list[tuple[int, int]] = []
-    if kind == "sync":
-
-        def fn(a: int, b: int = 0) -> Any:
-            calls.append((a, b))
-            return body(a, b)
-
-        return fn, calls
-
-    async def afn(a: int, b: int = 0) -> Any:
-        calls.append((a, b))
-        await asyncio.sleep(0)
-        return body(a, b)
-
-    return afn, calls
-
-
 def decorator_for(via: str, c: Cachify) -> Callable[..., Any]:
     """``cached`` (global, which the ``cachify`` fixture points at ``c``) or ``c.cached``."""
     return cached if via == "global" else c.cached

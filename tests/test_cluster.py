@@ -29,11 +29,10 @@ from cachify_core import (
 )
 
 from .conftest import CLUSTER_BACKENDS, async_cluster_client
+from .support import WAIT_S, Worker, await_until, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
-#: Upper bound of every wait in this file, in seconds.
-WAIT_S = 5.0
 #: A waiter woken by a release must get the lock or slot within this many seconds of it.
 HANDOVER_S = 2.0
 #: Poll interval of the instances that prove hand-over by notification.
@@ -91,43 +90,6 @@ def nodes_holding(c: Cachify) -> set[str]:
 
 def pttl(c: Cachify, redis_key: str) -> int:
     return int(client_of(c).pttl(redis_key))
-
-
-class Worker(threading.Thread):
-    """A thread that keeps its target's result or exception for :meth:`finish`."""
-
-    def __init__(self, target: Callable[[], Any]) -> None:
-        super().__init__(daemon=True)
-        self.fn = target
-        self.result: Any = None
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            self.result = self.fn()
-        except BaseException as exc:
-            self.error = exc
-
-    def finish(self, timeout_s: float = WAIT_S * 2) -> Any:
-        self.join(timeout_s)
-        assert not self.is_alive(), "worker thread did not finish in time"
-        if self.error is not None:
-            raise self.error
-        return self.result
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
-
-
-async def await_until(predicate: Callable[[], bool], timeout_s: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 def waiting_flag_set(c: Cachify, redis_key: str) -> Callable[[], bool]:

@@ -14,13 +14,10 @@ import asyncio
 import contextlib
 import inspect
 import logging
-import multiprocessing
-import os
 import signal
-import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -43,10 +40,19 @@ from cachify_core import leases as leases_module
 from cachify_core.backends import memory as memory_module
 
 from . import mp_workers_cache
+from .support import (
+    CTX,
+    KINDS,
+    WAIT_S,
+    assert_crash_hold_freed_by_expiry,
+    await_until,
+    reaped,
+    sigkill,
+    start_all,
+    started,
+    wait_until,
+)
 
-KINDS = ["sync", "async"]
-#: Upper bound of every wait in this file, in seconds.
-WAIT_S = 5.0
 #: The lease of every auto-renewed hold here, and how long the holder works (> 2 leases).
 TTL_S = 1.0
 WORK_S = 2.5
@@ -86,41 +92,7 @@ def remaining_s(c: Cachify, full_key: str) -> float | None:
 
 
 def run_in_thread(fn: Callable[[], Any]) -> Any:
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["result"] = fn()
-        except BaseException as exc:
-            box["error"] = exc
-
-    t = threading.Thread(target=target, daemon=True)
-    t.start()
-    t.join(WAIT_S)
-    assert not t.is_alive(), "thread did not finish in time"
-    if "error" in box:
-        raise box["error"]
-    return box["result"]
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    for _ in range(int(timeout_s / 0.01) + 1):
-        if predicate():
-            return
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
-    raise AssertionError("condition not met in time")
-
-
-async def await_until(predicate: Callable[[], Awaitable[bool]], timeout_s: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    for _ in range(int(timeout_s / 0.01) + 1):
-        if await predicate():
-            return
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not met in time")
+    return started(fn).finish(WAIT_S)
 
 
 def spy(monkeypatch: pytest.MonkeyPatch, backend: Any, method: str) -> list[tuple[Any, ...]]:
@@ -676,18 +648,6 @@ def test_renewal_of_a_lease_taken_away_warns_and_stops(
 
 
 # -- fault: a renewing holder killed with SIGKILL -----------------------------------------------
-CTX = multiprocessing.get_context("spawn")
-
-
-@pytest.fixture
-def raw(flushed_redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(flushed_redis_url, socket_timeout=10)
-    try:
-        yield client
-    finally:
-        client.close()
-
-
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 def test_killed_renewing_holder_frees_lock_and_slot_within_one_ttl(
     flushed_redis_url: str, raw: redis.Redis
@@ -697,11 +657,8 @@ def test_killed_renewing_holder_frees_lock_and_slot_within_one_ttl(
     c = init_cachify(url=flushed_redis_url, is_global=False, prefix=prefix, lock_poll_interval=0.05)
     lock_key = f"{prefix}crash-lock"
     holding = CTX.Event()
-    child = CTX.Process(
-        target=mp_workers_cache.renewing_holder, args=(flushed_redis_url, prefix, ttl_s, holding), daemon=True
-    )
-    child.start()
-    try:
+    (child,) = start_all(mp_workers_cache.renewing_holder, [(flushed_redis_url, prefix, ttl_s, holding)])
+    with reaped(child):
         assert holding.wait(15), (
             f"the child never held the lock and the slot: {raw.lrange(prefix + 'errors', 0, -1)}"
         )
@@ -719,22 +676,10 @@ def test_killed_renewing_holder_frees_lock_and_slot_within_one_ttl(
         assert held_for >= 2 * ttl_s, f"observed the hold for only {held_for:.2f}s"
         assert child.is_alive()
 
-        assert child.pid is not None
-        os.kill(child.pid, signal.SIGKILL)
-        killed_at = time.monotonic()
-        child.join(5)
-        assert child.exitcode == -signal.SIGKILL
+        killed_at = sigkill(child)
 
         # nothing released them: still held right after the kill ...
         with pytest.raises(CachifyLockError), c.lock("crash"):
             pass
         # ... until the last renewal's TTL runs out; a waiter gets both then
-        with c.lock("crash", nowait=False, timeout=5), c.pool("crash", 1, timeout=5):
-            elapsed = time.monotonic() - killed_at
-            assert c.pool("crash", 1).size() == 1
-        assert elapsed < ttl_s + margin_s, f"took {elapsed:.2f}s after the kill (TTL {ttl_s}s)"
-        assert not raw.lrange(prefix + "errors", 0, -1)
-    finally:
-        if child.is_alive():
-            child.kill()
-            child.join(5)
+        assert_crash_hold_freed_by_expiry(c, raw, prefix, killed_at, ttl_s, margin_s)

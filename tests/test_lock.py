@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -19,73 +18,13 @@ import pytest
 
 from cachify_core import Cachify, CachifyLockError, CachifyLockNotOwnedError, init_cachify, lock
 
-#: Upper bound of every wait in this file, in seconds.
-WAIT_S = 5.0
+from .support import WAIT_S, await_until, crowd_tasks, crowd_threads, lost_warnings, started, wait_until
+
 #: A waiter woken by the release must get the lock within this many seconds of it; with
 #: ``lock_poll_interval=5`` only a notification can make it.
 HANDOVER_S = 2.0
 #: Poll interval of the instances used to prove hand-over by notification.
 SLOW_POLL_S = 5
-LOST = "expired or changed hands"
-
-
-class Worker(threading.Thread):
-    """A thread that keeps its target's result or exception for :meth:`finish`."""
-
-    def __init__(self, target: Callable[[], Any]) -> None:
-        super().__init__(daemon=True)
-        self.fn = target
-        self.result: Any = None
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            self.result = self.fn()
-        except BaseException as exc:
-            self.error = exc
-
-    def finish(self, timeout_s: float = WAIT_S * 2) -> Any:
-        self.join(timeout_s)
-        assert not self.is_alive(), "worker thread did not finish in time"
-        if self.error is not None:
-            raise self.error
-        return self.result
-
-
-def started(target: Callable[[], Any]) -> Worker:
-    worker = Worker(target)
-    worker.start()
-    return worker
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
-
-
-async def await_until(predicate: Callable[[], Awaitable[bool] | bool], timeout_s: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    for _ in range(int(timeout_s / 0.01) + 1):
-        outcome = predicate()
-        if inspect.isawaitable(outcome):
-            outcome = await outcome
-        if outcome:
-            return
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not met in time")
-
-
-def lost_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and LOST in r.getMessage()]
-
-
-@pytest.fixture
-def warnings_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    caplog.set_level(logging.WARNING, logger="cachify")
-    return caplog
 
 
 # -- conflict, waiting, timeout ---------------------------------------------------------------
@@ -378,41 +317,14 @@ async def test_force_release_deletes_whoever_holds_it_async(
 # -- one object, many threads / tasks -----------------------------------------------------------
 def test_one_object_entered_by_many_threads(cachify: Cachify) -> None:
     lk = cachify.lock("shared", nowait=False, timeout=WAIT_S * 2)
-    mutex = threading.Lock()
-    stats = {"active": 0, "peak": 0, "done": 0}
-
-    def work() -> None:
-        for _ in range(5):
-            with lk:
-                with mutex:
-                    stats["active"] += 1
-                    stats["peak"] = max(stats["peak"], stats["active"])
-                time.sleep(0.002)
-                with mutex:
-                    stats["active"] -= 1
-                    stats["done"] += 1
-
-    workers = [started(work) for _ in range(6)]
-    for worker in workers:
-        worker.finish(WAIT_S * 4)
+    stats = crowd_threads(lk, threads=6, rounds=5)
     assert stats == {"active": 0, "peak": 1, "done": 30}
     assert not lk.is_locked()
 
 
 async def test_one_object_entered_by_many_tasks(cachify: Cachify) -> None:
     lk = lock("shared", nowait=False, timeout=WAIT_S * 2)
-    stats = {"active": 0, "peak": 0, "done": 0}
-
-    async def work() -> None:
-        for _ in range(5):
-            async with lk:
-                stats["active"] += 1
-                stats["peak"] = max(stats["peak"], stats["active"])
-                await asyncio.sleep(0.002)
-                stats["active"] -= 1
-                stats["done"] += 1
-
-    await asyncio.wait_for(asyncio.gather(*(work() for _ in range(6))), WAIT_S * 4)
+    stats = await crowd_tasks(lk, tasks=6, rounds=5)
     assert stats == {"active": 0, "peak": 1, "done": 30}
     assert not await lk.is_alocked()
 

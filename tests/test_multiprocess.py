@@ -8,14 +8,8 @@ parent but Redis. Every child is joined with a deadline and terminated if it ove
 from __future__ import annotations
 
 import itertools
-import multiprocessing
-import os
 import signal
-import time
 import uuid
-from collections.abc import Callable, Iterator
-from multiprocessing.context import SpawnProcess
-from typing import Any
 
 import pytest
 import redis
@@ -23,8 +17,7 @@ import redis
 from cachify_core import CachifyLockError, CachifyPoolFullError, init_cachify
 
 from . import mp_workers
-
-CTX = multiprocessing.get_context("spawn")
+from .support import CTX, assert_crash_hold_freed_by_expiry, join_all, reaped, sigkill, start_all
 
 #: Wall-clock bound on any one test's children.
 JOIN_TIMEOUT_S = 25.0
@@ -35,47 +28,13 @@ def prefix() -> str:
     return f"MP{uuid.uuid4().hex[:8]}-"
 
 
-@pytest.fixture
-def raw(flushed_redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(flushed_redis_url, socket_timeout=10)
-    try:
-        yield client
-    finally:
-        client.close()
-
-
-def start_all(target: Callable[..., None], arg_lists: list[tuple[Any, ...]]) -> list[SpawnProcess]:
-    procs = [CTX.Process(target=target, args=args, daemon=True) for args in arg_lists]
-    for p in procs:
-        p.start()
-    return procs
-
-
-def join_all(procs: list[SpawnProcess], raw: redis.Redis, prefix: str) -> None:
-    """Join every child by one shared deadline; terminate stragglers; fail on any child error."""
-    deadline = time.monotonic() + JOIN_TIMEOUT_S
-    try:
-        for p in procs:
-            p.join(max(0.0, deadline - time.monotonic()))
-    finally:
-        stragglers = [p for p in procs if p.is_alive()]
-        for p in stragglers:
-            p.terminate()
-        for p in stragglers:
-            p.join(5)
-    errors = [e.decode() for e in raw.lrange(prefix + "errors", 0, -1)]
-    assert not errors, "worker raised:\n" + "\n".join(errors)
-    assert not stragglers, f"{len(stragglers)} worker(s) overran {JOIN_TIMEOUT_S}s and were terminated"
-    assert [p.exitcode for p in procs] == [0] * len(procs)
-
-
 def test_lock_is_mutually_exclusive_across_processes(
     flushed_redis_url: str, raw: redis.Redis, prefix: str
 ) -> None:
     n, k = 4, 25
     barrier = CTX.Barrier(n)
     procs = start_all(mp_workers.lock_worker, [(flushed_redis_url, prefix, i, k, barrier) for i in range(n)])
-    join_all(procs, raw, prefix)
+    join_all(procs, raw, prefix, JOIN_TIMEOUT_S)
 
     violations = [v.decode() for v in raw.lrange(prefix + "violations", 0, -1)]
     assert violations == []
@@ -100,7 +59,7 @@ def test_pool_caps_concurrent_holders_across_processes(
     procs = start_all(
         mp_workers.pool_worker, [(flushed_redis_url, prefix, i, k, max_size, barrier) for i in range(n)]
     )
-    join_all(procs, raw, prefix)
+    join_all(procs, raw, prefix, JOIN_TIMEOUT_S)
 
     observed = [int(x) for x in raw.lrange(prefix + "observed", 0, -1)]
     assert len(observed) == n * k
@@ -118,15 +77,11 @@ def test_killed_holder_frees_lock_and_slot_by_expiry(
     c = init_cachify(url=flushed_redis_url, is_global=False, prefix=prefix, lock_poll_interval=0.05)
     holding = CTX.Event()
     (child,) = start_all(mp_workers.crash_holder, [(flushed_redis_url, prefix, holding)])
-    try:
+    with reaped(child):
         assert holding.wait(15), (
             f"the child never held the lock and the slot: {raw.lrange(prefix + 'errors', 0, -1)}"
         )
-        assert child.pid is not None
-        os.kill(child.pid, signal.SIGKILL)
-        killed_at = time.monotonic()
-        child.join(5)
-        assert child.exitcode == -signal.SIGKILL
+        killed_at = sigkill(child)
 
         # the dead holder's lock and slot outlive it: nothing released them
         assert c.lock("crash").is_locked()
@@ -137,22 +92,14 @@ def test_killed_holder_frees_lock_and_slot_by_expiry(
             pass
 
         # ... until their TTL runs out, and a waiter gets them then
-        with c.lock("crash", nowait=False, timeout=5), c.pool("crash", 1, timeout=5):
-            elapsed = time.monotonic() - killed_at
-            assert c.pool("crash", 1).size() == 1
-        assert elapsed < ttl_s + margin_s, f"took {elapsed:.2f}s after the kill (TTL {ttl_s}s)"
-        assert not raw.lrange(prefix + "errors", 0, -1)
-    finally:
-        if child.is_alive():
-            child.kill()
-            child.join(5)
+        assert_crash_hold_freed_by_expiry(c, raw, prefix, killed_at, ttl_s, margin_s)
 
 
 def test_once_runs_once_across_processes(flushed_redis_url: str, raw: redis.Redis, prefix: str) -> None:
     n = 4
     barrier = CTX.Barrier(n)
     procs = start_all(mp_workers.once_worker, [(flushed_redis_url, prefix, i, barrier) for i in range(n)])
-    join_all(procs, raw, prefix)
+    join_all(procs, raw, prefix, JOIN_TIMEOUT_S)
 
     assert int(raw.get(prefix + "runs") or 0) == 1
     results = sorted(r.decode() for r in raw.lrange(prefix + "results", 0, -1))

@@ -4,79 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import logging
 import threading
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import date, datetime
-from typing import Any
 
 import pytest
 
 from cachify_core import Cachify, CachifyLockError, CachifyLockNotOwnedError, lock, once
 
-#: Upper bound of every wait in this file, in seconds.
-WAIT_S = 5.0
-LOST = "expired or changed hands"
-
-
-class Worker(threading.Thread):
-    """A thread that keeps its target's result or exception for :meth:`finish`."""
-
-    def __init__(self, target: Callable[[], Any]) -> None:
-        super().__init__(daemon=True)
-        self.fn = target
-        self.result: Any = None
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            self.result = self.fn()
-        except BaseException as exc:
-            self.error = exc
-
-    def finish(self, timeout_s: float = WAIT_S * 2) -> Any:
-        self.join(timeout_s)
-        assert not self.is_alive(), "worker thread did not finish in time"
-        if self.error is not None:
-            raise self.error
-        return self.result
-
-
-def started(target: Callable[[], Any]) -> Worker:
-    worker = Worker(target)
-    worker.start()
-    return worker
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
-
-
-async def await_until(predicate: Callable[[], Awaitable[bool] | bool], timeout_s: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    for _ in range(int(timeout_s / 0.01) + 1):
-        outcome = predicate()
-        if inspect.isawaitable(outcome):
-            outcome = await outcome
-        if outcome:
-            return
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not met in time")
-
-
-def lost_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and LOST in r.getMessage()]
-
-
-@pytest.fixture
-def warnings_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    caplog.set_level(logging.WARNING, logger="cachify")
-    return caplog
+from .support import WAIT_S, await_until, lost_warnings, started, wait_until
 
 
 # -- overlapping calls ---------------------------------------------------------------------------

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import logging
 import threading
 import time
 from collections.abc import Callable
@@ -18,48 +17,12 @@ import pytest
 
 from cachify_core import Cachify, CachifyPoolFullError, init_cachify, lock, pool, pooled
 
-#: Upper bound of every wait in this file, in seconds.
-WAIT_S = 5.0
+from .support import WAIT_S, crowd_tasks, crowd_threads, started, wait_until
+
 #: A waiter woken by a release must get its slot within this many seconds of it.
 HANDOVER_S = 2.0
 SLOW_POLL_S = 5
 EXPIRED = "had expired before its holder released it"
-
-
-class Worker(threading.Thread):
-    """A thread that keeps its target's result or exception for :meth:`finish`."""
-
-    def __init__(self, target: Callable[[], Any]) -> None:
-        super().__init__(daemon=True)
-        self.fn = target
-        self.result: Any = None
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            self.result = self.fn()
-        except BaseException as exc:
-            self.error = exc
-
-    def finish(self, timeout_s: float = WAIT_S * 2) -> Any:
-        self.join(timeout_s)
-        assert not self.is_alive(), "worker thread did not finish in time"
-        if self.error is not None:
-            raise self.error
-        return self.result
-
-
-def started(target: Callable[[], Any]) -> Worker:
-    worker = Worker(target)
-    worker.start()
-    return worker
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
 
 
 def leftover_state(c: Cachify, backend: str) -> list[Any]:
@@ -69,12 +32,6 @@ def leftover_state(c: Cachify, backend: str) -> list[Any]:
         return [*store._pools, *store._locks]
     client: Any = c.sync_backend.client  # type: ignore[attr-defined]
     return list(client.keys(f"*{c.prefix}*"))
-
-
-@pytest.fixture
-def warnings_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    caplog.set_level(logging.WARNING, logger="cachify")
-    return caplog
 
 
 # -- capacity -------------------------------------------------------------------------------------
@@ -337,23 +294,7 @@ async def test_several_waiters_all_get_a_slot_async(make_cachify: Callable[..., 
 # -- never more than max_size -------------------------------------------------------------------------
 def test_threads_never_exceed_max_size(cachify: Cachify) -> None:
     p = cachify.pool("hammer", 3, timeout=WAIT_S * 2)
-    mutex = threading.Lock()
-    stats = {"active": 0, "peak": 0, "done": 0}
-
-    def work() -> None:
-        for _ in range(15):
-            with p:
-                with mutex:
-                    stats["active"] += 1
-                    stats["peak"] = max(stats["peak"], stats["active"])
-                time.sleep(0.002)
-                with mutex:
-                    stats["active"] -= 1
-                    stats["done"] += 1
-
-    workers = [started(work) for _ in range(8)]
-    for worker in workers:
-        worker.finish(WAIT_S * 4)
+    stats = crowd_threads(p, threads=8, rounds=15)
     assert stats["active"] == 0
     assert stats["done"] == 8 * 15
     assert 1 <= stats["peak"] <= 3
@@ -362,18 +303,7 @@ def test_threads_never_exceed_max_size(cachify: Cachify) -> None:
 
 async def test_tasks_never_exceed_max_size(cachify: Cachify) -> None:
     p = pool("hammer", 3, timeout=WAIT_S * 2)
-    stats = {"active": 0, "peak": 0, "done": 0}
-
-    async def work() -> None:
-        for _ in range(15):
-            async with p:
-                stats["active"] += 1
-                stats["peak"] = max(stats["peak"], stats["active"])
-                await asyncio.sleep(0.002)
-                stats["active"] -= 1
-                stats["done"] += 1
-
-    await asyncio.wait_for(asyncio.gather(*(work() for _ in range(8))), WAIT_S * 4)
+    stats = await crowd_tasks(p, tasks=8, rounds=15)
     assert stats == {"active": 0, "peak": 3, "done": 8 * 15}
     assert await p.asize() == 0
 

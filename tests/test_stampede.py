@@ -14,12 +14,10 @@ import asyncio
 import inspect
 import itertools
 import logging
-import multiprocessing
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from multiprocessing.context import SpawnProcess
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -29,6 +27,7 @@ from cachify_core import Cachify, cached, init_cachify
 from cachify_core import instance as instance_module
 
 from . import mp_workers_cache
+from .support import CTX, Counter, join_all, start_all
 
 #: Upper bound of every wait in this file, in seconds.
 WAIT_S = 10.0
@@ -36,20 +35,6 @@ WAIT_S = 10.0
 CALLERS = 20
 #: How long the stampeded function computes.
 COMPUTE_S = 0.2
-
-
-class Counter:
-    """Thread-safe numbering of computations: each run returns a value no other run returns."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._runs = itertools.count(1)
-        self.calls = 0
-
-    def next(self) -> str:
-        with self._lock:
-            self.calls += 1
-            return f"run-{next(self._runs)}"
 
 
 def run_threads(target: Callable[[], Any], n: int) -> list[Any]:
@@ -310,18 +295,8 @@ def test_a_failing_computation_lets_the_waiters_compute(cachify: Cachify) -> Non
 
 
 # -- processes (Redis) ----------------------------------------------------------------------------
-CTX = multiprocessing.get_context("spawn")
 #: Wall-clock bound on any one test's children.
 JOIN_TIMEOUT_S = 30.0
-
-
-@pytest.fixture
-def raw(flushed_redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(flushed_redis_url, socket_timeout=10)
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 def stampede_across_processes(url: str, raw: redis.Redis, single_flight: bool) -> tuple[int, list[str]]:
@@ -329,29 +304,11 @@ def stampede_across_processes(url: str, raw: redis.Redis, single_flight: bool) -
     prefix = f"ST{uuid.uuid4().hex[:8]}-"
     callers = [13, 13, 12, 12]
     barrier = CTX.Barrier(len(callers))
-    procs: list[SpawnProcess] = [
-        CTX.Process(
-            target=mp_workers_cache.stampede_worker,
-            args=(url, prefix, i, n, single_flight, barrier),
-            daemon=True,
-        )
-        for i, n in enumerate(callers)
-    ]
-    for p in procs:
-        p.start()
-    deadline = time.monotonic() + JOIN_TIMEOUT_S
-    try:
-        for p in procs:
-            p.join(max(0.0, deadline - time.monotonic()))
-    finally:
-        stragglers = [p for p in procs if p.is_alive()]
-        for p in stragglers:
-            p.terminate()
-            p.join(5)
-    errors = [e.decode() for e in raw.lrange(prefix + "errors", 0, -1)]
-    assert not errors, "worker raised:\n" + "\n".join(errors)
-    assert not stragglers, f"{len(stragglers)} worker(s) overran {JOIN_TIMEOUT_S}s"
-    assert [p.exitcode for p in procs] == [0] * len(procs)
+    procs = start_all(
+        mp_workers_cache.stampede_worker,
+        [(url, prefix, i, n, single_flight, barrier) for i, n in enumerate(callers)],
+    )
+    join_all(procs, raw, prefix, JOIN_TIMEOUT_S)
     results = [r.decode() for r in raw.lrange(prefix + "results", 0, -1)]
     assert len(results) == sum(callers)
     return int(raw.get(prefix + "computations") or 0), results

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 from cachify_core import Cachify, init_cachify
-from cachify_core import instance as instance_module
 
 from ..servers import unavailable
+from ..support import as_global
 from .support import RedisDbs
 
 
@@ -52,19 +52,9 @@ def observed(redis_dbs: RedisDbs) -> Iterator[Any]:
         redis_dbs.flush(redis_dbs.cachify, redis_dbs.observe)
 
 
-@contextlib.contextmanager
-def global_cachify(instance: Cachify) -> Iterator[Cachify]:
-    previous = instance_module._global
-    instance_module._global = instance
-    try:
-        yield instance
-    finally:
-        instance_module._global = previous
-
-
 @pytest.fixture
 def cachify_global(redis_dbs: RedisDbs, observed: Any) -> Iterator[Cachify]:
     """A fresh instance on the cachify database, installed as the global one."""
     instance = init_cachify(url=redis_dbs.cachify, prefix=f"T{uuid.uuid4().hex[:8]}-", is_global=False)
-    with global_cachify(instance):
+    with as_global(instance):
         yield instance

@@ -129,13 +129,3 @@ def hold_holder(task: Any, *args: Any, **kwargs: Any) -> str | None:
     policy = _policy(task)
     holder: str | None = policy.cachify.sync_backend.lock_holder(policy.once_key(args, kwargs))
     return holder
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (for unreachable-broker tests)."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port

@@ -14,7 +14,8 @@ from cachify_celery import CachifyTask
 from cachify_celery.requeue import publish_requeue
 from cachify_core import Cachify
 
-from .support import free_port, hold_holder
+from ..servers import free_port
+from .support import hold_holder
 
 pytestmark = pytest.mark.timeout(30)
 

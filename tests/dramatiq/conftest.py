@@ -43,6 +43,16 @@ WORKER_SHUTDOWN_S = 15.0
 #: Workers poll idle queues (and their delay queues) this often, in ms (dramatiq's default is
 #: 1000): requeued messages come back sooner and shutdown is quicker.
 WORKER_TIMEOUT_MS = 100
+#: How long a stub broker's queue may take to drain, in ms (unless a test gives its own bound).
+JOIN_TIMEOUT_MS = 20_000
+
+
+def drain(
+    broker: StubBroker, worker: dramatiq.Worker, fail_fast: bool = True, timeout_ms: int = JOIN_TIMEOUT_MS
+) -> None:
+    """Wait until ``broker``'s default queue is empty, then until ``worker`` is idle."""
+    broker.join("default", timeout=timeout_ms, fail_fast=fail_fast)
+    worker.join()
 
 
 @pytest.fixture

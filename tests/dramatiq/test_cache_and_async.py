@@ -10,14 +10,10 @@ import dramatiq
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.results.backends import StubBackend
 
+from .conftest import drain
+
 RESULT_TIMEOUT_MS = 10_000
-JOIN_TIMEOUT_MS = 20_000
 GATE_TIMEOUT_S = 10.0
-
-
-def drain(broker: StubBroker, worker: dramatiq.Worker, fail_fast: bool = True) -> None:
-    broker.join("default", timeout=JOIN_TIMEOUT_MS, fail_fast=fail_fast)
-    worker.join()
 
 
 def test_a_cache_hit_is_the_result_without_running(

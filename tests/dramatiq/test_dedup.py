@@ -16,18 +16,14 @@ from dramatiq.results.backends import StubBackend
 
 from cachify_dramatiq import CachifyDuplicateError, CachifyDuplicateMessage, CachifySendError
 
+from .conftest import drain
+
 RESULT_TIMEOUT_MS = 10_000
-JOIN_TIMEOUT_MS = 20_000
 GATE_TIMEOUT_S = 10.0
 
 
 def wait_for(event: threading.Event) -> None:
     assert event.wait(GATE_TIMEOUT_S), "timed out waiting for the task to start"
-
-
-def drain(broker: StubBroker, worker: dramatiq.Worker, fail_fast: bool = True) -> None:
-    broker.join("default", timeout=JOIN_TIMEOUT_MS, fail_fast=fail_fast)
-    worker.join()
 
 
 def test_duplicate_send_returns_the_holders_handle(

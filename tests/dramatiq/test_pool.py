@@ -17,6 +17,8 @@ from dramatiq.results.backends import StubBackend
 from cachify_core import Cachify
 from cachify_dramatiq import REQUEUES_OPTION
 
+from .conftest import drain
+
 RESULT_TIMEOUT_MS = 10_000
 JOIN_TIMEOUT_MS = 30_000
 GATE_TIMEOUT_S = 10.0
@@ -48,11 +50,6 @@ class Gauge:
             self.requeues += options.get(REQUEUES_OPTION, 0)
 
 
-def drain(broker: StubBroker, worker: dramatiq.Worker, fail_fast: bool = True) -> None:
-    broker.join("default", timeout=JOIN_TIMEOUT_MS, fail_fast=fail_fast)
-    worker.join()
-
-
 def test_requeues_cap_concurrency_without_burning_retries(
     stub_broker: StubBroker, stub_worker: dramatiq.Worker, results_backend: StubBackend
 ) -> None:
@@ -66,7 +63,7 @@ def test_requeues_cap_concurrency_without_burning_retries(
         return i
 
     handles = [sync.send(i) for i in range(30)]
-    drain(stub_broker, stub_worker)
+    drain(stub_broker, stub_worker, timeout_ms=JOIN_TIMEOUT_MS)
     assert gauge.runs == dict.fromkeys(range(30), 1)
     assert gauge.peak == 2
     assert gauge.retries == {0}
@@ -127,7 +124,7 @@ def test_pool_max_requeues_fails_the_task(
     with pytest.raises(ResultFailure, match="CachifyPoolFullError"):
         gave_up.get_result(backend=results_backend, block=True, timeout=RESULT_TIMEOUT_MS)
     gate.set()
-    drain(stub_broker, stub_worker, fail_fast=False)
+    drain(stub_broker, stub_worker, fail_fast=False, timeout_ms=JOIN_TIMEOUT_MS)
 
 
 @pytest.mark.parametrize("on_full", ["drop", "callable", "raise"])
@@ -169,7 +166,7 @@ def test_pool_on_full(
         time.sleep(0.01)  # the nack that ends a raising task lands just after its result
     assert again.message_id != full.message_id
     gate.set()
-    drain(stub_broker, stub_worker, fail_fast=False)
+    drain(stub_broker, stub_worker, fail_fast=False, timeout_ms=JOIN_TIMEOUT_MS)
     assert full.message_id not in ran
 
 
@@ -222,6 +219,6 @@ def test_slots_are_renewed_while_the_task_runs(
 
     for i in range(3):
         stub_broker.actors["slow"].send(i)
-    drain(stub_broker, stub_worker)
+    drain(stub_broker, stub_worker, timeout_ms=JOIN_TIMEOUT_MS)
     assert gauge.runs == {0: 1, 1: 1, 2: 1}
     assert gauge.peak == 1

@@ -45,8 +45,8 @@ def _lean(client: Any) -> bool:
     )
 
 
-class SyncWire:
-    """Blocking command path for one ``redis.Redis`` (or a fallback to its ``execute_command``)."""
+class _Wire:
+    """What both wires keep: the client, how to open a connection like its pool does, idle ones."""
 
     def __init__(self, client: Any) -> None:
         self.client = client
@@ -56,6 +56,13 @@ class SyncWire:
             self._cls = pool.connection_class
             self._kwargs = dict(pool.connection_kwargs)
         self._idle: list[tuple[Any, float]] = []
+
+
+class SyncWire(_Wire):
+    """Blocking command path for one ``redis.Redis`` (or a fallback to its ``execute_command``)."""
+
+    def __init__(self, client: Any) -> None:
+        super().__init__(client)
         self._pid = os.getpid()
 
     def _take(self) -> Any:
@@ -92,17 +99,8 @@ class SyncWire:
         return reply
 
 
-class AsyncWire:
+class AsyncWire(_Wire):
     """The asyncio twin, for one event loop (asyncio connections belong to the loop that opened them)."""
-
-    def __init__(self, client: Any) -> None:
-        self.client = client
-        self.lean = _lean(client)
-        if self.lean:
-            pool = client.connection_pool
-            self._cls = pool.connection_class
-            self._kwargs = dict(pool.connection_kwargs)
-        self._idle: list[tuple[Any, float]] = []
 
     def abandon(self) -> None:
         """Close the idle sockets of a wire whose event loop has closed (no awaiting possible)."""

@@ -172,7 +172,7 @@ class CachedFunction:
 
     # -- no I/O --------------------------------------------------------------------------
     def namespace(self, c: Cachify) -> str:
-        return f"{c.prefix}{self.template.template}-cached"
+        return self.template.namespace(c.prefix)
 
     def _ttl_ms(self, c: Cachify) -> int | None:
         ttl = self.settings.ttl_ms
@@ -206,7 +206,7 @@ class CachedFunction:
 
     def lookup(self, c: Cachify, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, str]:
         """(namespace, entry key) of one call (no I/O)."""
-        return f"{c.prefix}{self.template.template}-cached", self.template.format(args, kwargs)
+        return self.template.namespace(c.prefix), self.template.format(args, kwargs)
 
     # -- the call, as steps -------------------------------------------------------------
     def call_steps(

@@ -170,6 +170,11 @@ class KeyTemplate:
             return var_args, mapping
         return tuple(mapping[n] for n in self._positional_names), mapping
 
+    def namespace(self, prefix: str) -> str:
+        """The cache namespace of this template under ``prefix`` (one per cached function or
+        task: ``clear_cache`` empties it). ``@cached`` and task ``cache_key`` share this layout."""
+        return f"{prefix}{self.template}-{self.postfix}"
+
     def format(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
         """The full key (without the instance prefix) for one call's arguments."""
         positional, mapping = self.bind(args, kwargs)

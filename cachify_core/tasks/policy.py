@@ -132,7 +132,7 @@ class TaskPolicy:
         """(namespace, entry key) of the result cache, laid out as ``@cached`` lays its own."""
         template = self.options.cache_key
         assert template is not None
-        return f"{c.prefix}{template.template}-cached", template.format(args, kwargs)
+        return template.namespace(c.prefix), template.format(args, kwargs)
 
     def once_key(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str | None:
         return self._key(self.cachify, "once_key", args, kwargs)

@@ -165,20 +165,10 @@ def log(message: str) -> None:
 
 @contextlib.contextmanager
 def redis_server(url: str | None) -> Iterator[str]:
-    if url:
-        yield url
-        return
-    from tests.servers import PrivateServer, server_binary
+    from tests.servers import redis_url_or_private
 
-    binary = server_binary()
-    if binary is None:
-        raise SystemExit("no --redis-url/REDIS_URL and no redis-server found; pass --redis-url")
-    server = PrivateServer(binary).start()
-    log(f"started private {binary} on port {server.port}")
-    try:
-        yield server.url
-    finally:
-        server.stop()
+    with redis_url_or_private(url) as found:
+        yield found
 
 
 class Worker:

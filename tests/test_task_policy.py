@@ -511,29 +511,29 @@ def test_body_pool_full_without_pool_key_requeues_and_respects_max(cachify: Cach
     policy = TaskPolicy(parse(pool_backoff=(0.25, 1.0), pool_max_requeues=3), cachify)
     error = CachifyPoolFullError("inner pool is full")
     for requeues in range(3):
-        admission = policy.body_pool_full(requeues, (1,), {}, error)
+        admission = policy.body_pool_full("t", requeues, (1,), {}, error)
         assert admission.verdict is Verdict.REQUEUE
         assert 0.0 <= admission.delay_s <= min(1.0, 0.25 * 2**requeues)
     with pytest.raises(CachifyPoolFullError) as info:
-        policy.body_pool_full(3, (1,), {}, error)
+        policy.body_pool_full("t", 3, (1,), {}, error)
     assert info.value is error
 
     unlimited = TaskPolicy(parse(), cachify)
-    assert unlimited.body_pool_full(1000, (1,), {}, error).verdict is Verdict.REQUEUE
+    assert unlimited.body_pool_full("t", 1000, (1,), {}, error).verdict is Verdict.REQUEUE
 
 
 def test_body_pool_full_with_pool_key_follows_on_full(cachify: Cachify) -> None:
     error = CachifyPoolFullError("inner pool is full")
     drop = TaskPolicy(parse(pool_key="p", pool_max_size=1, pool_on_full="drop"), cachify)
-    assert drop.body_pool_full(0, (1,), {}, error).verdict is Verdict.SKIP
+    assert drop.body_pool_full("t", 0, (1,), {}, error).verdict is Verdict.SKIP
     ret = TaskPolicy(parse(pool_key="p", pool_max_size=1, pool_on_full=lambda x, y=0: x * 10), cachify)
-    returned = ret.body_pool_full(0, (3,), {}, error)
+    returned = ret.body_pool_full("t", 0, (3,), {}, error)
     assert returned.verdict is Verdict.RETURN
     assert returned.value == 30
     capped = TaskPolicy(parse(pool_key="p", pool_max_size=1, pool_max_requeues=1), cachify)
-    assert capped.body_pool_full(0, (1,), {}, error).verdict is Verdict.REQUEUE
+    assert capped.body_pool_full("t", 0, (1,), {}, error).verdict is Verdict.REQUEUE
     with pytest.raises(CachifyPoolFullError):
-        capped.body_pool_full(1, (1,), {}, error)
+        capped.body_pool_full("t", 1, (1,), {}, error)
 
 
 # -- backoff ---------------------------------------------------------------------------------

@@ -80,7 +80,11 @@ class SyncBackend(Protocol):
         ...
 
     def pool_acquire(self, key: str, token: str, max_size: int, ttl_ms: int | None, waiting: float) -> bool:
-        """Lease one of ``max_size`` slots of pool ``key`` for ``token``; expired leases are pruned first."""
+        """Lease one of ``max_size`` slots of pool ``key`` for ``token``; expired leases are pruned first.
+
+        A ``token`` that already holds a live slot keeps it and gets a fresh lease (so a token
+        derived from a delivery lets its redelivery take over a dead run's slot). Custom-client
+        backends do not guarantee this."""
         ...
 
     def pool_release(self, key: str, token: str) -> bool:

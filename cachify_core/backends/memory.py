@@ -194,7 +194,7 @@ class MemoryStore:
         with self._mutex:
             self._maybe_sweep()
             slots = self._live_slots(key)
-            if len(slots) >= max_size:
+            if token not in slots and len(slots) >= max_size:  # a holder's token renews its slot
                 if waiting:
                     self._waiters[key] = self._waiters.get(key, 0) + 1
                 return False

@@ -1,5 +1,15 @@
-"""Task policy shared by the Celery, Dramatiq and Taskiq integrations (shared/TASK_OPTIONS.md)."""
+"""The task layer shared by the Celery, Dramatiq and Taskiq integrations (docs/TASK_OPTIONS.md).
 
+* :mod:`.options` — the task options, parsed and validated at declaration.
+* :mod:`.overrides` — per-message overrides: one parser, one cache, one meaning.
+* :mod:`.policy` — what each option means, as backend steps (claim, admit, finish).
+* :mod:`.delivery` — one delivery's lifecycle: which of those steps happen on which event.
+* :mod:`.envelope` — the fields cachify carries in a message.
+* :mod:`.logs` — the log vocabulary.
+"""
+
+from .delivery import Delivery, State, is_retry_of
+from .envelope import OPTIONS_FIELD, REQUEUES_FIELD, read_overrides, read_requeues, write_overrides
 from .options import (
     DEFAULT_ONCE_TTL_S,
     DEFAULT_POOL_BACKOFF_S,
@@ -10,22 +20,33 @@ from .options import (
     is_task_option,
     parse_task_options,
 )
+from .overrides import TaskPolicies, split_overrides
 from .policy import Admission, CachifyDuplicateError, Claim, Outcome, RunHandle, TaskPolicy, Verdict
 
 __all__ = [
     "DEFAULT_ONCE_TTL_S",
     "DEFAULT_POOL_BACKOFF_S",
     "DEFAULT_POOL_SLOT_TTL_S",
+    "OPTIONS_FIELD",
     "OPTION_NAMES",
+    "REQUEUES_FIELD",
     "Admission",
     "CachifyDuplicateError",
     "CachifyTaskOptionError",
     "Claim",
+    "Delivery",
     "Outcome",
     "RunHandle",
+    "State",
     "TaskOptions",
+    "TaskPolicies",
     "TaskPolicy",
     "Verdict",
+    "is_retry_of",
     "is_task_option",
     "parse_task_options",
+    "read_overrides",
+    "read_requeues",
+    "split_overrides",
+    "write_overrides",
 ]

@@ -1,5 +1,5 @@
 """Task options (``once_*``, ``pool_*``, ``cache_*``): parsing and validation, once for all
-three integrations. The contract is shared/TASK_OPTIONS.md; every mistake is reported when the
+three integrations. The contract is docs/TASK_OPTIONS.md; every mistake is reported when the
 task is declared, naming the task and the option.
 """
 
@@ -26,6 +26,7 @@ __all__ = [
 
 OnceMode = Literal["queued", "until_started", "running"]
 OnFull = Literal["requeue", "drop", "raise"] | Callable[..., Any]
+OnBackendError = Literal["call", "raise"]
 
 #: An hour: long enough for a queue backlog, short enough that a lost message does not block
 #: its key for a day.
@@ -49,6 +50,7 @@ OPTION_NAMES = frozenset(
         "pool_max_requeues",
         "cache_key",
         "cache_ttl",
+        "cache_on_backend_error",
     }
 )
 _PREFIXES = ("once_", "pool_", "cache_")
@@ -75,6 +77,9 @@ class TaskOptions:
     pool_max_requeues: int | None = None
     cache_key: KeyTemplate | None = None
     cache_ttl_s: float | UnsetType | None = UNSET
+    #: The result cache fails open like ``@cached``: an unreachable store makes a lookup a miss
+    #: (the task runs) and a store write a logged no-op; ``"raise"`` fails the task instead.
+    cache_on_backend_error: OnBackendError = "call"
 
     @property
     def active(self) -> bool:
@@ -185,5 +190,12 @@ def parse_task_options(task_name: str, func: Callable[..., Any], raw: Mapping[st
         if "cache_ttl" in given:
             ttl = given["cache_ttl"]
             opts["cache_ttl_s"] = None if ttl is None else _seconds(task_name, "cache_ttl", ttl)
+        on_error = given.get("cache_on_backend_error", "call")
+        if on_error not in ("call", "raise"):
+            raise CachifyTaskOptionError(
+                f"task {task_name!r}: cache_on_backend_error must be 'call' (run the task when the "
+                f"store is unreachable) or 'raise' (fail it), got {on_error!r}"
+            )
+        opts["cache_on_backend_error"] = on_error
 
     return TaskOptions(**opts)

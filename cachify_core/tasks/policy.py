@@ -1,11 +1,13 @@
-"""The task policy every integration applies: claim at enqueue, admit before the run, finish
-after it. Integrations only call these methods from their framework's hooks.
+"""The task policy: what each task option means, as backend steps — claim at send, admit before
+the run, finish after it. :mod:`.delivery` decides *when* each of these happens in a delivery's
+life; integrations only map their framework's hooks onto a :class:`~.delivery.Delivery`.
 
-Order (TASK_OPTIONS.md): cache check → dedup → pool slot → run → store result → release slot
-→ release dedup hold. Holds carry the task id as owner token, so a retry or redelivery of the
-same task id is recognised as the holder; slots carry a fresh token per run. Both are renewed
-while the task runs (:mod:`cachify_core.leases`), so a dead worker's hold and slot end within
-their TTL.
+Order (docs/TASK_OPTIONS.md): cache check → dedup → pool slot → run → store result → release
+slot → release dedup hold. Holds carry the task id as owner token, so a retry or redelivery of
+the same task id is recognised as the holder; slots carry a fresh token per run (or one the
+integration derives from the delivery, for Celery's prefork children). Both are renewed while
+the task runs (:mod:`cachify_core.leases`), so a dead worker's hold and slot end within their
+TTL.
 
 Round trips on Redis: claim 1 (2 on a conflict: the holder's id is read back); admit about 1
 per enabled feature (cache lookup; hold check, 1-3; slot acquire; plus the claim's release on a
@@ -24,12 +26,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .. import leases
-from ..errors import CachifyBackendError, CachifyLockError, CachifyPoolFullError
+from ..backends.memory import AsyncMemoryBackend, MemoryStore
+from ..errors import CachifyBackendError, CachifyInitError, CachifyLockError, CachifyPoolFullError
 from ..instance import Cachify, get_cachify, seconds_to_ms
 from ..protocols import UnsetType
 from ..serialization import CachifySerializationError
 from ..steps import Steps, run_async, run_blocking
 from ..tokens import new_token
+from . import logs
 from .options import TaskOptions
 
 __all__ = [
@@ -42,7 +46,7 @@ __all__ = [
     "Verdict",
 ]
 
-logger = logging.getLogger("cachify.tasks")
+logger = logs.logger
 
 Outcome = Literal["success", "failure", "retry"]
 #: Tries of a claim: a hold freed between a failed SET NX and the holder read is tried again.
@@ -152,14 +156,32 @@ class TaskPolicy:
         first, most = self.options.pool_backoff_s
         return random.uniform(0.0, min(most, first * 2.0 ** min(requeues, 62)))
 
-    def _duplicate(self, key: str, holder: str) -> Claim:
-        if self.options.once_raise:
+    def _duplicate(self, task_id: str, key: str, holder: str, dependents: bool) -> Claim:
+        if self.options.once_raise or dependents:
             raise CachifyDuplicateError(self.options.task_name, key, holder)
-        logger.info("cachify: task %s not sent: %s is held by task %s", self.options.task_name, key, holder)
+        logs.not_sent(self.options.task_name, task_id, key, holder)
         return Claim(key, holder)
 
+    def require_shared_store(self, framework: str) -> None:
+        """Refuse the embedded in-memory backend when ``framework``'s workers are other processes.
+
+        The memory backend coordinates one process: with it, a hold taken by the sender is
+        invisible to the workers (and a prefork child's to its siblings), so deduplication and
+        caps would silently do nothing, or a result would be served from a stale copy.
+        """
+        if not self.options.active:
+            return
+        backend = self.cachify.async_backend
+        if isinstance(backend, (MemoryStore, AsyncMemoryBackend)):
+            raise CachifyInitError(
+                f"task {self.options.task_name!r}: cachify uses the embedded in-memory backend, which "
+                f"coordinates one process, but {framework} workers run in other processes; call "
+                "init_cachify(url='redis://...') (or give the integration cachify=Cachify(url=...)) "
+                "before sending or starting workers"
+            )
+
     def _on_full(
-        self, requeues: int, args: tuple[Any, ...], kwargs: Mapping[str, Any], key: str
+        self, task_id: str, requeues: int, args: tuple[Any, ...], kwargs: Mapping[str, Any], key: str
     ) -> Admission:
         """What a run that found its pool full (or whose body raised CachifyPoolFullError) does."""
         o = self.options
@@ -170,37 +192,48 @@ class TaskPolicy:
         if on_full == "raise":
             raise CachifyPoolFullError(message)
         if on_full == "drop":
-            logger.warning("cachify: %s; dropped (pool_on_full='drop')", message)
-            return Admission(Verdict.SKIP, reason=message)
+            reason = f"pool {key} full (max_size={o.pool_max_size}, pool_on_full='drop')"
+            logs.skipped(o.task_name, task_id, reason, logging.WARNING)
+            return Admission(Verdict.SKIP, reason=reason)
         if o.pool_max_requeues is not None and requeues >= o.pool_max_requeues:
             raise CachifyPoolFullError(f"{message}; gave up after {requeues} requeues")
-        return Admission(Verdict.REQUEUE, delay_s=self.backoff_s(requeues), reason=message)
+        return Admission(Verdict.REQUEUE, delay_s=self.backoff_s(requeues), reason=f"pool {key} full")
 
     def body_pool_full(
-        self, requeues: int, args: tuple[Any, ...], kwargs: Mapping[str, Any], error: CachifyPoolFullError
+        self,
+        task_id: str,
+        requeues: int,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        error: CachifyPoolFullError,
     ) -> Admission:
         """A ``CachifyPoolFullError`` escaped the body (a stacked ``@pooled``/``pool``): handled like
         ``pool_on_full``, requeue by default."""
         if self.options.pool_key is not None:
             key = self._key(self.cachify, "pool_key", args, kwargs) or ""
-            return self._on_full(requeues, args, kwargs, key)
+            return self._on_full(task_id, requeues, args, kwargs, key)
         o = self.options
         if o.pool_max_requeues is not None and requeues >= o.pool_max_requeues:
             raise error
-        return Admission(Verdict.REQUEUE, delay_s=self.backoff_s(requeues), reason=str(error))
+        return Admission(Verdict.REQUEUE, delay_s=self.backoff_s(requeues), reason=f"body raised: {error}")
 
-    def _skip_duplicate(self, key: str, holder: str) -> Admission:
-        logger.info(
-            "cachify: task %s skipped: %s is held by task %s (duplicate)", self.options.task_name, key, holder
-        )
-        return Admission(Verdict.SKIP, reason=f"{key} is held by task {holder}")
+    def _skip_duplicate(self, task_id: str, key: str, holder: str) -> Admission:
+        reason = f"duplicate: {key} is held by task {holder}"
+        logs.skipped(self.options.task_name, task_id, reason)
+        return Admission(Verdict.SKIP, reason=reason)
 
     # -- the steps, written once: each ``yield`` is one backend call --------------------------
     # A step is ``lambda backend: backend.<primitive>(...)``; the blocking driver calls it on the
     # sync backend, the asyncio driver awaits it on the async backend. Nothing else differs.
 
-    def _claim_steps(
-        self, c: Cachify, task_id: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    def claim_steps(
+        self,
+        c: Cachify,
+        task_id: str,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        resend: bool,
+        dependents: bool,
     ) -> Steps[Claim]:
         if not self.options.claims_at_enqueue:
             return Claim(None)
@@ -215,10 +248,15 @@ class TaskPolicy:
                 yield lambda b: b.lock_extend(key, task_id, ttl)
                 return Claim(key)
             if holder is not None:
-                return self._duplicate(key, holder)
+                if resend:
+                    # A retry or requeue of a task that was already admitted once: its caller
+                    # waits for it, so it is sent; its run checks the hold again.
+                    logs.resent_while_held(self.options.task_name, task_id, key, holder)
+                    return Claim(None)
+                return self._duplicate(task_id, key, holder, dependents)
         raise CachifyLockError(f"task {self.options.task_name!r}: {key} kept changing hands; not sent")
 
-    def _unclaim_steps(self, task_id: str, key: str | None) -> Steps[None]:
+    def unclaim_steps(self, task_id: str, key: str | None) -> Steps[None]:
         if key is not None:
             yield lambda b: b.lock_release(key, task_id)
 
@@ -236,7 +274,21 @@ class TaskPolicy:
                 return holder
         return holder or "unknown"
 
-    def _admit_steps(
+    def _cache_read_steps(self, c: Cachify, task_id: str, handle: RunHandle, ns: str, key: str) -> Steps[Any]:
+        """The cached entry for this run, or ``None``: a miss, or (failing open) an unreachable store."""
+        try:
+            read = yield lambda b: b.cache_get(ns, key)
+        except CachifyBackendError as exc:
+            if self.options.cache_on_backend_error == "raise":
+                raise
+            logs.cache_unreachable(self.options.task_name, task_id, exc)
+            return None  # handle.cache_key stays None: no write-back either
+        handle.cache_ns, handle.cache_key, handle.cache_gen = ns, key, read.gen
+        if read.value is None:
+            return None
+        return c.codec.unpack(read.value, lambda: f"task {self.options.task_name!r} {key!r}")
+
+    def admit_steps(
         self,
         c: Cachify,
         task_id: str,
@@ -244,6 +296,7 @@ class TaskPolicy:
         kwargs: Mapping[str, Any],
         requeues: int,
         asyncio: bool,
+        slot_token: str | None,
     ) -> Steps[Admission]:
         o = self.options
         handle = RunHandle(c, task_id)
@@ -251,16 +304,11 @@ class TaskPolicy:
         try:
             if o.cache_key is not None:
                 ns, cache_key = self._cache_location(c, args, kwargs)
-                read = yield lambda b: b.cache_get(ns, cache_key)
-                handle.cache_ns, handle.cache_key, handle.cache_gen = ns, cache_key, read.gen
-                entry = (
-                    None
-                    if read.value is None
-                    else c.codec.unpack(read.value, lambda: f"task {o.task_name!r} {cache_key!r}")
-                )
+                entry = yield from self._cache_read_steps(c, task_id, handle, ns, cache_key)
                 if entry is not None:
                     once_key = self._key(c, "once_key", args, kwargs) if o.claims_at_enqueue else None
-                    yield from self._unclaim_steps(task_id, once_key)
+                    yield from self.unclaim_steps(task_id, once_key)
+                    logs.cache_hit(o.task_name, task_id, cache_key)
                     return Admission(Verdict.CACHED, value=entry.value, reason="cache hit")
             if o.once_key is not None:
                 once_key = self._key(c, "once_key", args, kwargs)
@@ -270,7 +318,7 @@ class TaskPolicy:
                 else:
                     holder = yield from self._hold_steps(once_key, task_id)
                     if holder is not None:
-                        return self._skip_duplicate(once_key, holder)
+                        return self._skip_duplicate(task_id, once_key, holder)
                     handle.once_key = once_key
                     handle.once_lease = leases.begin(
                         c, "lock", once_key, task_id, self._once_ttl_ms(), True, asyncio
@@ -278,24 +326,24 @@ class TaskPolicy:
             if o.pool_key is not None:
                 slot_key = self._key(c, "pool_key", args, kwargs)
                 assert slot_key is not None
-                token, slot_ttl = new_token(), self._slot_ttl_ms()
+                token, slot_ttl = slot_token or new_token(), self._slot_ttl_ms()
                 if not (yield lambda b: b.pool_acquire(slot_key, token, o.pool_max_size, slot_ttl, False)):
                     # Only a requeue runs this task id again: a drop, an on_full value and a
                     # raise end it (a framework retry re-claims the key when it re-publishes).
                     try:
-                        admission = self._on_full(requeues, args, kwargs, slot_key)
+                        admission = self._on_full(task_id, requeues, args, kwargs, slot_key)
                     except BaseException:
                         yield from self._release_steps(handle, keep_queued_hold=False)
-                        yield from self._unclaim_steps(task_id, started_key)
+                        yield from self.unclaim_steps(task_id, started_key)
                         raise
                     requeued = admission.verdict is Verdict.REQUEUE
                     yield from self._release_steps(handle, keep_queued_hold=requeued)
                     if not requeued:
-                        yield from self._unclaim_steps(task_id, started_key)
+                        yield from self.unclaim_steps(task_id, started_key)
                     return admission
                 handle.slot_key, handle.slot_token = slot_key, token
                 handle.slot_lease = leases.begin(c, "pool", slot_key, token, slot_ttl, True, asyncio)
-            yield from self._unclaim_steps(task_id, started_key)
+            yield from self.unclaim_steps(task_id, started_key)
         except BaseException:
             # Failed or cancelled half-way: give back what this admission took (a queued claim
             # stays: the framework decides whether the task id runs again).
@@ -329,7 +377,7 @@ class TaskPolicy:
                 else:
                     yield lambda b: b.lock_release(once_key, handle.task_id)
 
-    def _finish_steps(self, handle: RunHandle, outcome: Outcome, result: Any) -> Steps[None]:
+    def finish_steps(self, handle: RunHandle, outcome: Outcome, result: Any) -> Steps[None]:
         if handle.finished:
             return
         handle.finished = True
@@ -348,28 +396,66 @@ class TaskPolicy:
                 handle, keep_queued_hold=outcome == "retry", retry=outcome == "retry"
             )
 
+    def _release_lost_steps(
+        self,
+        c: Cachify,
+        task_id: str,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        slot_token: str | None,
+    ) -> Steps[None]:
+        o = self.options
+        try:
+            if o.pool_key is not None and slot_token is not None:
+                slot_key = self._key(c, "pool_key", args, kwargs)
+                assert slot_key is not None
+                yield lambda b: b.pool_release(slot_key, slot_token)
+        finally:
+            yield from self.unclaim_steps(task_id, self._key(c, "once_key", args, kwargs))
+
     # -- blocking ----------------------------------------------------------------------------
-    def claim(self, task_id: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Claim:
-        """Before publishing: take the dedup hold for ``task_id`` (modes queued/until_started)."""
+    def claim(
+        self,
+        task_id: str,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        *,
+        resend: bool = False,
+        dependents: bool = False,
+    ) -> Claim:
+        """Before publishing: take the dedup hold for ``task_id`` (modes queued/until_started).
+
+        ``resend``: a retry or requeue of a task already admitted once — never refused; its hold
+        is refreshed when it is free or its own. ``dependents``: other work waits for this
+        message (a group, chain or chord member, a linked callback), so a duplicate raises
+        :class:`CachifyDuplicateError` rather than silently not being sent.
+        """
         c = self.cachify
-        return run_blocking(self._claim_steps(c, task_id, args, kwargs), c.sync_backend)
+        return run_blocking(self.claim_steps(c, task_id, args, kwargs, resend, dependents), c.sync_backend)
 
     def unclaim(self, task_id: str, claim: Claim) -> None:
         """The publish failed after the claim: give the hold back."""
         if not claim.duplicate:
-            run_blocking(self._unclaim_steps(task_id, claim.key), self.cachify.sync_backend)
+            run_blocking(self.unclaim_steps(task_id, claim.key), self.cachify.sync_backend)
 
     def admit(
-        self, task_id: str, args: tuple[Any, ...], kwargs: Mapping[str, Any], requeues: int = 0
+        self,
+        task_id: str,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        requeues: int = 0,
+        slot_token: str | None = None,
     ) -> Admission:
-        """Before running: cache check, dedup, pool slot — in that order."""
+        """Before running: cache check, dedup, pool slot — in that order. ``slot_token``: the
+        token the slot is leased under (default: a fresh one)."""
         c = self.cachify
-        return run_blocking(self._admit_steps(c, task_id, args, kwargs, requeues, False), c.sync_backend)
+        steps = self.admit_steps(c, task_id, args, kwargs, requeues, False, slot_token)
+        return run_blocking(steps, c.sync_backend)
 
     def finish(self, handle: RunHandle, outcome: Outcome, result: Any = None) -> None:
         """After the run: store a successful result, release the slot, release the hold (kept
         across a retry in mode queued)."""
-        run_blocking(self._finish_steps(handle, outcome, result), handle.cachify.sync_backend)
+        run_blocking(self.finish_steps(handle, outcome, result), handle.cachify.sync_backend)
 
     def release_requeued(self, task_id: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
         """Nothing will run under ``task_id`` any more though it holds a claim and has no
@@ -377,27 +463,52 @@ class TaskPolicy:
         another middleware skipped the message."""
         c = self.cachify
         key = self._key(c, "once_key", args, kwargs) if self.options.claims_at_enqueue else None
-        run_blocking(self._unclaim_steps(task_id, key), c.sync_backend)
+        run_blocking(self.unclaim_steps(task_id, key), c.sync_backend)
+
+    def release_lost_run(
+        self, task_id: str, args: tuple[Any, ...], kwargs: Mapping[str, Any], slot_token: str | None
+    ) -> None:
+        """A run died where it could not release (a killed Celery prefork child): free the slot
+        leased under ``slot_token`` and the task's hold, any mode. Owner-checked both, so a slot
+        or hold that already moved on to someone else is left alone. 1 round trip each."""
+        c = self.cachify
+        run_blocking(self._release_lost_steps(c, task_id, args, kwargs, slot_token), c.sync_backend)
 
     # -- asyncio -----------------------------------------------------------------------------
-    async def aclaim(self, task_id: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Claim:
+    async def aclaim(
+        self,
+        task_id: str,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        *,
+        resend: bool = False,
+        dependents: bool = False,
+    ) -> Claim:
         c = self.cachify
-        return await run_async(self._claim_steps(c, task_id, args, kwargs), c.async_backend)
+        return await run_async(
+            self.claim_steps(c, task_id, args, kwargs, resend, dependents), c.async_backend
+        )
 
     async def aunclaim(self, task_id: str, claim: Claim) -> None:
         if not claim.duplicate:
-            await run_async(self._unclaim_steps(task_id, claim.key), self.cachify.async_backend)
+            await run_async(self.unclaim_steps(task_id, claim.key), self.cachify.async_backend)
 
     async def aadmit(
-        self, task_id: str, args: tuple[Any, ...], kwargs: Mapping[str, Any], requeues: int = 0
+        self,
+        task_id: str,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        requeues: int = 0,
+        slot_token: str | None = None,
     ) -> Admission:
         c = self.cachify
-        return await run_async(self._admit_steps(c, task_id, args, kwargs, requeues, True), c.async_backend)
+        steps = self.admit_steps(c, task_id, args, kwargs, requeues, True, slot_token)
+        return await run_async(steps, c.async_backend)
 
     async def afinish(self, handle: RunHandle, outcome: Outcome, result: Any = None) -> None:
-        await run_async(self._finish_steps(handle, outcome, result), handle.cachify.async_backend)
+        await run_async(self.finish_steps(handle, outcome, result), handle.cachify.async_backend)
 
     async def arelease_requeued(self, task_id: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
         c = self.cachify
         key = self._key(c, "once_key", args, kwargs) if self.options.claims_at_enqueue else None
-        await run_async(self._unclaim_steps(task_id, key), c.async_backend)
+        await run_async(self.unclaim_steps(task_id, key), c.async_backend)

@@ -6,12 +6,14 @@
 -- ARGV[2]  max_size (>= 1)
 -- ARGV[3]  lease lifetime in ms; "0" = never expires (scored NO_EXPIRY)
 -- ARGV[4]  waiting-flag lifetime in ms; "0" = the caller will not wait
--- returns  1 if a slot is now leased to ARGV[1], 0 if the pool is full
+-- returns  1 if a slot is now leased to ARGV[1], 0 if the pool is full. A token that already
+--          holds a live slot keeps it, its lease renewed (a redelivered run whose token is
+--          derived from its delivery takes over its dead predecessor's slot instead of a second)
 local NO_EXPIRY = 4503599627370496  -- 2^52 ms: beyond any real lease end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
   if ARGV[4] ~= '0' then
     redis.call('SET', KEYS[2], '1', 'PX', ARGV[4])
   end

@@ -1,0 +1,304 @@
+"""One delivery of a task, from the worker receiving it to its end — the lifecycle every
+integration maps its framework's hooks onto, decided here once.
+
+A :class:`Delivery` is made when a worker starts processing a message. The integration reports
+events as its framework produces them; the delivery decides, for each, what is stored,
+released, kept or published again, and answers with a :class:`~.policy.Verdict` for the
+integration to carry out (run the body, return a value, acknowledge without running, requeue):
+
+==========  ===========================  ==========  ==============================================
+state       event                        next        what happens in the store
+==========  ===========================  ==========  ==============================================
+RECEIVED    ``admit`` → RUN              RUNNING     cache miss, hold taken/checked, slot leased
+RECEIVED    ``admit`` → CACHED/RETURN    ENDED       the send-time claim is given back
+RECEIVED    ``admit`` → SKIP             ENDED       duplicate: nothing of its own; drop: claim back
+RECEIVED    ``admit`` → REQUEUE          REQUEUING   a queued hold is kept for the requeued copy
+RECEIVED    ``admit`` raises             ENDED       the task fails unrun: its claim is given back
+RUNNING     ``succeeded(result)``        ENDED       result cached; slot and hold released
+RUNNING     ``raised(e, retry=True)``    ENDED       slot released; the hold kept for the retry
+RUNNING     ``raised(e, retry=False)``   ENDED       slot and hold released
+RUNNING     ``raised(e, retry=None)``    RAISED      nothing yet: the framework decides
+RUNNING     ``raised(CachifyPoolFull)``  REQUEUING   handled like ``pool_on_full`` (or ENDED)
+RAISED      ``retrying``                 ENDED       slot released; the hold kept for the retry
+RAISED      ``ended``                    ENDED       slot and hold released (a failure)
+RECEIVED    ``ended`` / ``abandoned``    ENDED       never admitted (revoked, skipped by another
+                                                     middleware): its claim is given back
+REQUEUING   ``requeue_published``        ENDED       logged; the copy carries the hold on
+REQUEUING   ``requeue_failed``           ENDED       the claim is given back: nothing will run
+ENDED       anything                     ENDED       nothing (every event is idempotent there)
+==========  ===========================  ==========  ==============================================
+
+"The body raised" covers everything a framework reports as an exception: a retry (Celery
+``Retry``, a retry middleware re-sending the same id), a reject, a revoke, a plain failure.
+Only the integration knows which; when it cannot tell yet (Dramatiq and Taskiq learn about a
+retry when it is re-sent), it says ``retry=None`` and reports ``retrying``/``ended`` later.
+
+After the body ran, a store that cannot be reached never changes the run's outcome: the
+failure is logged and whatever was not released ends by its TTL (renewal has stopped).
+
+Every event exists as a blocking method and an ``a``-prefixed asyncio twin; both drive the same
+generator of backend steps (:mod:`cachify_core.steps`).
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+from collections.abc import Mapping
+from typing import Any, cast
+
+from ..errors import CachifyPoolFullError
+from ..steps import Primitives, Steps, run_async, run_blocking
+from . import logs
+from .policy import Admission, Outcome, RunHandle, TaskPolicy, Verdict
+
+__all__ = ["Delivery", "State", "is_retry_of"]
+
+logger = logs.logger
+
+
+class State(enum.Enum):
+    RECEIVED = "received"  #: not admitted yet: holds at most the claim taken at send
+    RUNNING = "running"  #: admitted: the handle holds a hold and/or a slot, renewed
+    RAISED = "raised"  #: the body raised; the framework has not said retry or failure yet
+    REQUEUING = "requeuing"  #: the pool was full: the integration is publishing the task again
+    ENDED = "ended"  #: nothing left to release
+
+
+class Delivery:
+    """One delivery of one task id: its policy, arguments and where it is in its life."""
+
+    __slots__ = (
+        "args",
+        "decision",
+        "handle",
+        "kwargs",
+        "policy",
+        "requeues",
+        "slot_token",
+        "state",
+        "task_id",
+    )
+
+    def __init__(
+        self,
+        policy: TaskPolicy,
+        task_id: str,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        requeues: int = 0,
+        slot_token: str | None = None,
+    ) -> None:
+        self.policy = policy
+        self.task_id = task_id
+        self.args = args
+        self.kwargs = kwargs
+        #: How many times a full pool sent this task id back before (from the envelope).
+        self.requeues = requeues
+        #: The token a pool slot is leased under; ``None``: a fresh one. Celery's prefork
+        #: children derive it from the delivery so the main process can free a dead child's slot.
+        self.slot_token = slot_token
+        self.state = State.RECEIVED
+        self.handle: RunHandle | None = None
+        #: The last verdict (REQUEUE carries its ``delay_s``), for the integration to carry out.
+        self.decision: Admission | None = None
+
+    @property
+    def task_name(self) -> str:
+        return self.policy.options.task_name
+
+    @property
+    def active(self) -> bool:
+        """Whether any option is on (without one, every event is a no-op and admission runs)."""
+        return self.policy.options.active
+
+    def __repr__(self) -> str:
+        return f"<Delivery {self.task_name}[{self.task_id}] {self.state.value}>"
+
+    # -- the steps of each event (no I/O of their own) ------------------------------------------
+    def _admit_steps(self, asyncio: bool) -> Steps[Admission]:
+        if self.state is not State.RECEIVED:
+            raise RuntimeError(f"{self!r}: admitted twice")
+        p = self.policy
+        if not p.options.active:
+            self.state = State.RUNNING
+            self.decision = Admission(Verdict.RUN)
+            return self.decision
+        try:
+            decision = yield from p.admit_steps(
+                p.cachify, self.task_id, self.args, self.kwargs, self.requeues, asyncio, self.slot_token
+            )
+        except BaseException:
+            # on_full="raise", requeues exhausted, an unreachable store: the task fails unrun,
+            # so its send-time claim must not block the key for once_ttl.
+            self.state = State.ENDED
+            yield from self._quietly(
+                self._release_claim_steps(), "giving back its claim after a failed admission"
+            )
+            raise
+        return self._decided(decision)
+
+    def _decided(self, decision: Admission) -> Admission:
+        self.decision = decision
+        verdict = decision.verdict
+        if verdict is Verdict.RUN:
+            self.handle = decision.handle
+            self.state = State.RUNNING
+        elif verdict is Verdict.REQUEUE:
+            self.state = State.REQUEUING
+        else:  # CACHED, RETURN, SKIP: the policy released what the admission took
+            self.state = State.ENDED
+        return decision
+
+    def _finish_steps(self, outcome: Outcome, result: Any = None) -> Steps[None]:
+        handle, self.handle = self.handle, None
+        self.state = State.ENDED
+        if handle is not None:
+            yield from self._quietly(
+                self.policy.finish_steps(handle, outcome, result), f"finishing its run ({outcome})"
+            )
+
+    def _raised_steps(self, error: BaseException, retry: bool | None) -> Steps[Admission | None]:
+        if self.state is not State.RUNNING:
+            return None
+        if isinstance(error, CachifyPoolFullError):
+            # A stacked @pooled / ``with pool(...)`` found its pool full: like pool_on_full.
+            try:
+                after = self.policy.body_pool_full(self.task_id, self.requeues, self.args, self.kwargs, error)
+            except BaseException:
+                yield from self._finish_steps("failure")
+                raise
+            requeue = after.verdict is Verdict.REQUEUE
+            yield from self._finish_steps("retry" if requeue else "failure")
+            return self._decided(after)
+        if retry is None:
+            self.state = State.RAISED
+            return None
+        yield from self._finish_steps("retry" if retry else "failure")
+        return None
+
+    def _retrying_steps(self) -> Steps[None]:
+        if self.state in (State.RUNNING, State.RAISED):
+            yield from self._finish_steps("retry")
+
+    def _ended_steps(self) -> Steps[None]:
+        state = self.state
+        if state in (State.RUNNING, State.RAISED):
+            yield from self._finish_steps("failure")
+        elif state is State.RECEIVED:
+            self.state = State.ENDED
+            yield from self._quietly(
+                self._release_claim_steps(), "giving back the claim of an abandoned delivery"
+            )
+
+    def _requeue_failed_steps(self) -> Steps[None]:
+        if self.state is State.REQUEUING:
+            self.state = State.ENDED
+            logger.error("cachify: task %s[%s] could not be requeued", self.task_name, self.task_id)
+            yield from self._quietly(
+                self._release_claim_steps(), "giving back its claim after a failed requeue"
+            )
+
+    def _release_claim_steps(self) -> Steps[None]:
+        p = self.policy
+        if p.options.claims_at_enqueue:
+            yield from p.unclaim_steps(self.task_id, p.once_key(self.args, self.kwargs))
+
+    def _quietly(self, steps: Steps[None], doing: str) -> Steps[None]:
+        """Bookkeeping that must not replace the run's own outcome: logged, then left to TTLs."""
+        try:
+            yield from steps
+        except Exception as exc:
+            logger.error("cachify: task %s[%s]: %s failed: %s", self.task_name, self.task_id, doing, exc)
+
+    def requeue_published(self) -> None:
+        """The integration published the requeued copy (same task id, ``requeues + 1``): the
+        copy carries the hold on. No I/O."""
+        if self.state is State.REQUEUING:
+            self.state = State.ENDED
+            decision = self.decision
+            delay_s = 0.0 if decision is None else decision.delay_s
+            reason = "" if decision is None else decision.reason
+            logs.requeued(self.task_name, self.task_id, self.requeues + 1, delay_s, reason)
+
+    # -- blocking ------------------------------------------------------------------------------
+    def _run(self, steps: Steps[Any]) -> Any:
+        # Without options no step touches the store, and the global instance may not exist.
+        backend = self.policy.cachify.sync_backend if self.active else _NO_STORE
+        return run_blocking(steps, backend)
+
+    def admit(self) -> Admission:
+        """Cache check → dedup → pool slot; the verdict to carry out."""
+        decision: Admission = self._run(self._admit_steps(False))
+        return decision
+
+    def succeeded(self, result: Any) -> None:
+        """The body returned ``result``: cache it, release the slot and the hold."""
+        if self.state is State.RUNNING:
+            self._run(self._finish_steps("success", result))
+
+    def raised(self, error: BaseException, retry: bool | None = None) -> Admission | None:
+        """The body raised ``error``. ``retry``: whether the framework runs the same task id
+        again (``None``: not known yet). Returns a verdict to carry out instead of re-raising
+        (a full pool inside the body), or ``None``: let the error propagate."""
+        after: Admission | None = self._run(self._raised_steps(error, retry))
+        return after
+
+    def retrying(self) -> None:
+        """The framework re-sent this task id as a retry (after the body raised)."""
+        self._run(self._retrying_steps())
+
+    def ended(self) -> None:
+        """The framework is done with this delivery (acked, nacked, post-execute)."""
+        self._run(self._ended_steps())
+
+    abandoned = ended  #: never admitted and will not be: revoked, skipped by another middleware
+
+    def requeue_failed(self) -> None:
+        """Publishing the requeued copy failed: nothing will run under this id, the claim goes."""
+        self._run(self._requeue_failed_steps())
+
+    # -- asyncio -------------------------------------------------------------------------------
+    async def _arun(self, steps: Steps[Any]) -> Any:
+        backend = self.policy.cachify.async_backend if self.active else _NO_STORE
+        return await run_async(steps, backend)
+
+    async def aadmit(self) -> Admission:
+        decision: Admission = await self._arun(self._admit_steps(True))
+        if inspect.isawaitable(decision.value):  # an async pool_on_full callable
+            decision.value = await decision.value
+        return decision
+
+    async def asucceeded(self, result: Any) -> None:
+        if self.state is State.RUNNING:
+            await self._arun(self._finish_steps("success", result))
+
+    async def araised(self, error: BaseException, retry: bool | None = None) -> Admission | None:
+        after: Admission | None = await self._arun(self._raised_steps(error, retry))
+        if after is not None and inspect.isawaitable(after.value):
+            after.value = await after.value
+        return after
+
+    async def aretrying(self) -> None:
+        await self._arun(self._retrying_steps())
+
+    async def aended(self) -> None:
+        await self._arun(self._ended_steps())
+
+    aabandoned = aended
+
+    async def arequeue_failed(self) -> None:
+        await self._arun(self._requeue_failed_steps())
+
+
+def is_retry_of(delivery: Delivery | None, task_id: str) -> bool:
+    """Whether a message sent with ``task_id`` while ``delivery`` is processed is its framework
+    retry (Dramatiq's Retries and Taskiq's retry middlewares re-send from the same context)."""
+    return (
+        delivery is not None
+        and delivery.task_id == task_id
+        and delivery.state in (State.RUNNING, State.RAISED)
+    )
+
+
+_NO_STORE = cast(Primitives, None)  #: what steps of a delivery without options run against (none run)

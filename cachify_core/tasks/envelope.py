@@ -1,0 +1,52 @@
+"""What cachify carries in a task message, whatever the framework's envelope is called
+(Celery headers, Dramatiq message options, Taskiq labels).
+
+Two fields, read and written only here:
+
+* ``cachify_requeues``: how many times a full pool sent this task id back. Kept apart from the
+  framework's own retry counter, so requeues never spend ``max_retries``.
+* ``cachify_options``: the per-message option overrides (``apply_async(..., once_ttl=60)``), as
+  a JSON object. Celery and Dramatiq envelopes are JSON themselves and carry it as a dict;
+  Taskiq turns labels into strings, so it travels as JSON text there. Both forms are read.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["OPTIONS_FIELD", "REQUEUES_FIELD", "read_overrides", "read_requeues", "write_overrides"]
+
+REQUEUES_FIELD = "cachify_requeues"
+OPTIONS_FIELD = "cachify_options"
+
+
+def read_requeues(value: object) -> int:
+    """The requeue count carried in a message; anything unreadable counts as none."""
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    return 0
+
+
+def read_overrides(value: object) -> Any:
+    """The overrides carried in a message (a dict, or its JSON text); ``None`` when absent.
+
+    Anything else is returned as it is, for :meth:`TaskPolicies.with_overrides` to reject with
+    the task's name in the message.
+    """
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def write_overrides(overrides: Mapping[str, Any]) -> str:
+    """Overrides as the JSON text a string-only envelope (Taskiq labels) carries."""
+    return json.dumps(dict(overrides), sort_keys=True, separators=(",", ":"))

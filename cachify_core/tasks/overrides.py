@@ -75,7 +75,7 @@ class TaskPolicies:
         if "pool_on_full" in overrides and callable(overrides["pool_on_full"]):
             raise CachifyTaskOptionError(
                 f"task {self.name!r}: a per-message pool_on_full must be 'requeue', 'drop' or 'raise' "
-                "(options travel in the message as JSON); declare a callable on the task instead"
+                "(options travel in the message and must be JSON values); declare a callable on the task instead"
             )
         try:
             return json.dumps(dict(overrides), sort_keys=True, separators=(",", ":"))

@@ -240,6 +240,8 @@ class TaskPolicy:
         key = self._key(c, "once_key", args, kwargs)
         assert key is not None
         ttl = self._once_ttl_ms()
+        if resend and (yield lambda b: b.lock_extend(key, task_id, ttl)):
+            return Claim(key)  # the usual resend: the hold is still this task's (1 round trip)
         for _ in range(_CLAIM_ATTEMPTS):
             if (yield lambda b: b.lock_acquire(key, task_id, ttl, False)):
                 return Claim(key)

@@ -13,6 +13,7 @@ from celery import Celery
 from cachify_celery import CachifyTask
 from cachify_celery.requeue import publish_requeue
 from cachify_core import Cachify
+from cachify_core.tasks import Delivery, State
 
 from ..servers import free_port
 from .support import hold_holder
@@ -53,6 +54,9 @@ def test_a_failed_requeue_gives_the_hold_back_and_raises(cachify_global: Cachify
             raise ConnectionError("broker down")
 
     request = SimpleNamespace(id="task-1", headers=None)
+    delivery = Delivery(policy, "task-1", (1,), {}, requeues=1)
+    delivery.state = State.REQUEUING  # as an admission that found the pool full leaves it
     with pytest.raises(ConnectionError):
-        publish_requeue(Unpublishable(), policy, request, (1,), {}, 1, 0.5)
+        publish_requeue(Unpublishable(), request, delivery)
+    assert delivery.state is State.ENDED
     assert hold_holder(check_order, 1) is None

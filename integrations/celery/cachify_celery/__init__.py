@@ -11,7 +11,7 @@
     def check_order(order_id): ...
 
 The options and their meaning are shared with the Dramatiq and Taskiq integrations
-(shared/TASK_OPTIONS.md); the policy lives in :mod:`cachify_core.tasks`. See
+(docs/TASK_OPTIONS.md); the policy lives in :mod:`cachify_core.tasks`. See
 integrations/celery/README.md.
 """
 
@@ -19,9 +19,9 @@ from cachify_core.errors import CachifyPoolFullError
 from cachify_core.tasks import CachifyDuplicateError, CachifyTaskOptionError
 
 from . import worker_signals
-from .headers import OPTIONS_HEADER, REQUEUES_HEADER
+from .envelope import OPTIONS_HEADER, REQUEUES_HEADER
+from .hooks import CachifyTask
 from .install import install
-from .task import CachifyTask
 
 worker_signals.connect()
 

@@ -4,24 +4,19 @@ Celery turns every unknown ``@app.task(...)`` keyword into an attribute of the t
 builds, so a task's options are the ``once_*``/``pool_*``/``cache_*`` attributes of that class
 (and of its cachify bases, for class-based tasks). Key templates bind to the function the task
 runs; for ``bind=True`` tasks and class-based ``run`` methods, ``self`` is not an argument of
-the template. Everything here is validation and lookup: no I/O.
+the template. The options themselves are parsed by the core (``cachify_core.tasks.TaskPolicies``).
+Everything here is lookup: no I/O.
 """
 
 from __future__ import annotations
 
-import json
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
-from cachify_core.instance import Cachify
-from cachify_core.tasks import CachifyTaskOptionError, TaskPolicy, is_task_option, parse_task_options
+from cachify_core.tasks import is_task_option
 
-__all__ = ["TaskPolicies", "class_function", "declared_options", "key_function", "task_name"]
-
-#: Distinct per-call override sets remembered per task; past this the table starts over
-#: (a workload with that many distinct overrides is unusual, and re-parsing costs ~20 µs).
-MAX_VARIANTS = 256
+__all__ = ["class_function", "declared_options", "key_function", "task_name"]
 
 _SELF = object()  # stands in for the task instance when binding a template to a method
 
@@ -61,50 +56,3 @@ def declared_options(cls: type, root: type) -> dict[str, Any]:
         if issubclass(klass, root):
             raw.update((k, v) for k, v in vars(klass).items() if is_task_option(k))
     return raw
-
-
-def canonical_overrides(task: str, overrides: Mapping[str, Any]) -> str:
-    """Per-call overrides as the JSON text they travel as (and are cached under)."""
-    try:
-        return json.dumps(dict(overrides), sort_keys=True)
-    except (TypeError, ValueError):
-        raise CachifyTaskOptionError(
-            f"task {task!r}: per-call options travel in message headers and must be JSON values "
-            f"(declare a callable pool_on_full on the task instead), got {dict(overrides)!r}"
-        ) from None
-
-
-class TaskPolicies:
-    """The policy a task declares, plus the variants its per-call overrides ask for."""
-
-    def __init__(
-        self,
-        name: str,
-        function: Callable[..., Any],
-        raw: Mapping[str, Any],
-        cachify: Callable[[], Cachify],
-    ) -> None:
-        self.name = name
-        self.function = function
-        self.raw = dict(raw)
-        self._cachify = cachify
-        self.declared = TaskPolicy(parse_task_options(name, function, raw), cachify)
-        self._variants: dict[str, TaskPolicy] = {}
-
-    def with_overrides(self, overrides: Mapping[str, Any] | None) -> TaskPolicy:
-        """The policy for one call; ``overrides`` are validated like declared options."""
-        if not overrides:
-            return self.declared
-        if not isinstance(overrides, Mapping):
-            raise CachifyTaskOptionError(
-                f"task {self.name!r}: per-call options must be a dict, got {overrides!r}"
-            )
-        text = canonical_overrides(self.name, overrides)
-        policy = self._variants.get(text)
-        if policy is None:
-            options = parse_task_options(self.name, self.function, {**self.raw, **overrides})
-            policy = TaskPolicy(options, self._cachify)
-            if len(self._variants) >= MAX_VARIANTS:
-                self._variants.clear()
-            self._variants[text] = policy
-        return policy

@@ -17,7 +17,8 @@ from cachify_core.instance import Cachify
 from cachify_core.tasks import CachifyTaskOptionError, is_task_option, parse_task_options
 
 from .declaration import key_function
-from .task import CachifyTask
+from .hooks import CachifyTask
+from .publish import guard_send_task
 
 __all__ = ["install"]
 
@@ -42,6 +43,7 @@ def install(app: Any, cachify: Cachify | None = None) -> type[CachifyTask]:
     app._custom_task_cls_used = True  # Celery's Django fixup reads it to leave our class alone
     if not getattr(app.task, "_cachify_checked", False):
         app.task = _checking(app, app.task)
+    guard_send_task(app)
     return base
 
 

@@ -1,55 +1,40 @@
 """Requeue: send a task whose pool was full back through the broker, same task id, later.
 
-This is Celery's own retry mechanism minus the retry budget: the message is rebuilt from the
-running request (``signature_from_request``, as ``Task.retry`` does) with ``countdown`` set to
-the policy's backoff and the requeue count in a header, while ``retries`` stays as it was.
-The caller then raises ``Ignore`` so the current message is acknowledged, after the new one was
+Celery's own retry mechanism minus the retry budget: the message is rebuilt from the running
+request (``signature_from_request``, as ``Task.retry`` does) with ``countdown`` set to the
+delivery's backoff and the requeue count in its header, while ``retries`` stays as it was. The
+caller then raises ``Ignore`` so the current message is acknowledged after the new one was
 published: a crash in between can run the task twice, never lose it.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Mapping
 from typing import Any
 
-from cachify_core.tasks import TaskPolicy
+from cachify_core.tasks import Delivery
 
-from .headers import REQUEUES_HEADER
+from .envelope import REQUEUES_HEADER
 
-__all__ = ["REPUBLISH_OPTION", "publish_requeue"]
-
-logger = logging.getLogger("cachify.celery")
-
-#: ``apply_async`` option marking a requeue: the dedup hold is already this task's (the policy
-#: kept it), so no claim is made for it.
-REPUBLISH_OPTION = "_cachify_republish"
+__all__ = ["publish_requeue"]
 
 
-def publish_requeue(
-    task: Any,
-    policy: TaskPolicy,
-    request: Any,
-    args: tuple[Any, ...],
-    kwargs: Mapping[str, Any],
-    requeues: int,
-    delay_s: float,
-) -> None:
-    """Publish requeue number ``requeues`` of the running task, due in ``delay_s`` seconds.
+def publish_requeue(task: Any, request: Any, delivery: Delivery) -> None:
+    """Publish the next requeue of the running delivery, due after the delivery's backoff.
 
-    If the publish fails, the task will not run again under its id: what the policy kept for
-    it (a ``queued`` dedup hold) is released and the error propagates, so Celery records the
-    failure (or retries it, with ``autoretry_for``) instead of the task vanishing.
+    If the publish fails, nothing will run under the task id any more: the delivery gives its
+    hold back and the error propagates, so Celery records the failure instead of the task
+    vanishing.
     """
+    decision = delivery.decision
+    delay_s = 0.0 if decision is None else decision.delay_s
     headers = dict(request.headers or {})
-    headers[REQUEUES_HEADER] = requeues
+    headers[REQUEUES_HEADER] = delivery.requeues + 1
     try:
-        signature = task.signature_from_request(request, args, kwargs, countdown=delay_s, headers=headers)
-        signature.apply_async(**{REPUBLISH_OPTION: True})
+        signature = task.signature_from_request(
+            request, delivery.args, delivery.kwargs, countdown=delay_s, headers=headers
+        )
+        signature.apply_async()
     except BaseException:
-        logger.error("cachify: task %s[%s] could not be requeued", task.name, request.id, exc_info=True)
-        policy.release_requeued(request.id, args, kwargs)
+        delivery.requeue_failed()
         raise
-    logger.info(
-        "cachify: task %s[%s] requeued (%d) in %.2fs: pool full", task.name, request.id, requeues, delay_s
-    )
+    delivery.requeue_published()

@@ -1,20 +1,26 @@
-"""Releases that only the worker's main process can make: for runs that never finished.
+"""Releases that only the worker's main process can make, for runs that never finished, and
+the store check at worker start.
 
-A run releases what it holds itself (:mod:`.execution`). These Celery signals cover the runs
-that could not:
+A run releases what it holds itself (:mod:`.hooks`). These Celery signals cover the runs that
+could not:
 
 * ``task_failure`` with ``WorkerLostError`` (a prefork child killed, e.g. SIGKILL or the OOM
   killer) or ``TimeLimitExceeded`` (hard time limit: the child is killed): sent in the main
-  process; the slot is freed from the child's record (:mod:`.slot_records`) and the dedup hold,
-  whose owner token is the task id, is released.
+  process. The slot is released under the token the child leased it with — derived from the
+  delivery (:func:`.hooks.slot_token`), so no record of it is needed — and the dedup hold,
+  whose owner token is the task id, is released: 2 round trips, both owner-checked.
 * ``task_revoked``: ``terminated=True`` is handled as above; a task revoked or expired before it
   started gives back the hold it took when it was sent.
 
 A lost child whose message Celery redelivers (``acks_late`` with ``reject_on_worker_lost``)
 or retries (``retry_on_worker_lost``) sends no ``task_failure``: its hold stays with the task
-id that will run again; its slot frees within ``pool_slot_ttl``, as a dead host's do (sooner
-if the redelivered run gets a slot of its own first and finds the lost run's record).
+id that will run again, and the redelivered run (same token) takes over its slot.
 Handlers never raise (Celery would only log it): failures are logged and TTLs take over.
+
+``worker_init`` refuses to start a worker whose cachify tasks use the embedded in-memory
+backend with an out-of-process broker: that backend coordinates one process, so holds, slots
+and cache entries would silently not be shared (raised as ``SystemExit`` with the reason, the
+one exception Celery's signal dispatch lets through).
 """
 
 from __future__ import annotations
@@ -26,22 +32,18 @@ from typing import Any
 from billiard.exceptions import TimeLimitExceeded, WorkerLostError
 from celery import signals
 
-from cachify_core.tasks import Claim, TaskPolicy
+from cachify_core.errors import CachifyInitError
+from cachify_core.tasks import OPTION_NAMES
 
-from . import slot_records
-from .headers import OPTIONS_HEADER, header
-from .task import CachifyTask
+from .declaration import declared_options
+from .hooks import CachifyTask, slot_token
+from .publish import policy_for_message, uses_in_process_broker
 
-__all__ = ["connect"]
+__all__ = ["check_at_start", "connect"]
 
 logger = logging.getLogger("cachify.celery")
 
 _LOST = (WorkerLostError, TimeLimitExceeded)
-
-
-def _policy(task: CachifyTask, request: Any) -> TaskPolicy | None:
-    policies = type(task)._cachify_policies
-    return None if policies is None else policies.with_overrides(header(request, OPTIONS_HEADER))
 
 
 def release_lost_run(
@@ -49,18 +51,11 @@ def release_lost_run(
 ) -> None:
     """A run died mid-way: free its pool slot and its dedup hold (any mode)."""
     try:
-        policy = _policy(task, request)
+        policy = policy_for_message(task, getattr(request, "headers", None))
         if policy is None or not policy.options.active:
             return
-        args = tuple(args or ())
-        kwargs = dict(kwargs or {})
-        attempt = slot_records.attempt_of(request)
-        if policy.options.pool_key is not None and slot_records.free_slot_of(
-            policy.cachify, task_id, attempt
-        ):
-            logger.info("cachify: freed the pool slot of lost task %s[%s]", task.name, task_id)
-        if policy.options.once_key is not None:
-            policy.unclaim(task_id, Claim(policy.once_key(args, kwargs)))
+        policy.release_lost_run(task_id, tuple(args or ()), dict(kwargs or {}), slot_token(request))
+        logger.info("cachify: released the slot and hold of lost task %s[%s]", task.name, task_id)
     except Exception:
         logger.exception("cachify: releasing lost task %s[%s] failed; its TTLs will", task.name, task_id)
 
@@ -70,15 +65,47 @@ def release_unstarted(
 ) -> None:
     """A sent task will never run (revoked or expired before it started): free its hold."""
     try:
-        policy = _policy(task, request)
+        policy = policy_for_message(task, getattr(request, "headers", None))
         if policy is not None and policy.options.claims_at_enqueue:
             policy.release_requeued(task_id, tuple(args or ()), dict(kwargs or {}))
     except Exception:
         logger.exception("cachify: releasing revoked task %s[%s] failed; its TTL will", task.name, task_id)
 
 
-def _on_child_start(**_: Any) -> None:
-    slot_records.mark_prefork_child()
+def check_at_start(app: Any) -> None:
+    """Raise ``SystemExit`` naming the task and the fix when cachify options cannot apply:
+    declared on a task whose class is not a ``CachifyTask`` (Celery keeps unknown decorator
+    keywords as plain attributes, so they would silently do nothing), or bound to the
+    in-memory backend while the broker's workers are other processes."""
+    in_process = uses_in_process_broker(app)
+    for task in list(app.tasks.values()):
+        if not isinstance(task, CachifyTask):
+            ignored = sorted(k for k in declared_options(type(task), object) if k in OPTION_NAMES)
+            if ignored:
+                raise SystemExit(
+                    f"celery worker: task {task.name!r} declares {', '.join(ignored)}, but its class is "
+                    "not a CachifyTask, so cachify cannot apply them: create the app with "
+                    "Celery(..., task_cls=CachifyTask) or call cachify_celery.install(app) before "
+                    "declaring tasks (or pass base=CachifyTask)"
+                )
+            continue
+        policies = type(task)._cachify_policies
+        if in_process or policies is None or not policies.active:
+            continue
+        try:
+            policies.declared.cachify  # noqa: B018  # no instance yet: init_cachify runs per child
+        except CachifyInitError:
+            continue
+        try:
+            policies.declared.require_shared_store("Celery")
+        except CachifyInitError as exc:
+            raise SystemExit(f"celery worker: {exc}") from None
+
+
+def _on_worker_init(sender: Any = None, **_: Any) -> None:
+    app = getattr(sender, "app", None)
+    if app is not None:
+        check_at_start(app)
 
 
 def _on_failure(
@@ -110,7 +137,7 @@ def connect() -> None:
     global _connected
     if _connected:
         return
-    signals.worker_process_init.connect(_on_child_start, weak=False)
+    signals.worker_init.connect(_on_worker_init, weak=False)
     signals.task_failure.connect(_on_failure, weak=False)
     signals.task_revoked.connect(_on_revoked, weak=False)
     _connected = True

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from cachify_core import Cachify, CachifyBackendError, CachifyPoolFullError, init_cachify
-from cachify_core.tasks import Delivery, State, TaskPolicy, Verdict, is_retry_of, parse_task_options
+from cachify_core.tasks import Delivery, State, TaskPolicy, Verdict, is_retry_of, logs, parse_task_options
 
 from .servers import free_port
 
@@ -24,6 +24,12 @@ def job(x: int) -> int:
 
 def policy(cachify: Cachify, **raw: Any) -> TaskPolicy:
     return TaskPolicy(parse_task_options(TASK, job, raw), cachify)
+
+
+@pytest.fixture(autouse=True)
+def no_outage_going_on() -> None:
+    """The outage log is per process: each test starts outside an outage."""
+    logs.store_reachable()
 
 
 @pytest.fixture(params=["sync", "async"])
@@ -171,20 +177,70 @@ async def test_no_options_touch_no_store(kind: str) -> None:
     assert d.state is State.ENDED
 
 
-@pytest.mark.parametrize("on_error", ["call", "raise"])
-async def test_an_unreachable_cache_fails_open_unless_told(kind: str, on_error: str, caplog: Any) -> None:
+def down_policy(**raw: Any) -> TaskPolicy:
+    """A policy on a Redis URL where nothing listens: every store call fails at once."""
     down = init_cachify(url=f"redis://127.0.0.1:{free_port()}/0", is_global=False)
-    p = TaskPolicy(
-        parse_task_options(TASK, job, {"cache_key": "c-{x}", "cache_on_backend_error": on_error}), down
-    )
-    d = Delivery(p, "t1", (1,), {})
-    if on_error == "raise":
-        with pytest.raises(CachifyBackendError):
-            await event(d, kind, "admit")
-        return
+    return TaskPolicy(parse_task_options(TASK, job, raw), down)
+
+
+async def test_an_unreachable_cache_fails_open_by_default(kind: str, caplog: Any) -> None:
+    d = Delivery(down_policy(cache_key="c-{x}"), "t1", (1,), {})
     with caplog.at_level(logging.WARNING, logger="cachify.tasks"):
         assert (await event(d, kind, "admit")).verdict is Verdict.RUN
         await event(d, kind, "succeeded", 5)  # nothing to write back: no second error
     assert d.state is State.ENDED
     assert [r.levelno for r in caplog.records] == [logging.WARNING]
     assert "t1" in caplog.records[0].getMessage()
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"once_key": "o-{x}"}, Verdict.REQUEUE),  # on_store_error="defer" is the default
+        ({"cache_key": "c-{x}", "cache_on_backend_error": "raise"}, Verdict.REQUEUE),
+        ({"pool_key": "p", "pool_max_size": 1, "on_store_error": "run"}, Verdict.RUN),
+        ({"once_key": "o-{x}", "on_store_error": "fail"}, None),
+    ],
+)
+async def test_an_unreachable_store_defers_runs_or_fails(
+    kind: str, raw: dict[str, Any], expected: Verdict | None
+) -> None:
+    d = Delivery(down_policy(**raw), "t1", (1,), {}, requeues=3)
+    if expected is None:
+        with pytest.raises(CachifyBackendError):
+            await event(d, kind, "admit")
+        assert d.state is State.ENDED
+        return
+    decision = await event(d, kind, "admit")
+    assert decision.verdict is expected
+    if expected is Verdict.REQUEUE:
+        assert d.state is State.REQUEUING
+        assert "store unreachable" in decision.reason
+        assert 0 <= decision.delay_s <= 4.0  # 0.5 s doubling per requeue, full jitter
+    else:
+        assert d.state is State.RUNNING
+        await event(d, kind, "succeeded", 1)  # held nothing: nothing to release
+
+
+async def test_an_outage_is_logged_once(kind: str, caplog: Any) -> None:
+    p = down_policy(once_key="o-{x}")
+    with caplog.at_level(logging.DEBUG, logger="cachify.tasks"):
+        for n in range(5):
+            await event(Delivery(p, f"t{n}", (n,), {}), kind, "admit")
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "store unreachable" in warnings[0].getMessage()
+
+
+async def test_a_claim_that_cannot_reach_the_store(kind: str) -> None:
+    failing = down_policy(once_key="o-{x}")
+
+    async def claim_it() -> Any:
+        return failing.claim("t1", (1,), {}) if kind == "sync" else await failing.aclaim("t1", (1,), {})
+
+    with pytest.raises(CachifyBackendError, match=rf"task '{TASK}': not sent.*once_on_store_error='send'"):
+        await claim_it()
+    sending = down_policy(once_key="o-{x}", once_on_store_error="send")
+    claim = sending.claim("t1", (1,), {}) if kind == "sync" else await sending.aclaim("t1", (1,), {})
+    assert claim.key is None
+    assert not claim.duplicate

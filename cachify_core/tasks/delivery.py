@@ -13,6 +13,9 @@ RECEIVED    ``admit`` → RUN              RUNNING     cache miss, hold taken/ch
 RECEIVED    ``admit`` → CACHED/RETURN    ENDED       the send-time claim is given back
 RECEIVED    ``admit`` → SKIP             ENDED       duplicate: nothing of its own; drop: claim back
 RECEIVED    ``admit`` → REQUEUE          REQUEUING   a queued hold is kept for the requeued copy
+RECEIVED    ``admit``: store unreachable REQUEUING   ``on_store_error="defer"`` (default): back through
+                                                     the broker, nothing touched ("run": RUNNING
+                                                     ungated; "fail": raises, as below)
 RECEIVED    ``admit`` raises             ENDED       the task fails unrun: its claim is given back
 RUNNING     ``succeeded(result)``        ENDED       result cached; slot and hold released
 RUNNING     ``raised(e, retry=True)``    ENDED       slot released; the hold kept for the retry
@@ -47,7 +50,7 @@ import inspect
 from collections.abc import Mapping
 from typing import Any, cast
 
-from ..errors import CachifyPoolFullError
+from ..errors import CachifyBackendError, CachifyPoolFullError
 from ..steps import Primitives, Steps, run_async, run_blocking
 from . import logs
 from .policy import Admission, Outcome, RunHandle, TaskPolicy, Verdict
@@ -125,9 +128,13 @@ class Delivery:
             self.decision = Admission(Verdict.RUN)
             return self.decision
         try:
-            decision = yield from p.admit_steps(
-                p.cachify, self.task_id, self.args, self.kwargs, self.requeues, asyncio, self.slot_token
-            )
+            try:
+                decision = yield from p.admit_steps(
+                    p.cachify, self.task_id, self.args, self.kwargs, self.requeues, asyncio, self.slot_token
+                )
+            except CachifyBackendError as exc:
+                return self._decided(p.store_error(self.task_id, self.requeues, exc))
+            logs.store_reachable()
         except BaseException:
             # on_full="raise", requeues exhausted, an unreachable store: the task fails unrun,
             # so its send-time claim must not block the key for once_ttl.

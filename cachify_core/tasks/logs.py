@@ -13,14 +13,33 @@ dropped (pool_on_full="drop")   WARN   ``task <name>[<id>] skipped: pool <key> f
 requeued                        INFO   ``task <name>[<id>] requeued (<n>) in <d>s: <reason>``
 cache hit                       DEBUG  ``task <name>[<id>] cache hit: <key>``
 store unreachable, cache open   WARN   ``task <name>[<id>] ran without its cache: <error>``
+store unreachable (an outage)   WARN   ``store unreachable: <action> (first: task <name>[<id>]:
+                                       <error>)`` — once per outage, then DEBUG per delivery;
+                                       ``store reachable again after <s>s; <n> deliveries ...``
 ==============================  =====  ======================================================
+
+An outage is logged once, not once per task: the first delivery that cannot reach the store
+logs a WARNING, the others of the same outage log at DEBUG, and the first delivery that reaches
+the store again logs how long it lasted and what was done meanwhile.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 
-__all__ = ["cache_hit", "cache_unreachable", "logger", "not_sent", "requeued", "resent_while_held", "skipped"]
+__all__ = [
+    "cache_hit",
+    "cache_unreachable",
+    "logger",
+    "not_sent",
+    "requeued",
+    "resent_while_held",
+    "skipped",
+    "store_reachable",
+    "store_unreachable",
+]
 
 logger = logging.getLogger("cachify.tasks")
 
@@ -56,3 +75,45 @@ def cache_unreachable(task: str, task_id: str, error: BaseException) -> None:
     logger.warning(
         "cachify: task %s[%s] ran without its cache (cache_on_backend_error='call'): %s", task, task_id, error
     )
+
+
+class _Outage:
+    """The current store outage as this process sees it (``since`` is ``None`` while none)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.since: float | None = None
+        self.deliveries = 0
+
+
+_outage = _Outage()
+
+
+def store_unreachable(task: str, task_id: str, action: str, error: BaseException) -> None:
+    """A delivery or send could not reach the store; ``action`` says what was done instead."""
+    with _outage.lock:
+        first = _outage.since is None
+        if first:
+            _outage.since = time.monotonic()
+        _outage.deliveries += 1
+    if first:
+        logger.warning(
+            "cachify: store unreachable: %s (first: task %s[%s]: %s)", action, task, task_id, error
+        )
+    else:
+        logger.debug("cachify: task %s[%s]: store unreachable: %s", task, task_id, action)
+
+
+def store_reachable() -> None:
+    """The store answered: end the outage, if one was going on (free while none is)."""
+    if _outage.since is None:
+        return
+    with _outage.lock:
+        since, count = _outage.since, _outage.deliveries
+        _outage.since, _outage.deliveries = None, 0
+    if since is not None:
+        logger.warning(
+            "cachify: store reachable again after %.1fs; %d deliveries or sends were handled meanwhile",
+            time.monotonic() - since,
+            count,
+        )

@@ -18,6 +18,7 @@ __all__ = [
     "DEFAULT_ONCE_TTL_S",
     "DEFAULT_POOL_BACKOFF_S",
     "DEFAULT_POOL_SLOT_TTL_S",
+    "DEFAULT_STORE_BACKOFF_S",
     "OPTION_NAMES",
     "CachifyTaskOptionError",
     "TaskOptions",
@@ -27,6 +28,8 @@ __all__ = [
 OnceMode = Literal["queued", "until_started", "running"]
 OnFull = Literal["requeue", "drop", "raise"] | Callable[..., Any]
 OnBackendError = Literal["call", "raise"]
+OnStoreError = Literal["defer", "fail", "run"]
+OnceOnStoreError = Literal["fail", "send"]
 
 #: An hour: long enough for a queue backlog, short enough that a lost message does not block
 #: its key for a day.
@@ -35,6 +38,9 @@ DEFAULT_ONCE_TTL_S = 3600.0
 DEFAULT_POOL_SLOT_TTL_S = 60.0
 #: First requeue after up to 1 s, doubling to at most a minute between tries.
 DEFAULT_POOL_BACKOFF_S = (1.0, 60.0)
+#: A delivery deferred because the store is unreachable comes back after up to 0.5 s, doubling
+#: to at most 30 s: soon enough after a restart, sparse enough not to flood a broker meanwhile.
+DEFAULT_STORE_BACKOFF_S = (0.5, 30.0)
 
 OPTION_NAMES = frozenset(
     {
@@ -51,9 +57,13 @@ OPTION_NAMES = frozenset(
         "cache_key",
         "cache_ttl",
         "cache_on_backend_error",
+        "once_on_store_error",
+        "on_store_error",
     }
 )
 _PREFIXES = ("once_", "pool_", "cache_")
+#: Options that belong to no single feature.
+_GENERAL = frozenset({"on_store_error"})
 
 
 class CachifyTaskOptionError(CachifyError, ValueError):
@@ -80,6 +90,12 @@ class TaskOptions:
     #: The result cache fails open like ``@cached``: an unreachable store makes a lookup a miss
     #: (the task runs) and a store write a logged no-op; ``"raise"`` fails the task instead.
     cache_on_backend_error: OnBackendError = "call"
+    #: What a delivery does when its admission cannot reach the store: ``"defer"`` it through
+    #: the broker (same task id, retries untouched), ``"fail"`` the task, or ``"run"`` it ungated.
+    on_store_error: OnStoreError = "defer"
+    #: What a send does when its claim cannot reach the store: ``"fail"`` (raise, naming the
+    #: task; nothing is sent) or ``"send"`` the message ungated (the run checks the hold again).
+    once_on_store_error: OnceOnStoreError = "fail"
 
     @property
     def active(self) -> bool:
@@ -93,7 +109,7 @@ class TaskOptions:
 
 def is_task_option(name: str) -> bool:
     """Whether an option name belongs to cachify (so a typo of one is an error, not ignored)."""
-    return name.startswith(_PREFIXES)
+    return name.startswith(_PREFIXES) or name in _GENERAL
 
 
 def _seconds(task: str, name: str, value: Any) -> float:
@@ -145,6 +161,13 @@ def parse_task_options(task_name: str, func: Callable[..., Any], raw: Mapping[st
         if not isinstance(once_raise, bool):
             raise CachifyTaskOptionError(f"task {task_name!r}: once_raise must be a bool, got {once_raise!r}")
         opts["once_raise"] = once_raise
+        on_send_error = given.get("once_on_store_error", "fail")
+        if on_send_error not in ("fail", "send"):
+            raise CachifyTaskOptionError(
+                f"task {task_name!r}: once_on_store_error must be 'fail' (raise at send when the store "
+                f"is unreachable) or 'send' (send without deduplication), got {on_send_error!r}"
+            )
+        opts["once_on_store_error"] = on_send_error
 
     if given.get("pool_key") is not None:
         opts["pool_key"] = _template(task_name, "pool_key", given["pool_key"], func, "pool")
@@ -198,4 +221,12 @@ def parse_task_options(task_name: str, func: Callable[..., Any], raw: Mapping[st
             )
         opts["cache_on_backend_error"] = on_error
 
+    on_store_error = given.get("on_store_error", "defer")
+    if on_store_error not in ("defer", "fail", "run"):
+        raise CachifyTaskOptionError(
+            f"task {task_name!r}: on_store_error must be 'defer' (send the delivery back through the "
+            f"broker until the store answers), 'fail' or 'run' (run without the store's gates), "
+            f"got {on_store_error!r}"
+        )
+    opts["on_store_error"] = on_store_error
     return TaskOptions(**opts)

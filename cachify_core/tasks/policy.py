@@ -34,7 +34,7 @@ from ..serialization import CachifySerializationError
 from ..steps import Steps, run_async, run_blocking
 from ..tokens import new_token
 from . import logs
-from .options import TaskOptions
+from .options import DEFAULT_STORE_BACKOFF_S, TaskOptions
 
 __all__ = [
     "Admission",
@@ -151,16 +151,52 @@ class TaskPolicy:
         ttl = self.options.cache_ttl_s
         return c.default_cache_ttl_ms if isinstance(ttl, UnsetType) else seconds_to_ms(ttl, "cache_ttl")
 
-    def backoff_s(self, requeues: int) -> float:
-        """Exponential backoff with full jitter before requeue number ``requeues + 1``."""
-        first, most = self.options.pool_backoff_s
+    def backoff_s(self, requeues: int, bounds_s: tuple[float, float] | None = None) -> float:
+        """Exponential backoff with full jitter before requeue number ``requeues + 1``, within
+        ``bounds_s`` = (first, max) seconds (default: the task's ``pool_backoff``)."""
+        first, most = bounds_s or self.options.pool_backoff_s
         return random.uniform(0.0, min(most, first * 2.0 ** min(requeues, 62)))
+
+    def store_error(self, task_id: str, requeues: int, error: CachifyBackendError) -> Admission:
+        """What a delivery whose admission cannot reach the store does (``on_store_error``).
+
+        ``"defer"``: back through the broker after a bounded backoff, same task id, retries
+        untouched (nothing was run, so nothing is lost). ``"run"``: run with no gate at all.
+        ``"fail"``: the error propagates. Logged once per outage (:mod:`.logs`).
+        """
+        mode = self.options.on_store_error
+        if mode == "fail":
+            raise error
+        if mode == "run":
+            logs.store_unreachable(
+                self.options.task_name, task_id, "running tasks ungated (on_store_error='run')", error
+            )
+            return Admission(Verdict.RUN, handle=RunHandle(self.cachify, task_id), reason="store unreachable")
+        delay_s = self.backoff_s(requeues, DEFAULT_STORE_BACKOFF_S)
+        logs.store_unreachable(
+            self.options.task_name, task_id, "deferring deliveries through the broker", error
+        )
+        return Admission(Verdict.REQUEUE, delay_s=delay_s, reason=f"store unreachable: {error}")
 
     def _duplicate(self, task_id: str, key: str, holder: str, dependents: bool) -> Claim:
         if self.options.once_raise or dependents:
             raise CachifyDuplicateError(self.options.task_name, key, holder)
         logs.not_sent(self.options.task_name, task_id, key, holder)
         return Claim(key, holder)
+
+    def _claim_failed(self, task_id: str, error: CachifyBackendError) -> Claim:
+        """A claim could not reach the store (``once_on_store_error``): fail naming the task, or
+        send ungated (the run checks the hold again when the store is back)."""
+        name = self.options.task_name
+        if self.options.once_on_store_error == "send":
+            logs.store_unreachable(
+                name, task_id, "sending without deduplication (once_on_store_error='send')", error
+            )
+            return Claim(None)
+        raise CachifyBackendError(
+            f"task {name!r}: not sent: its once_key hold could not be taken because the store is "
+            f"unreachable ({error}); pass once_on_store_error='send' to send without deduplication then"
+        ) from error
 
     def require_shared_store(self, framework: str) -> None:
         """Refuse the embedded in-memory backend when ``framework``'s workers are other processes.
@@ -433,7 +469,12 @@ class TaskPolicy:
         :class:`CachifyDuplicateError` rather than silently not being sent.
         """
         c = self.cachify
-        return run_blocking(self.claim_steps(c, task_id, args, kwargs, resend, dependents), c.sync_backend)
+        try:
+            return run_blocking(
+                self.claim_steps(c, task_id, args, kwargs, resend, dependents), c.sync_backend
+            )
+        except CachifyBackendError as exc:
+            return self._claim_failed(task_id, exc)
 
     def unclaim(self, task_id: str, claim: Claim) -> None:
         """The publish failed after the claim: give the hold back."""
@@ -487,9 +528,12 @@ class TaskPolicy:
         dependents: bool = False,
     ) -> Claim:
         c = self.cachify
-        return await run_async(
-            self.claim_steps(c, task_id, args, kwargs, resend, dependents), c.async_backend
-        )
+        try:
+            return await run_async(
+                self.claim_steps(c, task_id, args, kwargs, resend, dependents), c.async_backend
+            )
+        except CachifyBackendError as exc:
+            return self._claim_failed(task_id, exc)
 
     async def aunclaim(self, task_id: str, claim: Claim) -> None:
         if not claim.duplicate:

@@ -240,6 +240,12 @@ async def test_a_claim_that_cannot_reach_the_store(kind: str) -> None:
 
     with pytest.raises(CachifyBackendError, match=rf"task '{TASK}': not sent.*once_on_store_error='send'"):
         await claim_it()
+    resent = (
+        failing.claim("t1", (1,), {}, resend=True)
+        if kind == "sync"
+        else await failing.aclaim("t1", (1,), {}, resend=True)
+    )
+    assert resent.key is None  # a retry or requeue is sent whatever the store says
     sending = down_policy(once_key="o-{x}", once_on_store_error="send")
     claim = sending.claim("t1", (1,), {}) if kind == "sync" else await sending.aclaim("t1", (1,), {})
     assert claim.key is None

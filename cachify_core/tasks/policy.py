@@ -184,10 +184,16 @@ class TaskPolicy:
         logs.not_sent(self.options.task_name, task_id, key, holder)
         return Claim(key, holder)
 
-    def _claim_failed(self, task_id: str, error: CachifyBackendError) -> Claim:
+    def _claim_failed(self, task_id: str, error: CachifyBackendError, resend: bool) -> Claim:
         """A claim could not reach the store (``once_on_store_error``): fail naming the task, or
-        send ungated (the run checks the hold again when the store is back)."""
+        send ungated (the run checks the hold again when the store is back). A resend (retry,
+        requeue, deferral) is always sent: refusing it would lose a task that was accepted."""
         name = self.options.task_name
+        if resend:
+            logs.store_unreachable(
+                name, task_id, "re-sending retries and requeues without refreshing holds", error
+            )
+            return Claim(None)
         if self.options.once_on_store_error == "send":
             logs.store_unreachable(
                 name, task_id, "sending without deduplication (once_on_store_error='send')", error
@@ -474,7 +480,7 @@ class TaskPolicy:
                 self.claim_steps(c, task_id, args, kwargs, resend, dependents), c.sync_backend
             )
         except CachifyBackendError as exc:
-            return self._claim_failed(task_id, exc)
+            return self._claim_failed(task_id, exc, resend)
 
     def unclaim(self, task_id: str, claim: Claim) -> None:
         """The publish failed after the claim: give the hold back."""
@@ -533,7 +539,7 @@ class TaskPolicy:
                 self.claim_steps(c, task_id, args, kwargs, resend, dependents), c.async_backend
             )
         except CachifyBackendError as exc:
-            return self._claim_failed(task_id, exc)
+            return self._claim_failed(task_id, exc, resend)
 
     async def aunclaim(self, task_id: str, claim: Claim) -> None:
         if not claim.duplicate:

@@ -4,24 +4,46 @@ A *step* is ``lambda backend: backend.<primitive>(...)`` (or any call that does 
 running the user's function). Policy code yields steps and receives their results; the
 blocking driver calls each step with the sync backend, the asyncio driver awaits it with the
 async backend. So everything that does no I/O — keys, TTLs, branching, error handling —
-exists in one copy, and the two drivers below are the only twins.
+exists in one copy, and the two drivers below are the only twins. A :class:`Sleep` step
+waits without calling the backend (``time.sleep`` / ``asyncio.sleep``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any, TypeVar
 
 from .waiting import WaitPlan
 
-__all__ = ["Step", "Steps", "acquire_steps", "give_back_on_failure", "run_async", "run_blocking"]
+__all__ = [
+    "Sleep",
+    "Step",
+    "Steps",
+    "acquire_steps",
+    "give_back_on_failure",
+    "run_async",
+    "run_blocking",
+]
 
 T = TypeVar("T")
 
 Step = Callable[[Any], Any]
 Steps = Generator[Step, Any, T]
+
+
+class Sleep:
+    """A step that only waits ``delay_s`` seconds; the drivers sleep their own way."""
+
+    __slots__ = ("delay_s",)
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = max(delay_s, 0.0)
+
+    def __call__(self, backend: Any) -> Any:
+        raise TypeError("a Sleep step is run by run_blocking or run_async, not called")
 
 
 def run_blocking(steps: Steps[T], backend: Any) -> T:
@@ -30,7 +52,11 @@ def run_blocking(steps: Steps[T], backend: Any) -> T:
         step = next(steps)
         while True:
             try:
-                result = step(backend)
+                if isinstance(step, Sleep):
+                    time.sleep(step.delay_s)
+                    result = None
+                else:
+                    result = step(backend)
             except BaseException as exc:
                 step = steps.throw(exc)
             else:
@@ -45,7 +71,7 @@ async def run_async(steps: Steps[T], backend: Any) -> T:
         step = next(steps)
         while True:
             try:
-                result = await step(backend)
+                result = await (asyncio.sleep(step.delay_s) if isinstance(step, Sleep) else step(backend))
             except BaseException as exc:
                 step = steps.throw(exc)
             else:

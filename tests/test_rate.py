@@ -9,7 +9,6 @@ rate allows, however slow the machine is.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import itertools
 import math
 import pickle
@@ -39,6 +38,7 @@ from . import mp_workers_rate
 from .conftest import WITH_CLUSTER
 from .support import CTX, WAIT_S, join_all, start_all, wait_until
 from .test_init import AsyncDictClient, DictClient
+from .windows import certain_peak
 
 
 def limited(fn: Callable[[], Any]) -> CachifyRateLimitedError:
@@ -540,23 +540,6 @@ def test_custom_clients_refuse_clearly_at_use() -> None:
 
 
 # -- across processes ---------------------------------------------------------------------------------
-def certain_peak(intervals: list[tuple[float, float]], window_s: float) -> int:
-    """The most admissions certainly inside one half-open window of ``window_s``, anchored anywhere.
-
-    Admission ``i`` happened at some instant in ``[t0_i, t1_i]``; it is certainly inside
-    ``[a, a + window_s)`` when ``t0_i >= a`` and ``t1_i < a + window_s``. The best anchors are
-    the ``t0`` values, so this is exact for what the intervals prove (a lower bound of the true
-    peak: an over-admission it reports really happened).
-    """
-    ordered = sorted(intervals)
-    starts = [t0 for t0, _ in ordered]
-    peak = 0
-    for i, (a, _) in enumerate(ordered):
-        end = bisect.bisect_left(starts, a + window_s)
-        peak = max(peak, sum(1 for _, t1 in ordered[i:end] if t1 < a + window_s))
-    return peak
-
-
 def test_limit_holds_across_processes_in_every_window(flushed_redis_url: str, raw: redis.Redis) -> None:
     rate, count, burst, duration_s, procs = "40/s", 40, 5, 2.0, 3
     interval_s = 1 / count

@@ -1,6 +1,6 @@
 """The backend contract: the few atomic primitives every feature is built from.
 
-``cached``, ``lock``, ``once`` and ``pool`` are policy over these methods and nothing else
+``cached``, ``lock``, ``once``, ``pool`` and ``rate`` are policy over these methods and nothing else
 (see docs/ARCHITECTURE.md). Each backend comes as a blocking twin and an asyncio twin with
 the same method names; keys arrive fully built (prefix and feature postfix included).
 

@@ -103,7 +103,7 @@ class _Limiter:
 
     def limited(self, display_key: str, check: RateCheck) -> CachifyRateLimitedError:
         error = CachifyRateLimitedError(display_key, check.retry_after_ms / 1000, self.text)
-        logger.debug(str(error))
+        logger.debug("%s", error)
         return error
 
 
@@ -246,7 +246,7 @@ class rate_limit:
             raise ValueError(f"{where}: nowait must be a bool, got {nowait!r}")
         if nowait and wait_s is not None:
             raise ValueError(
-                f"{where}: nowait=True never waits, so timeout={timeout!r} has no effect; pass one"
+                f"{where}: nowait=True never waits, so timeout={timeout!r} would be ignored; pass one of them"
             )
         self._wait_s = 0.0 if nowait else wait_s
         self._key = key

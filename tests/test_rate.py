@@ -9,9 +9,11 @@ rate allows, however slow the machine is.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import math
 import pickle
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -36,7 +38,7 @@ from cachify_core.backends import memory as memory_module
 
 from . import mp_workers_rate
 from .conftest import WITH_CLUSTER
-from .support import CTX, WAIT_S, join_all, start_all, wait_until
+from .support import CTX, WAIT_S, join_all, start_all, started, wait_until
 from .test_init import AsyncDictClient, DictClient
 from .windows import certain_peak
 
@@ -196,6 +198,40 @@ async def test_waiting_tasks_share_the_rate(cachify: Cachify) -> None:
     done = sorted(await asyncio.wait_for(asyncio.gather(*(one() for _ in range(6))), WAIT_S))
     # 2 at once, then one every 20 ms: the 6th no sooner than 4 intervals in
     assert done[-1] >= 4 * 0.02 - 0.002, done
+
+
+@pytest.mark.parametrize("backend", WITH_CLUSTER)
+def test_threads_together_get_exactly_the_burst(cachify: Cachify) -> None:
+    r = cachify.rate_limit("crowd", ["10/m", "1000/s"], nowait=True)
+    admitted = [0]
+    mutex = threading.Lock()
+
+    def work() -> None:
+        for _ in range(15):
+            with contextlib.suppress(CachifyRateLimitedError):
+                r.acquire()
+                with mutex:
+                    admitted[0] += 1
+
+    workers = [started(work) for _ in range(6)]
+    for worker in workers:
+        worker.finish()
+    assert admitted[0] == 10  # 90 tries, 10 admitted: none lost, none extra
+    assert r.remaining() == 0
+
+
+async def test_tasks_together_get_exactly_the_burst(cachify: Cachify) -> None:
+    r = cachify.rate_limit("crowd", "10/m", nowait=True)
+
+    async def work() -> int:
+        admitted = 0
+        for _ in range(15):
+            with contextlib.suppress(CachifyRateLimitedError):
+                await r.aacquire()
+                admitted += 1
+        return admitted
+
+    assert sum(await asyncio.wait_for(asyncio.gather(*(work() for _ in range(6))), WAIT_S)) == 10
 
 
 # -- several limits: all or nothing -----------------------------------------------------------------

@@ -1,7 +1,8 @@
-"""cachify: caching, owner-checked distributed locks, run-once and concurrency pools.
+"""cachify: caching, owner-checked distributed locks, run-once, concurrency pools and rate limits.
 
 Public API compatible with py-cachify 3.1 (``init_cachify``, ``Cachify``, ``cached``,
-``lock``, ``once``, ``pool``, ``pooled`` and their errors), sync and async alike, on an
+``lock``, ``once``, ``pool``, ``pooled`` and their errors) plus ``rate_limit`` /
+``rate_limited``, sync and async alike, on an
 embedded in-memory backend by default or on Redis (and Valkey, DragonflyDB).
 """
 
@@ -15,6 +16,7 @@ from .errors import (
     CachifyLockError,
     CachifyLockNotOwnedError,
     CachifyPoolFullError,
+    CachifyRateLimitedError,
 )
 from .instance import Cachify, get_cachify, init_cachify
 from .invalidation import invalidates
@@ -22,6 +24,8 @@ from .lock import lock
 from .once import OnceDecorator, once
 from .pool import PooledDecorator, pool, pooled
 from .protocols import UNSET, AsyncClient, Decoder, Encoder, SyncClient, UnsetType
+from .rate import AsyncRateWrappedF, RateLimitedDecorator, SyncRateWrappedF, rate_limit, rate_limited
+from .rates import Rate, parse_rate
 from .serialization import (
     CachifySerializationError,
     JsonSerializer,
@@ -49,6 +53,7 @@ __all__ = [
     "AsyncClient",
     "AsyncLockWrappedF",
     "AsyncPoolWrappedF",
+    "AsyncRateWrappedF",
     "AsyncResetWrappedF",
     "Cachify",
     "CachifyBackendError",
@@ -58,6 +63,7 @@ __all__ = [
     "CachifyLockError",
     "CachifyLockNotOwnedError",
     "CachifyPoolFullError",
+    "CachifyRateLimitedError",
     "CachifySerializationError",
     "Decoder",
     "Encoder",
@@ -66,10 +72,13 @@ __all__ = [
     "MemoryStore",
     "MsgpackSerializer",
     "PickleSerializer",
+    "Rate",
+    "RateLimitedDecorator",
     "Serializer",
     "SyncClient",
     "SyncLockWrappedF",
     "SyncPoolWrappedF",
+    "SyncRateWrappedF",
     "SyncResetWrappedF",
     "UnsetType",
     "WrappedFunctionLock",
@@ -81,8 +90,11 @@ __all__ = [
     "invalidates",
     "lock",
     "once",
+    "parse_rate",
     "pool",
     "pooled",
+    "rate_limit",
+    "rate_limited",
 ]
 
 __version__ = "0.1.0"

@@ -14,6 +14,7 @@ __all__ = [
     "CachifyLockError",
     "CachifyLockNotOwnedError",
     "CachifyPoolFullError",
+    "CachifyRateLimitedError",
 ]
 
 
@@ -45,6 +46,26 @@ class CachifyLockNotOwnedError(CachifyLockError):
 
 class CachifyPoolFullError(CachifyError):
     """Every slot of a pool is taken."""
+
+
+class CachifyRateLimitedError(CachifyError):
+    """A rate limit does not admit the call now (``nowait``), or not within ``timeout``.
+
+    ``key`` is the limiter's key (its template filled in, without the instance prefix);
+    ``retry_after_s`` the seconds until it would admit the call, as the backend reported when it
+    refused (other callers may get in first). Nothing was counted for the refused call.
+    """
+
+    def __init__(self, key: str, retry_after_s: float, rates: str = "") -> None:
+        self.key = key
+        self.retry_after_s = retry_after_s
+        self.rates = rates
+        limits = f" ({rates})" if rates else ""
+        super().__init__(f"{key} is rate limited{limits}; retry after {retry_after_s:.3f}s")
+
+    def __reduce__(self) -> tuple[type[CachifyRateLimitedError], tuple[str, float, str]]:
+        # pickled across processes (task results, multiprocessing) with its fields, not its message
+        return type(self), (self.key, self.retry_after_s, self.rates)
 
 
 class CachifyBackendError(CachifyError):

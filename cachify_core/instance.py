@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from .backends import SyncBackend, resolve_backends
@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from .once import OnceDecorator
     from .pool import PooledDecorator
     from .pool import pool as _pool
+    from .rate import RateLimitedDecorator
+    from .rate import rate_limit as _rate_limit
 
 __all__ = ["Cachify", "get_cachify", "init_cachify", "seconds_to_ms"]
 
@@ -169,6 +171,39 @@ class Cachify:
         from .pool import make_pooled
 
         return make_pooled(lambda: self, key, max_size, on_full, raise_on_full, slot_exp, auto_renew)
+
+    def rate_limit(
+        self,
+        key: str,
+        rate: str | Sequence[str],
+        *,
+        burst: int | None = None,
+        cost: int = 1,
+        nowait: bool = False,
+        timeout: float | None = None,
+    ) -> _rate_limit:
+        """See :class:`cachify_core.rate_limit`."""
+        from .rate import rate_limit
+
+        return rate_limit(
+            key, rate, burst=burst, cost=cost, nowait=nowait, timeout=timeout, _provider=lambda: self
+        )
+
+    def rate_limited(
+        self,
+        key: str,
+        rate: str | Sequence[str],
+        on_limited: Callable[..., Any] | None = None,
+        raise_on_limited: bool = False,
+        *,
+        burst: int | None = None,
+        cost: int = 1,
+        timeout: float | UnsetType | None = UNSET,
+    ) -> RateLimitedDecorator:
+        """See :func:`cachify_core.rate_limited`."""
+        from .rate import make_rate_limited
+
+        return make_rate_limited(lambda: self, key, rate, on_limited, raise_on_limited, burst, cost, timeout)
 
 
 _global: Cachify | None = None

@@ -4,20 +4,24 @@ A *step* is ``lambda backend: backend.<primitive>(...)`` (or any call that does 
 running the user's function). Policy code yields steps and receives their results; the
 blocking driver calls each step with the sync backend, the asyncio driver awaits it with the
 async backend. So everything that does no I/O — keys, TTLs, branching, error handling —
-exists in one copy, and the two drivers below are the only twins.
+exists in one copy, and the two drivers below are the only twins. A :class:`Sleep` step
+waits without calling the backend (``time.sleep`` / ``asyncio.sleep``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Coroutine, Generator
+import time
+from collections.abc import Callable, Coroutine, Generator, Sequence
 from typing import Any, Protocol, TypeVar
 
+from .backends.base import RateLimit
 from .waiting import WaitPlan
 
 __all__ = [
     "Primitives",
+    "Sleep",
     "Step",
     "Steps",
     "acquire_steps",
@@ -68,10 +72,24 @@ class Primitives(Protocol):
 
     def wait(self, key: str, timeout_s: float) -> Any: ...
 
+    def rate_acquire(self, key: str, limits: Sequence[RateLimit], cost: int, consume: bool) -> Any: ...
+
 
 #: One backend call (or any I/O, such as running the user's function, which ignores the backend).
 Step = Callable[[Primitives], Any]
 Steps = Generator[Step, Any, T]
+
+
+class Sleep:
+    """A step that only waits ``delay_s`` seconds; the drivers sleep their own way."""
+
+    __slots__ = ("delay_s",)
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = max(delay_s, 0.0)
+
+    def __call__(self, backend: Primitives) -> Any:
+        raise TypeError("a Sleep step is run by run_blocking or run_async, not called")
 
 
 def run_blocking(steps: Steps[T], backend: Primitives) -> T:
@@ -80,7 +98,11 @@ def run_blocking(steps: Steps[T], backend: Primitives) -> T:
         step = next(steps)
         while True:
             try:
-                result = step(backend)
+                if isinstance(step, Sleep):
+                    time.sleep(step.delay_s)
+                    result = None
+                else:
+                    result = step(backend)
             except BaseException as exc:
                 step = steps.throw(exc)
             else:
@@ -95,7 +117,7 @@ async def run_async(steps: Steps[T], backend: Primitives) -> T:
         step = next(steps)
         while True:
             try:
-                result = await step(backend)
+                result = await (asyncio.sleep(step.delay_s) if isinstance(step, Sleep) else step(backend))
             except BaseException as exc:
                 step = steps.throw(exc)
             else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing_extensions import assert_type
 
-from cachify_core import Cachify, cached, init_cachify, lock, once, pool, pooled
+from cachify_core import Cachify, cached, init_cachify, lock, once, pool, pooled, rate_limit, rate_limited
 
 instance: Cachify = init_cachify(is_global=False)
 
@@ -34,6 +34,16 @@ async def async_pooled(y: str) -> bytes:
     return y.encode()
 
 
+@rate_limit("r-{n}", "10/s")
+def sync_rate_limited(n: int) -> int:
+    return n
+
+
+@instance.rate_limited("g-{t}", ["10/s", "500/h"], on_limited=lambda t: None)
+async def async_rate_limited(t: str) -> str:
+    return t
+
+
 def check() -> None:
     assert_type(sync_cached(1), str)
     assert_type(sync_cached.reset(1), None)
@@ -44,6 +54,12 @@ def check() -> None:
         assert_type(held, lock)
     with pool("p", 3) as slot:
         assert_type(slot.size(), int)
+    assert_type(sync_rate_limited(1), int)
+    assert_type(sync_rate_limited.retry_after(1), float)
+    assert_type(sync_rate_limited.remaining(1), int)
+    with rate_limit("r", "5/2s", cost=2) as limiter:
+        assert_type(limiter, rate_limit)
+        assert_type(limiter.remaining(), int)
 
 
 async def check_async() -> None:
@@ -52,3 +68,16 @@ async def check_async() -> None:
     assert_type(await async_locked.is_locked(2), bool)
     assert_type(await async_pooled.size("x"), int)
     assert_type(await async_pooled("y"), bytes)
+    assert_type(await async_rate_limited("t"), str)
+    assert_type(await async_rate_limited.retry_after("t"), float)
+    async with rate_limited_cm as limiter:
+        assert_type(await limiter.aretry_after(), float)
+    assert_type(sync_raising(b"x"), bytes)
+
+
+rate_limited_cm = rate_limit("cm", "100/m", nowait=True)
+
+
+@rate_limited("q", "1/s", raise_on_limited=True)
+def sync_raising(data: bytes) -> bytes:
+    return data

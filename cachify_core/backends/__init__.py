@@ -21,7 +21,7 @@ from typing import Any
 
 from ..errors import CachifyInitError
 from ..protocols import AsyncClient, SyncClient
-from .base import AsyncBackend, CacheRead, SyncBackend
+from .base import AsyncBackend, CacheRead, RateCheck, RateLimit, SyncBackend
 from .client import AsyncClientBackend, ClientBackend, ThreadedAsyncBackend
 from .memory import DEFAULT_MAX_ENTRIES, AsyncMemoryBackend, MemoryStore
 from .redis import (
@@ -41,6 +41,8 @@ __all__ = [
     "AsyncRedisBackend",
     "CacheRead",
     "MemoryStore",
+    "RateCheck",
+    "RateLimit",
     "RedisBackend",
     "SyncBackend",
     "resolve_backends",

@@ -1,6 +1,6 @@
 """The backend contract: the few atomic primitives every feature is built from.
 
-``cached``, ``lock``, ``once`` and ``pool`` are policy over these methods and nothing else
+``cached``, ``lock``, ``once``, ``pool`` and ``rate`` are policy over these methods and nothing else
 (see docs/ARCHITECTURE.md). Each backend comes as a blocking twin and an asyncio twin with
 the same method names; keys arrive fully built (prefix and feature postfix included).
 
@@ -12,13 +12,23 @@ so the next release of that key leaves a wake-up signal; ``wait(key, timeout_s)`
 signal or returns after ``timeout_s``. On the memory and Redis backends registration and
 release are atomic, so a release between a failed acquire and the wait is never missed; the
 custom-client backends cannot signal and ``wait`` just sleeps (polling).
+
+Rate limits (``rate_acquire``) are GCRA: each limit of a limiter keeps one number, its
+*theoretical arrival time* (TAT, microseconds of the store's clock: Redis server time, the
+memory store's monotonic clock), at ``<key>:<limit.name>``. A call of weight ``cost`` is
+admitted when, for every limit, ``max(TAT, now) + cost * emission_us - now <= burst *
+emission_us``; then (if ``consume``) every TAT moves to that value, else nothing changes — all
+limits of one call are checked together and none is consumed unless all admit. A TAT in the
+past means "idle", so its key expires when the TAT passes and an idle limiter leaves nothing.
+The custom-client backends cannot do this atomically and raise ``CachifyInitError``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple, Protocol
 
-__all__ = ["AsyncBackend", "CacheRead", "SyncBackend"]
+__all__ = ["AsyncBackend", "CacheRead", "RateCheck", "RateLimit", "SyncBackend"]
 
 
 class CacheRead(NamedTuple):
@@ -31,6 +41,29 @@ class CacheRead(NamedTuple):
     value: bytes | None
     gen: str
     fill: str
+
+
+class RateLimit(NamedTuple):
+    """One limit of a rate check, as the backend sees it (GCRA)."""
+
+    #: Suffix of the limit's state key: ``<key>:<name>``.
+    name: str
+    #: Microseconds between calls of cost 1 at the sustained rate (>= 1).
+    emission_us: int
+    #: Calls of cost 1 that may go at once from idle (>= 1).
+    burst: int
+
+
+class RateCheck(NamedTuple):
+    """The outcome of a rate check (consuming or not)."""
+
+    #: Every limit admits the call (and, if it consumed, the call is now counted).
+    allowed: bool
+    #: 0 if allowed; else milliseconds (rounded up) until every limit would admit it, unless
+    #: other calls get in first.
+    retry_after_ms: int
+    #: Calls of cost 1 every limit would still admit right now (after this one, if consumed).
+    remaining: int
 
 
 class SyncBackend(Protocol):
@@ -99,6 +132,11 @@ class SyncBackend(Protocol):
         """Live (unexpired) slots of pool ``key``."""
         ...
 
+    def rate_acquire(self, key: str, limits: Sequence[RateLimit], cost: int, consume: bool) -> RateCheck:
+        """GCRA check of every limit of ``key`` for a call of weight ``cost`` (see the module
+        docstring); with ``consume``, admit it by moving every limit's TAT on, all or nothing."""
+        ...
+
     def wait(self, key: str, timeout_s: float) -> bool:
         """Block until a release of ``key`` signals a registered waiter (True) or ``timeout_s`` passes."""
         ...
@@ -136,5 +174,9 @@ class AsyncBackend(Protocol):
     async def pool_extend(self, key: str, token: str, ttl_ms: int) -> bool: ...
 
     async def pool_size(self, key: str) -> int: ...
+
+    async def rate_acquire(
+        self, key: str, limits: Sequence[RateLimit], cost: int, consume: bool
+    ) -> RateCheck: ...
 
     async def wait(self, key: str, timeout_s: float) -> bool: ...

@@ -13,7 +13,10 @@ Semantics are best effort, as py-cachify documents for custom clients:
   ``max_size`` round trips to acquire, one to release, ``max_size`` to count;
 * a cache namespace's generation and fill epoch live in one ``<ns>:meta`` key read before the
   entry (2 round trips per lookup); clearing is a read-modify-write of it;
-* TTLs are rounded up to whole seconds (``ex``); waiters poll every ``lock_poll_interval``.
+* TTLs are rounded up to whole seconds (``ex``); waiters poll every ``lock_poll_interval``;
+* rate limits are **not supported**: a GCRA check must read, compare and write every limit in
+  one atomic step, which get/set/delete cannot do without over-admitting under concurrency, so
+  ``rate_acquire`` raises ``CachifyInitError`` naming the client (use the memory or Redis backend).
 """
 
 from __future__ import annotations
@@ -21,11 +24,12 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Sequence
 from typing import Any
 
-from ..errors import CachifyBackendError
+from ..errors import CachifyBackendError, CachifyInitError
 from ..protocols import AsyncClient, SyncClient
-from .base import CacheRead
+from .base import CacheRead, RateCheck, RateLimit
 
 __all__ = ["AsyncClientBackend", "ClientBackend", "ThreadedAsyncBackend"]
 
@@ -55,6 +59,13 @@ def _entry(raw: Any, gen: int) -> bytes | None:
     data = bytes(raw)
     head, sep, payload = data.partition(b":")
     return payload if sep and head == str(gen).encode() else None
+
+
+def _no_rates(name: str) -> CachifyInitError:
+    return CachifyInitError(
+        f"rate limits are not supported on {name}: a client offering only get/set/delete cannot check "
+        "and count a rate atomically; use the memory backend or Redis (url=... or a redis-py client)"
+    )
 
 
 def _slot_keys(key: str, max_size: int) -> list[str]:
@@ -202,6 +213,9 @@ class ClientBackend:
         slots = _slot_keys(key, self._book.max_size.get(key, 0))
         return sum(self.client.get(slot) is not None for slot in slots)
 
+    def rate_acquire(self, key: str, limits: Sequence[RateLimit], cost: int, consume: bool) -> RateCheck:
+        raise _no_rates(self.name)
+
     def wait(self, key: str, timeout_s: float) -> bool:
         time.sleep(max(timeout_s, 0.0))
         return False
@@ -283,6 +297,11 @@ class AsyncClientBackend:
         slots = _slot_keys(key, self._book.max_size.get(key, 0))
         return sum([await self.client.get(slot) is not None for slot in slots])
 
+    async def rate_acquire(
+        self, key: str, limits: Sequence[RateLimit], cost: int, consume: bool
+    ) -> RateCheck:
+        raise _no_rates(self.name)
+
     async def wait(self, key: str, timeout_s: float) -> bool:
         await asyncio.sleep(max(timeout_s, 0.0))
         return False
@@ -342,6 +361,11 @@ class ThreadedAsyncBackend:
 
     async def pool_size(self, key: str) -> int:
         return await asyncio.to_thread(self.sync.pool_size, key)
+
+    async def rate_acquire(
+        self, key: str, limits: Sequence[RateLimit], cost: int, consume: bool
+    ) -> RateCheck:
+        raise _no_rates(self.name)
 
     async def wait(self, key: str, timeout_s: float) -> bool:
         await asyncio.sleep(max(timeout_s, 0.0))

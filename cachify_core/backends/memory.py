@@ -5,9 +5,12 @@ backend, :class:`AsyncMemoryBackend` its asyncio face. Every primitive runs unde
 held for microseconds (no I/O inside), so it is atomic across threads and never blocks an
 event loop for longer than that.
 
-Bounds: cache entries are evicted least-recently-used beyond ``max_entries``; held locks and
-pool slots live in their own tables and are never evicted (only expired). Expired locks and
-slots are swept in amortised O(1) per acquire.
+Bounds: cache entries are evicted least-recently-used beyond ``max_entries``; held locks, pool
+slots and rate-limit TATs live in their own tables and are never evicted (only expired).
+Expired locks, slots and TATs are swept in amortised O(1) per acquire.
+
+Rate limits are GCRA on ``time.monotonic`` in microseconds (system-wide on Linux, so a TAT
+stays meaningful in a forked child), under the same mutex: exactly the Redis script's logic.
 
 Waiting is exact: a failed acquire with ``waiting`` > 0 registers a waiter under the same
 mutex as the release that signals it, so no wake-up is lost; blocking waiters sleep on a
@@ -24,8 +27,9 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
+from collections.abc import Sequence
 
-from .base import CacheRead
+from .base import CacheRead, RateCheck, RateLimit
 
 __all__ = ["DEFAULT_MAX_ENTRIES", "AsyncMemoryBackend", "MemoryStore"]
 
@@ -71,6 +75,7 @@ class MemoryStore:
         self._meta: dict[str, tuple[str, str]] = {}  # namespace -> (generation, fill epoch)
         self._locks: dict[str, tuple[str, float]] = {}
         self._pools: dict[str, dict[str, float]] = {}
+        self._rates: dict[str, int] = {}  # "<key>:<limit name>" -> TAT, monotonic µs
         self._waiters: dict[str, int] = {}
         self._signals: dict[str, int] = {}
         self._conds: dict[str, threading.Condition] = {}
@@ -225,6 +230,28 @@ class MemoryStore:
         with self._mutex:
             return len(self._live_slots(key))
 
+    # -- rate limits (GCRA) --------------------------------------------------------------
+    def rate_acquire(self, key: str, limits: Sequence[RateLimit], cost: int, consume: bool) -> RateCheck:
+        with self._mutex:
+            self._maybe_sweep()
+            now = int(_now() * 1_000_000)
+            names = [f"{key}:{limit.name}" for limit in limits]
+            tats = [max(self._rates.get(name, 0), now) for name in names]
+            over_us = max(
+                tat + cost * limit.emission_us - now - limit.burst * limit.emission_us
+                for tat, limit in zip(tats, limits, strict=True)
+            )
+            allowed = over_us <= 0
+            if allowed and consume:
+                for i, limit in enumerate(limits):
+                    tats[i] += cost * limit.emission_us
+                    self._rates[names[i]] = tats[i]
+            remaining = min(
+                (limit.burst * limit.emission_us - (tat - now)) // limit.emission_us
+                for tat, limit in zip(tats, limits, strict=True)
+            )
+        return RateCheck(allowed, 0 if allowed else -(-over_us // 1000), max(remaining, 0))
+
     # -- housekeeping --------------------------------------------------------------------
     def _maybe_sweep(self) -> None:
         self._acquires_since_sweep += 1
@@ -239,7 +266,10 @@ class MemoryStore:
         for key in list(self._pools):
             if not self._live_slots(key):
                 del self._pools[key]
-        self._sweep_every = SWEEP_EVERY_ACQUIRES + len(self._locks) + len(self._pools)
+        now_us = now * 1_000_000
+        for key in [k for k, tat in self._rates.items() if tat <= now_us]:
+            del self._rates[key]
+        self._sweep_every = SWEEP_EVERY_ACQUIRES + len(self._locks) + len(self._pools) + len(self._rates)
 
     # -- waiting -------------------------------------------------------------------------
     def _signal(self, key: str) -> None:
@@ -352,6 +382,11 @@ class AsyncMemoryBackend:
 
     async def pool_size(self, key: str) -> int:
         return self.store.pool_size(key)
+
+    async def rate_acquire(
+        self, key: str, limits: Sequence[RateLimit], cost: int, consume: bool
+    ) -> RateCheck:
+        return self.store.rate_acquire(key, limits, cost, consume)
 
     async def wait(self, key: str, timeout_s: float) -> bool:
         return await self.store.await_signal(key, timeout_s)

@@ -14,6 +14,7 @@ lock_holder             1    GET
 pool_acquire            1    ``pool_acquire.lua`` (prune + count + add)
 pool_release            1    ``pool_release.lua`` (ZREM + wake)
 pool_extend / size      1    ``pool_extend.lua`` / ``pool_size.lua``
+rate_acquire            1    ``rate_acquire.lua`` (every limit of the call at once)
 wait                    1    BLPOP on the key's wake list, bounded by ``timeout_s``
 =====================  ====  ====================================================
 
@@ -24,7 +25,9 @@ Keys: locks and pools are stored under ``{<key>}`` so their companion keys
 (``{<key>}:waiting``, ``{<key>}:wake``) share a hash slot and every script runs unchanged on
 Redis Cluster. Cache entries of one namespace (one cached function) share the tag ``{<ns>}``
 with its ``:gen`` and ``:fill`` counters: that is what makes ``clear_cache`` one INCR instead
-of a key scan, at the price of keeping one function's entries on one node.
+of a key scan, at the price of keeping one function's entries on one node. A rate limiter's
+limits are ``{<key>}:<count>/<period_ms>ms``: one hash tag per limiter, so all its limits are
+checked in one script on one node.
 
 Works with Redis, Valkey and DragonflyDB (scripts only touch the keys they declare).
 """
@@ -33,13 +36,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 from ..errors import CachifyBackendError, CachifyInitError
-from .base import CacheRead
+from .base import CacheRead, RateCheck, RateLimit
 from .wire import AsyncWire, SyncWire
 
 __all__ = [
@@ -81,6 +84,7 @@ POOL_ACQUIRE = _load("pool_acquire")
 POOL_RELEASE = _load("pool_release")
 POOL_EXTEND = _load("pool_extend")
 POOL_SIZE = _load("pool_size")
+RATE_ACQUIRE = _load("rate_acquire")
 
 # A call is (script, keys, args); both twins build it here and only differ in how they send it.
 _Call = tuple[_Script, tuple[str, ...], tuple[str | int | bytes, ...]]
@@ -164,6 +168,19 @@ def _pool_acquire(key: str, token: str, max_size: int, ttl_ms: int | None, waiti
 def _pool_release(key: str, token: str) -> _Call:
     k = _tag(key)
     return POOL_RELEASE, (k, k + ":waiting", k + ":wake"), (token,)
+
+
+def _rate_acquire(key: str, limits: Sequence[RateLimit], cost: int, consume: bool) -> _Call:
+    k = _tag(key)
+    args: list[str | int | bytes] = [cost, 1 if consume else 0]
+    for limit in limits:
+        args += (limit.emission_us, limit.burst)
+    return RATE_ACQUIRE, tuple(f"{k}:{limit.name}" for limit in limits), tuple(args)
+
+
+def _rate_check(reply: Any) -> RateCheck:
+    allowed, retry_after_ms, remaining = reply
+    return RateCheck(int(allowed) == 1, int(retry_after_ms), int(remaining))
 
 
 def _cluster_nodes(client: Any) -> list[Any]:
@@ -291,6 +308,9 @@ class RedisBackend:
     def pool_size(self, key: str) -> int:
         return int(self._script("pool_size", (POOL_SIZE, (_tag(key),), ())))
 
+    def rate_acquire(self, key: str, limits: Sequence[RateLimit], cost: int, consume: bool) -> RateCheck:
+        return _rate_check(self._script("rate_acquire", _rate_acquire(key, limits, cost, consume)))
+
     def wait(self, key: str, timeout_s: float) -> bool:
         try:
             return self._wire("BLPOP", _tag(key) + ":wake", _blpop_timeout(timeout_s)) is not None
@@ -409,6 +429,11 @@ class AsyncRedisBackend:
 
     async def pool_size(self, key: str) -> int:
         return int(await self._script("pool_size", (POOL_SIZE, (_tag(key),), ())))
+
+    async def rate_acquire(
+        self, key: str, limits: Sequence[RateLimit], cost: int, consume: bool
+    ) -> RateCheck:
+        return _rate_check(await self._script("rate_acquire", _rate_acquire(key, limits, cost, consume)))
 
     async def wait(self, key: str, timeout_s: float) -> bool:
         try:

@@ -34,6 +34,19 @@ async def async_pooled(y: str) -> bytes:
     return y.encode()
 
 
+worker_pool = pool("worker", max_size=5)
+
+
+@worker_pool.pooled(on_full=lambda x: -1)
+def sync_pool_method(x: int) -> int:
+    return x * 10
+
+
+@instance.pool("aworker", 2).pooled(raise_on_full=True)
+async def async_pool_method(x: int) -> str:
+    return str(x)
+
+
 def check() -> None:
     assert_type(sync_cached(1), str)
     assert_type(sync_cached.reset(1), None)
@@ -44,6 +57,9 @@ def check() -> None:
         assert_type(held, lock)
     with pool("p", 3) as slot:
         assert_type(slot.size(), int)
+    assert_type(sync_pool_method(5), int)
+    assert_type(sync_pool_method.size(5), int)
+    assert_type(Cachify(prefix="P-", default_expiration=30), Cachify)
 
 
 async def check_async() -> None:
@@ -52,3 +68,5 @@ async def check_async() -> None:
     assert_type(await async_locked.is_locked(2), bool)
     assert_type(await async_pooled.size("x"), int)
     assert_type(await async_pooled("y"), bytes)
+    assert_type(await async_pool_method(1), str)
+    assert_type(await async_pool_method.size(1), int)

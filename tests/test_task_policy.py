@@ -4,7 +4,7 @@ Options are parsed with ``parse_task_options`` and validated at declaration time
 ``claim`` / ``admit`` / ``finish`` / ``unclaim`` / ``release_requeued`` (and their asyncio twins)
 are driven by hand the way the Celery, Dramatiq and Taskiq integrations drive them. Every
 behavioural test runs on both backends of the ``cachify`` fixture and with both the blocking
-methods and the ``a*`` twins. The contract is shared/TASK_OPTIONS.md.
+methods and the ``a*`` twins. The contract is docs/TASK_OPTIONS.md.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Task policy shared by the Celery, Dramatiq and Taskiq integrations (shared/TASK_OPTIONS.md)."""
+"""Task policy shared by the Celery, Dramatiq and Taskiq integrations (docs/TASK_OPTIONS.md)."""
 
 from .options import (
     DEFAULT_ONCE_TTL_S,

@@ -1,5 +1,5 @@
 """Task options (``once_*``, ``pool_*``, ``cache_*``): parsing and validation, once for all
-three integrations. The contract is shared/TASK_OPTIONS.md; every mistake is reported when the
+three integrations. The contract is docs/TASK_OPTIONS.md; every mistake is reported when the
 task is declared, naming the task and the option.
 """
 

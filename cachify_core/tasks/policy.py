@@ -1,7 +1,7 @@
 """The task policy every integration applies: claim at enqueue, admit before the run, finish
 after it. Integrations only call these methods from their framework's hooks.
 
-Order (TASK_OPTIONS.md): cache check → dedup → pool slot → run → store result → release slot
+Order (docs/TASK_OPTIONS.md): cache check → dedup → pool slot → run → store result → release slot
 → release dedup hold. Holds carry the task id as owner token, so a retry or redelivery of the
 same task id is recognised as the holder; slots carry a fresh token per run. Both are renewed
 while the task runs (:mod:`cachify_core.leases`), so a dead worker's hold and slot end within

@@ -11,7 +11,7 @@
     def check_order(order_id): ...
 
 The options and their meaning are shared with the Dramatiq and Taskiq integrations
-(shared/TASK_OPTIONS.md); the policy lives in :mod:`cachify_core.tasks`. See
+(docs/TASK_OPTIONS.md); the policy lives in :mod:`cachify_core.tasks`. See
 integrations/celery/README.md.
 """
 

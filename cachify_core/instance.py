@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from .rate import RateLimitedDecorator
     from .rate import rate_limit as _rate_limit
 
-__all__ = ["Cachify", "get_cachify", "init_cachify", "seconds_to_ms"]
+__all__ = ["DEFAULT_LOCK_EXPIRATION_S", "Cachify", "get_cachify", "init_cachify", "seconds_to_ms"]
 
 _NOT_INITIALIZED = "Cachify is not initialized, did you forget to call `init_cachify`?"
 
@@ -36,18 +36,44 @@ def seconds_to_ms(seconds: float | None, what: str) -> int | None:
     return max(1, round(seconds * 1000))
 
 
+#: Seconds a lock (and a ``@once`` hold) lives unless the instance is told otherwise: py-cachify's.
+DEFAULT_LOCK_EXPIRATION_S = 30
+
+
+def _lock_expiration(given: float | UnsetType | None, alias: float | UnsetType | None) -> float | None:
+    """``default_lock_expiration``, given under our name, py-cachify's ``default_expiration``,
+    or neither (30 s)."""
+    if isinstance(given, str):
+        raise CachifyInitError(
+            f"default_lock_expiration got the str {given!r}: Cachify takes init_cachify's parameters "
+            "in init_cachify's order (py-cachify's Cachify takes prefix third); pass prefix=... by keyword"
+        )
+    if not isinstance(given, UnsetType) and not isinstance(alias, UnsetType):
+        raise CachifyInitError(
+            "pass default_lock_expiration or default_expiration (py-cachify's name for it), not both"
+        )
+    if not isinstance(alias, UnsetType):
+        return alias
+    return DEFAULT_LOCK_EXPIRATION_S if isinstance(given, UnsetType) else given
+
+
 class Cachify:
     """A set of features bound to one backend, prefix and defaults.
 
     Independent of the global instance: decorators made from ``Cachify(...).lock`` & co use
     this instance's backend, never the global one.
+
+    Takes ``init_cachify``'s parameters in ``init_cachify``'s order. py-cachify's constructor
+    keywords work too: ``default_expiration`` is its name for ``default_lock_expiration``.
+    py-cachify's *positional* order differs (its third parameter is ``prefix``), so a ``str``
+    in the third place is refused with a message saying so.
     """
 
     def __init__(
         self,
         sync_client: SyncClient | Any | None = None,
         async_client: AsyncClient | Any | None = None,
-        default_lock_expiration: float | None = 30,
+        default_lock_expiration: float | UnsetType | None = UNSET,
         default_cache_ttl: float | None = None,
         prefix: str = "PYC-",
         lock_poll_interval: float = 0.1,
@@ -56,7 +82,9 @@ class Cachify:
         url: str | None = None,
         serializer: str | Serializer | None = None,
         signing_key: bytes | str | None = None,
+        default_expiration: float | UnsetType | None = UNSET,
     ) -> None:
+        default_lock_expiration = _lock_expiration(default_lock_expiration, default_expiration)
         if not isinstance(prefix, str):
             raise CachifyInitError(f"prefix must be a str, got {type(prefix).__name__}")
         if (
@@ -219,7 +247,7 @@ def get_cachify() -> Cachify:
 def init_cachify(
     sync_client: SyncClient | Any | None = None,
     async_client: AsyncClient | Any | None = None,
-    default_lock_expiration: float | None = 30,
+    default_lock_expiration: float | None = DEFAULT_LOCK_EXPIRATION_S,
     default_cache_ttl: float | None = None,
     prefix: str = "PYC-",
     lock_poll_interval: float = 0.1,

@@ -8,6 +8,11 @@ calling a ``@pooled`` function repeatedly leaks nothing.
 
 ``pool(..., timeout=seconds)`` waits for a free slot, woken by a release within milliseconds;
 without ``timeout`` a full pool raises at once, as in py-cachify.
+
+``@pooled(key_template, max_size)`` keys each call by its arguments; ``pool(...).pooled()``
+(py-cachify's method) makes every call of the decorated functions share that one pool. Both
+are one decorator underneath. Unlike py-cachify's, neither turns a ``CachifyPoolFullError``
+raised *inside* the function into ``on_full``: only the call's own slot decides that.
 """
 
 from __future__ import annotations
@@ -209,6 +214,37 @@ class pool(HolderStacks[Held]):
         c = self._provider()
         return await c.async_backend.pool_size(self._full_key(c))
 
+    def pooled(
+        self, on_full: Callable[..., Any] | None = None, raise_on_full: bool = False
+    ) -> PooledDecorator:
+        """Decorate functions whose every call takes a slot of this pool (py-cachify's
+        ``pool(...).pooled``): the functions share this pool's key, ``max_size``, ``slot_exp``,
+        ``timeout``, ``auto_renew`` and instance with each other and with ``with`` blocks on it.
+
+        A call finding the pool full (after waiting ``timeout``, if one was given) raises
+        :class:`CachifyPoolFullError` if ``raise_on_full``, else returns
+        ``on_full(*args, **kwargs)`` (awaited if it returns an awaitable), else ``None``.
+        The key is this pool's, not a template: every call counts against the same slots.
+        The function gets ``size()``, sync or async like itself.
+        """
+        key = self._key
+
+        def keying(_func: Callable[..., Any]) -> _KeyOf:
+            fixed = (f"{key}-pool", key)
+            return lambda _args, _kwargs: fixed
+
+        return _pooled_decorator(
+            self._provider,
+            key,
+            keying,
+            self._max_size,
+            on_full,
+            raise_on_full,
+            self._exp_ms,
+            self._auto_renew,
+            self._plan,
+        )
+
 
 class PooledDecorator(Protocol):
     @overload
@@ -249,31 +285,60 @@ def make_pooled(
     auto_renew: bool = False,
 ) -> PooledDecorator:
     _check_max_size(key, max_size)
-    if on_full is not None and not callable(on_full):
-        raise TypeError(f"pooled {key!r}: on_full must be callable, got {type(on_full).__name__}")
     exp_ms = UNSET if isinstance(slot_exp, UnsetType) else seconds_to_ms(slot_exp, f"pooled {key!r} slot_exp")
 
-    def when_full(c: Cachify, full_key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        message = full_message(full_key[len(c.prefix) :], max_size)
+    def keying(func: Callable[..., Any]) -> Callable[[tuple[Any, ...], dict[str, Any]], tuple[str, str]]:
+        template = KeyTemplate(key, func, "pool")
+
+        def key_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, str]:
+            formatted = template.format(args, kwargs)
+            return formatted, formatted
+
+        return key_of
+
+    return _pooled_decorator(
+        provider, key, keying, max_size, on_full, raise_on_full, exp_ms, auto_renew, lambda _c: None
+    )
+
+
+#: What a pooled function's key is for one call: ``(key without prefix, key shown in messages)``.
+_KeyOf = Callable[[tuple[Any, ...], dict[str, Any]], tuple[str, str]]
+
+
+def _pooled_decorator(
+    provider: Callable[[], Cachify],
+    name: str,
+    keying: Callable[[Callable[..., Any]], _KeyOf],
+    max_size: int,
+    on_full: Callable[..., Any] | None,
+    raise_on_full: bool,
+    exp_ms: int | UnsetType | None,
+    auto_renew: bool,
+    plan_of: Callable[[Cachify], WaitPlan | None],
+) -> PooledDecorator:
+    """The decorator behind ``@pooled`` and ``pool(...).pooled()``; they differ only in how a
+    call's key is found (``keying``) and whether a call waits for a slot (``plan_of``)."""
+    if on_full is not None and not callable(on_full):
+        raise TypeError(f"pooled {name!r}: on_full must be callable, got {type(on_full).__name__}")
+
+    def when_full(display_key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        message = full_message(display_key, max_size)
         logger.debug(message)
         if raise_on_full:
             raise CachifyPoolFullError(message)
         return None if on_full is None else on_full(*args, **kwargs)
 
     def decorator(func: Callable[..., Any]) -> Any:
-        template = KeyTemplate(key, func, "pool")
+        key_of = keying(func)
 
         if is_coroutine_function(func):
 
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
                 c = provider()
-                full_key, token, ttl_ms = (
-                    c.prefix + template.format(args, kwargs),
-                    new_token(),
-                    _slot_ttl_ms(exp_ms, c),
-                )
-                if not await atake_slot(c, full_key, token, max_size, ttl_ms, None):
-                    result = when_full(c, full_key, args, kwargs)
+                key, display_key = key_of(args, kwargs)
+                full_key, token, ttl_ms = c.prefix + key, new_token(), _slot_ttl_ms(exp_ms, c)
+                if not await atake_slot(c, full_key, token, max_size, ttl_ms, plan_of(c)):
+                    result = when_full(display_key, args, kwargs)
                     return await result if inspect.isawaitable(result) else result
                 lease = leases.begin(c, "pool", full_key, token, ttl_ms, auto_renew, True)
                 try:
@@ -283,19 +348,16 @@ def make_pooled(
 
             async def asize(*args: Any, **kwargs: Any) -> int:
                 c = provider()
-                return await c.async_backend.pool_size(c.prefix + template.format(args, kwargs))
+                return await c.async_backend.pool_size(c.prefix + key_of(args, kwargs)[0])
 
             return attach(async_wrapper, func, size=asize)
 
         def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
             c = provider()
-            full_key, token, ttl_ms = (
-                c.prefix + template.format(args, kwargs),
-                new_token(),
-                _slot_ttl_ms(exp_ms, c),
-            )
-            if not take_slot(c, full_key, token, max_size, ttl_ms, None):
-                return when_full(c, full_key, args, kwargs)
+            key, display_key = key_of(args, kwargs)
+            full_key, token, ttl_ms = c.prefix + key, new_token(), _slot_ttl_ms(exp_ms, c)
+            if not take_slot(c, full_key, token, max_size, ttl_ms, plan_of(c)):
+                return when_full(display_key, args, kwargs)
             lease = leases.begin(c, "pool", full_key, token, ttl_ms, auto_renew, False)
             try:
                 return func(*args, **kwargs)
@@ -304,7 +366,7 @@ def make_pooled(
 
         def size(*args: Any, **kwargs: Any) -> int:
             c = provider()
-            return c.sync_backend.pool_size(c.prefix + template.format(args, kwargs))
+            return c.sync_backend.pool_size(c.prefix + key_of(args, kwargs)[0])
 
         return attach(sync_wrapper, func, size=size)
 

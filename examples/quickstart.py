@@ -23,6 +23,7 @@ from cachify_core import (
     CachifyLockNotOwnedError,
     CachifyPoolFullError,
     cached,
+    get_cachify,
     init_cachify,
     lock,
     once,
@@ -153,7 +154,9 @@ def main() -> None:
     demo_lock()
     demo_once()
     asyncio.run(demo_pool())
-    print("\nAll features ran on the in-memory backend.")
+    backend = get_cachify().sync_backend.name  # "memory", or e.g. "redis localhost:6379/0"
+    where = "the embedded in-memory backend" if backend == "memory" else backend
+    print(f"\nAll features ran on {where}.")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,12 @@ installed as the global instance so the top-level decorators use it.
 Redis Cluster is opt-in: ``@pytest.mark.parametrize("backend", WITH_CLUSTER)`` adds a
 ``cluster`` row to a test using ``cachify``/``make_cachify``, and ``cluster_cachify`` is an
 instance on the cluster built from a sync client, or from a sync and an asyncio client.
+
+The custom-client backend (a user's object offering only ``get / set(ex, nx) / delete``) is
+opt-in too: a module whose tests hold on it overrides ``backend`` with ``WITH_CLIENT``, and a
+test that needs more than that backend promises (wake-ups by notification, sub-second TTLs)
+narrows itself with ``parametrize("backend", ALL_BACKENDS)``. Its store is the test Redis,
+reached through :class:`KeyValueClient`, so the row exercises a real server.
 """
 
 from __future__ import annotations
@@ -40,6 +46,9 @@ ALL_BACKENDS = ["memory", "redis"]
 #: Opt-in rows on Redis Cluster (``parametrize("backend", WITH_CLUSTER)``).
 CLUSTER_BACKENDS = ["cluster"]
 WITH_CLUSTER = [*ALL_BACKENDS, *CLUSTER_BACKENDS]
+#: Opt-in row on a custom client (py-cachify's ``SyncClient`` contract) over the test Redis.
+CLIENT_BACKENDS = ["client"]
+WITH_CLIENT = [*ALL_BACKENDS, *CLIENT_BACKENDS]
 #: How ``cluster_cachify`` gets its clients: a sync one (the asyncio twin is derived), or both.
 CLUSTER_CLIENTS = ["sync_client", "both_clients"]
 
@@ -80,10 +89,34 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+class KeyValueClient:
+    """A user's client as py-cachify's ``SyncClient`` defines it, and nothing more: cachify sees
+    ``get``, ``set(ex, nx)`` and ``delete`` of a real Redis, so it builds its custom-client
+    backend. ``redis`` is the server's own client, for the tests' views of what is stored."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+
+    def get(self, name: str) -> Any:
+        return self.redis.get(name)
+
+    def set(self, name: str, value: Any, ex: int | None = None, nx: bool = False) -> Any:
+        return self.redis.set(name, value, ex=ex, nx=nx)
+
+    def delete(self, *names: str) -> Any:
+        return self.redis.delete(*names)
+
+
 def make_instance(backend: str, request: pytest.FixtureRequest, **options: object) -> Cachify:
     prefix = options.pop("prefix", f"T{uuid.uuid4().hex[:8]}-")
     if backend == "memory":
         return init_cachify(prefix=prefix, is_global=False, **options)  # type: ignore[arg-type]
+    if backend == "client":
+        import redis
+
+        server = redis.Redis.from_url(request.getfixturevalue("flushed_redis_url"))
+        request.addfinalizer(server.close)
+        return init_cachify(sync_client=KeyValueClient(server), prefix=prefix, is_global=False, **options)  # type: ignore[arg-type]
     if backend == "cluster":
         nodes = request.getfixturevalue("flushed_redis_cluster")
         client = sync_cluster_client(nodes)
@@ -225,4 +258,13 @@ def make_cluster_cachify(
     return factory
 
 
-__all__ = ["ALL_BACKENDS", "CLUSTER_BACKENDS", "IN_CI", "WITH_CLUSTER", "cachify_core"]
+__all__ = [
+    "ALL_BACKENDS",
+    "CLIENT_BACKENDS",
+    "CLUSTER_BACKENDS",
+    "IN_CI",
+    "WITH_CLIENT",
+    "WITH_CLUSTER",
+    "KeyValueClient",
+    "cachify_core",
+]

@@ -149,6 +149,36 @@ def test_settings_are_kept() -> None:
     assert c.default_pool_slot_expiration_ms is None
 
 
+def test_cachify_takes_py_cachifys_constructor_keywords() -> None:
+    # py-cachify 3.1: Cachify(sync_client, async_client, prefix, default_expiration,
+    # default_cache_ttl, lock_poll_interval=0.1, default_pool_slot_expiration=600)
+    c = Cachify(
+        sync_client=MemoryStore(),
+        async_client=None,
+        prefix="P-",
+        default_expiration=7,
+        default_cache_ttl=3,
+        lock_poll_interval=0.2,
+        default_pool_slot_expiration=9,
+    )
+    assert (c.prefix, c.default_lock_expiration, c.default_lock_expiration_ms) == ("P-", 7, 7000)
+    assert (c.default_cache_ttl_ms, c.lock_poll_interval, c.default_pool_slot_expiration_ms) == (
+        3000,
+        0.2,
+        9000,
+    )
+    assert Cachify(default_expiration=None).default_lock_expiration_ms is None
+    with c.lock("k"), pytest.raises(CachifyLockError, match=r"^k is already locked!$"), c.lock("k"):
+        pass
+
+
+def test_cachify_refuses_both_expiration_names_and_py_cachifys_positional_order() -> None:
+    with pytest.raises(CachifyInitError, match="not both"):
+        Cachify(default_lock_expiration=5, default_expiration=5)
+    with pytest.raises(CachifyInitError, match=r"takes prefix third\); pass prefix=\.\.\. by keyword"):
+        Cachify(None, None, "PYC-", 30)  # type: ignore[arg-type]
+
+
 def test_init_cachify_sets_the_global(no_global: None) -> None:
     c = init_cachify(prefix=prefix())
     assert isinstance(c, Cachify)

@@ -1,6 +1,7 @@
 """``lock``: sync and async context manager, decorator, owner checks and hand-over by notification.
 
-Every test runs on each backend of the ``cachify`` fixture (memory, redis). Waits are bounded by
+Every test runs on each backend of the ``cachify`` fixture (memory, redis) and on the custom-client
+backend (see conftest), except those that need what only the first two promise. Waits are bounded by
 ``WAIT_S``; the only timing assertions are the generous hand-over bounds (``HANDOVER_S``) that
 a poll of ``lock_poll_interval=5`` could never meet.
 """
@@ -18,6 +19,7 @@ import pytest
 
 from cachify_core import Cachify, CachifyLockError, CachifyLockNotOwnedError, init_cachify, lock
 
+from .conftest import ALL_BACKENDS, WITH_CLIENT
 from .support import WAIT_S, await_until, crowd_tasks, crowd_threads, lost_warnings, started, wait_until
 
 #: A waiter woken by the release must get the lock within this many seconds of it; with
@@ -25,6 +27,12 @@ from .support import WAIT_S, await_until, crowd_tasks, crowd_threads, lost_warni
 HANDOVER_S = 2.0
 #: Poll interval of the instances used to prove hand-over by notification.
 SLOW_POLL_S = 5
+
+
+@pytest.fixture(params=WITH_CLIENT)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Locks run on the custom-client backend too (see conftest)."""
+    return str(request.param)
 
 
 # -- conflict, waiting, timeout ---------------------------------------------------------------
@@ -409,6 +417,7 @@ async def test_failed_nested_entry_leaves_the_outer_hold_alone_async(
 
 
 # -- hand-over by notification ------------------------------------------------------------------
+@pytest.mark.parametrize("backend", ALL_BACKENDS)  # a custom client only polls: no wake-ups
 def test_handover_by_notification_sync(make_cachify: Callable[..., Cachify]) -> None:
     c = make_cachify(lock_poll_interval=SLOW_POLL_S)
     acquired_at: list[float] = []
@@ -429,6 +438,7 @@ def test_handover_by_notification_sync(make_cachify: Callable[..., Cachify]) -> 
     assert acquired_at[0] - released_at < HANDOVER_S
 
 
+@pytest.mark.parametrize("backend", ALL_BACKENDS)  # a custom client only polls: no wake-ups
 async def test_handover_by_notification_async(make_cachify: Callable[..., Cachify]) -> None:
     c = make_cachify(lock_poll_interval=SLOW_POLL_S)
     acquired_at: list[float] = []
@@ -446,6 +456,7 @@ async def test_handover_by_notification_async(make_cachify: Callable[..., Cachif
     assert acquired_at[0] - released_at < HANDOVER_S
 
 
+@pytest.mark.parametrize("backend", ALL_BACKENDS)  # a custom client only polls: no wake-ups
 def test_force_release_wakes_a_waiter_sync(make_cachify: Callable[..., Cachify]) -> None:
     c = make_cachify(lock_poll_interval=SLOW_POLL_S)
     acquired_at: list[float] = []

@@ -1,4 +1,5 @@
-"""``@once``: one call per key at a time; overlapping calls skip (or raise), on every backend."""
+"""``@once``: one call per key at a time; overlapping calls skip (or raise), on every backend and
+on the custom-client one (see conftest)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,14 @@ import pytest
 
 from cachify_core import Cachify, CachifyLockError, CachifyLockNotOwnedError, lock, once
 
+from .conftest import WITH_CLIENT
 from .support import WAIT_S, await_until, lost_warnings, started, wait_until
+
+
+@pytest.fixture(params=WITH_CLIENT)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Runs on the custom-client backend too (see conftest)."""
+    return str(request.param)
 
 
 # -- overlapping calls ---------------------------------------------------------------------------

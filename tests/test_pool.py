@@ -17,6 +17,7 @@ import pytest
 
 from cachify_core import Cachify, CachifyPoolFullError, init_cachify, lock, pool, pooled
 
+from .conftest import ALL_BACKENDS, WITH_CLIENT
 from .support import WAIT_S, crowd_tasks, crowd_threads, started, wait_until
 
 #: A waiter woken by a release must get its slot within this many seconds of it.
@@ -25,12 +26,21 @@ SLOW_POLL_S = 5
 EXPIRED = "had expired before its holder released it"
 
 
+@pytest.fixture(params=WITH_CLIENT)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Pools run on the custom-client backend too (see conftest)."""
+    return str(request.param)
+
+
 def leftover_state(c: Cachify, backend: str) -> list[Any]:
     """What the backend still keeps for this instance's locks and pools."""
     if backend == "memory":
         store: Any = c.sync_backend
         return [*store._pools, *store._locks]
     client: Any = c.sync_backend.client  # type: ignore[attr-defined]
+    if backend == "client":  # the slots; a size record lives on with the slots' lifetime
+        keys = client._client.redis.keys(f"*{c.prefix}*")
+        return [k for k in keys if not k.endswith(b":size")]
     return list(client.keys(f"*{c.prefix}*"))
 
 
@@ -234,6 +244,7 @@ async def test_timeout_exhausted_raises_full_async(cachify: Cachify) -> None:
         assert time.monotonic() - start >= 0.25
 
 
+@pytest.mark.parametrize("backend", ALL_BACKENDS)  # a custom client only polls: no wake-ups
 def test_waiter_woken_by_release_sync(make_cachify: Callable[..., Cachify]) -> None:
     c = make_cachify(lock_poll_interval=SLOW_POLL_S)
     acquired_at: list[float] = []
@@ -255,6 +266,7 @@ def test_waiter_woken_by_release_sync(make_cachify: Callable[..., Cachify]) -> N
     assert c.pool("h", 2).size() == 0
 
 
+@pytest.mark.parametrize("backend", ALL_BACKENDS)  # a custom client only polls: no wake-ups
 async def test_waiter_woken_by_release_async(make_cachify: Callable[..., Cachify]) -> None:
     c = make_cachify(lock_poll_interval=SLOW_POLL_S)
     acquired_at: list[float] = []
@@ -272,6 +284,7 @@ async def test_waiter_woken_by_release_async(make_cachify: Callable[..., Cachify
     assert acquired_at[0] - released_at < HANDOVER_S
 
 
+@pytest.mark.parametrize("backend", ALL_BACKENDS)  # a custom client only polls: no wake-ups
 async def test_several_waiters_all_get_a_slot_async(make_cachify: Callable[..., Cachify]) -> None:
     c = make_cachify(lock_poll_interval=SLOW_POLL_S)
     got: list[int] = []
@@ -519,3 +532,158 @@ async def test_pooled_keys_never_collide_with_lock_keys_async(cachify: Cachify) 
     async with cachify.lock("x-pool"), cachify.lock("x"):
         assert await guarded() is True
     assert await guarded.size() == 0
+
+
+# -- pool(...).pooled(): py-cachify's decorator method ------------------------------------------
+def test_pool_method_pooled_shares_the_pool_with_with_blocks_sync(cachify: Cachify) -> None:
+    worker_pool = pool(key="worker", max_size=2)
+    seen: list[int] = []
+
+    @worker_pool.pooled(on_full=lambda x: f"full {x}")
+    def task(x: int) -> int | str:
+        seen.append(worker_pool.size())
+        return x * 10
+
+    assert task(5) == 50
+    with worker_pool:  # one slot taken by a block on the same object ...
+        assert task(6) == 60
+        with cachify.pool("worker", max_size=2):  # ... and one by another object on the key
+            assert task(7) == "full 7"
+            assert task.size() == 2
+    assert seen == [1, 2]
+    assert task.size() == 0
+    assert not inspect.iscoroutinefunction(task.size)
+
+
+async def test_pool_method_pooled_async_awaits_on_full(cachify: Cachify) -> None:
+    worker_pool = cachify.pool("aworker", max_size=1)
+    calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+
+    async def handle_full(*args: Any, **kwargs: Any) -> str:
+        await asyncio.sleep(0)
+        calls.append((args, kwargs))
+        return "full"
+
+    @worker_pool.pooled(on_full=handle_full)
+    async def task(x: int, *, depth: int = 0) -> str:
+        if depth == 0:
+            inner = await task(x + 1, depth=1)
+            return f"ran {x}, inner {inner}, size {await task.size()}"
+        return f"ran {x}"
+
+    assert await task(1) == "ran 1, inner full, size 1"
+    assert calls == [((2,), {"depth": 1})]
+    assert await task.size() == 0
+    assert await worker_pool.asize() == 0
+    assert inspect.iscoroutinefunction(task.size)
+
+
+def test_pool_method_pooled_functions_share_one_pool(cachify: Cachify) -> None:
+    shared = pool("shared", max_size=1)
+
+    @shared.pooled(raise_on_full=True)
+    def outer() -> str:
+        return inner()
+
+    @shared.pooled()
+    def inner() -> str:
+        return "inner ran"
+
+    with pytest.raises(CachifyPoolFullError, match=r"^shared is full \(max_size=1\)$"), shared:
+        outer()
+    assert outer() is None  # inner found the one slot taken by outer: no on_full, so None
+    assert inner() == "inner ran"
+    assert shared.size() == 0
+
+
+async def test_pool_method_pooled_raise_on_full_async(cachify: Cachify) -> None:
+    gate = asyncio.Event()
+    shared = pool("strict", max_size=2)
+
+    @shared.pooled(raise_on_full=True)
+    async def strict(n: int) -> int:
+        await asyncio.wait_for(gate.wait(), WAIT_S)
+        return n
+
+    running = [asyncio.create_task(strict(n)) for n in range(2)]
+    for _ in range(int(WAIT_S / 0.01)):
+        if await shared.asize() == 2:
+            break
+        await asyncio.sleep(0.01)
+    with pytest.raises(CachifyPoolFullError, match=r"^strict is full \(max_size=2\)$"):
+        await strict(9)  # another argument, the same pool: the key is not a template
+    gate.set()
+    assert await asyncio.wait_for(asyncio.gather(*running), WAIT_S) == [0, 1]
+    assert await strict.size() == 0
+
+
+def test_pool_method_pooled_uses_the_pools_instance(
+    cachify: Cachify, make_cachify: Callable[..., Cachify]
+) -> None:
+    other = make_cachify(prefix=f"B{cachify.prefix}")
+    theirs = other.pool("inst", 1)
+
+    @theirs.pooled(on_full=lambda: "full")
+    def run() -> str:
+        return f"{other.pool('inst', 1).size()} {cachify.pool('inst', 1).size()}"
+
+    with cachify.pool("inst", 1):  # the global instance's pool being full does not matter
+        assert run() == "1 1"
+    with theirs:
+        assert run() == "full"
+
+
+def test_pool_method_pooled_waits_for_the_pools_timeout(cachify: Cachify) -> None:
+    patient = pool("patient", max_size=1, timeout=WAIT_S)
+    holding = threading.Event()
+    hold_s = 1.0  # how long the holder keeps the slot after the pool was seen full
+
+    def holder() -> None:
+        with patient:
+            holding.set()
+            time.sleep(hold_s)
+
+    @patient.pooled(raise_on_full=True)
+    def run() -> str:
+        return "ran"
+
+    @pool("patient", max_size=1).pooled(on_full=lambda: "full")  # the same key, no timeout
+    def impatient() -> str:
+        return "ran"
+
+    worker = started(holder)
+    assert holding.wait(WAIT_S)
+    assert impatient() == "full"  # the slot is taken: a call without a timeout does not wait
+    assert run() == "ran"  # this one waits for the holder's release instead of raising
+    worker.finish()
+    assert run.size() == 0
+
+
+def test_pool_method_pooled_lets_a_body_pool_full_error_propagate(cachify: Cachify) -> None:
+    other = pool("other", max_size=1)
+    outer = pool("outer", max_size=1)
+
+    @outer.pooled(on_full=lambda: "outer full")
+    def body() -> str:
+        with other:  # full: this error is the body's, not the outer pool's verdict
+            return "ran"
+
+    with other, pytest.raises(CachifyPoolFullError, match=r"^other is full"):
+        body()
+    assert body() == "ran"
+    assert outer.size() == 0
+
+
+def test_pool_method_pooled_rejects_a_non_callable_on_full(cachify: Cachify) -> None:
+    with pytest.raises(TypeError, match="'p': on_full must be callable, got str"):
+        pool("p", 1).pooled(on_full="full")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("backend", ["redis", "client"])  # memory: one store per instance
+def test_size_counts_slots_held_by_another_process(make_cachify: Callable[..., Cachify]) -> None:
+    holder = make_cachify(prefix="shared-")
+    counter = make_cachify(prefix="shared-")  # its own backend: it never used the pool itself
+    with holder.pool("busy", max_size=3), holder.pool("busy", max_size=3):
+        assert counter.pool("busy", max_size=3).size() == 2
+        assert asyncio.run(counter.pool("busy", max_size=3).asize()) == 2
+    assert counter.pool("busy", max_size=3).size() == 0

@@ -44,6 +44,19 @@ async def async_rate_limited(t: str) -> str:
     return t
 
 
+worker_pool = pool("worker", max_size=5)
+
+
+@worker_pool.pooled(on_full=lambda x: -1)
+def sync_pool_method(x: int) -> int:
+    return x * 10
+
+
+@instance.pool("aworker", 2).pooled(raise_on_full=True)
+async def async_pool_method(x: int) -> str:
+    return str(x)
+
+
 def check() -> None:
     assert_type(sync_cached(1), str)
     assert_type(sync_cached.reset(1), None)
@@ -60,6 +73,9 @@ def check() -> None:
     with rate_limit("r", "5/2s", cost=2) as limiter:
         assert_type(limiter, rate_limit)
         assert_type(limiter.remaining(), int)
+    assert_type(sync_pool_method(5), int)
+    assert_type(sync_pool_method.size(5), int)
+    assert_type(Cachify(prefix="P-", default_expiration=30), Cachify)
 
 
 async def check_async() -> None:
@@ -73,6 +89,8 @@ async def check_async() -> None:
     async with rate_limited_cm as limiter:
         assert_type(await limiter.aretry_after(), float)
     assert_type(sync_raising(b"x"), bytes)
+    assert_type(await async_pool_method(1), str)
+    assert_type(await async_pool_method.size(1), int)
 
 
 rate_limited_cm = rate_limit("cm", "100/m", nowait=True)

@@ -9,8 +9,12 @@ Semantics are best effort, as py-cachify documents for custom clients:
   atomically and have no such window);
 * waiting is polling (``wait`` sleeps ``lock_poll_interval``): nothing signals a release;
 * the client's own errors surface as ``CachifyBackendError`` naming the operation;
-* a pool of ``max_size`` is ``max_size`` slot keys taken with ``set(nx)``: up to
-  ``max_size`` round trips to acquire, one to release, ``max_size`` to count;
+* a pool of ``max_size`` is ``max_size`` slot keys ``<key>:slot:<i>`` taken with ``set(nx)``,
+  plus a ``<key>:size`` record of ``max_size`` (re-set with each slot's lifetime) so that any
+  process can count the slots, not only one that used the pool: up to ``max_size`` + 1 round
+  trips to acquire, one to release, 1 + ``max_size`` to count. Holders using different
+  ``max_size`` or slot lifetimes on one key can make a count miss slots (best effort); with
+  ``slot_exp=None`` the record never expires (one small key per pool key);
 * a cache namespace's generation and fill epoch live in one ``<ns>:meta`` key read before the
   entry (2 round trips per lookup); clearing is a read-modify-write of it;
 * TTLs are rounded up to whole seconds (``ex``); waiters poll every ``lock_poll_interval``;
@@ -72,8 +76,19 @@ def _slot_keys(key: str, max_size: int) -> list[str]:
     return [f"{key}:slot:{i}" for i in range(max_size)]
 
 
+def _size_key(key: str) -> str:
+    """Where a pool's ``max_size`` is recorded for processes that never used the pool."""
+    return f"{key}:size"
+
+
+def _recorded_size(raw: Any) -> int:
+    text = _text(raw)
+    return int(text) if text and text.isdigit() else 0
+
+
 class _SlotBook:
-    """Which slot key each of this process's pool tokens took, and each pool's size."""
+    """Which slot key each of this process's pool tokens took, and the size of each pool this
+    process used."""
 
     def __init__(self) -> None:
         self.slot_of: dict[str, str] = {}
@@ -198,6 +213,8 @@ class ClientBackend:
         for slot in _slot_keys(key, max_size):
             if self.client.set(slot, token, ex=_ex(ttl_ms), nx=True):
                 self._book.slot_of[token] = slot
+                # The record lives as long as the newest slot, so it outlives the slots it counts.
+                self.client.set(_size_key(key), str(max_size), ex=_ex(ttl_ms))
                 return True
         return False
 
@@ -207,10 +224,14 @@ class ClientBackend:
 
     def pool_extend(self, key: str, token: str, ttl_ms: int) -> bool:
         slot = self._book.slot_of.get(token)
-        return slot is not None and self.lock_extend(slot, token, ttl_ms)
+        if slot is None or not self.lock_extend(slot, token, ttl_ms):
+            return False
+        self.client.set(_size_key(key), str(self._book.max_size.get(key, 0)), ex=_ex(ttl_ms))
+        return True
 
     def pool_size(self, key: str) -> int:
-        slots = _slot_keys(key, self._book.max_size.get(key, 0))
+        recorded = _recorded_size(self.client.get(_size_key(key)))
+        slots = _slot_keys(key, max(recorded, self._book.max_size.get(key, 0)))
         return sum(self.client.get(slot) is not None for slot in slots)
 
     def rate_acquire(self, key: str, limits: Sequence[RateLimit], cost: int, consume: bool) -> RateCheck:
@@ -282,6 +303,7 @@ class AsyncClientBackend:
         for slot in _slot_keys(key, max_size):
             if await self.client.set(slot, token, ex=_ex(ttl_ms), nx=True):
                 self._book.slot_of[token] = slot
+                await self.client.set(_size_key(key), str(max_size), ex=_ex(ttl_ms))
                 return True
         return False
 
@@ -291,10 +313,14 @@ class AsyncClientBackend:
 
     async def pool_extend(self, key: str, token: str, ttl_ms: int) -> bool:
         slot = self._book.slot_of.get(token)
-        return slot is not None and await self.lock_extend(slot, token, ttl_ms)
+        if slot is None or not await self.lock_extend(slot, token, ttl_ms):
+            return False
+        await self.client.set(_size_key(key), str(self._book.max_size.get(key, 0)), ex=_ex(ttl_ms))
+        return True
 
     async def pool_size(self, key: str) -> int:
-        slots = _slot_keys(key, self._book.max_size.get(key, 0))
+        recorded = _recorded_size(await self.client.get(_size_key(key)))
+        slots = _slot_keys(key, max(recorded, self._book.max_size.get(key, 0)))
         return sum([await self.client.get(slot) is not None for slot in slots])
 
     async def rate_acquire(

@@ -17,7 +17,7 @@ from typing import Any
 
 from celery import Celery
 
-from cachify_celery import CachifyTask
+from cachify_celery import REQUEUES_HEADER, CachifyTask
 from cachify_core import init_cachify, pooled
 
 REDIS = os.environ.get("SHOP_REDIS", "redis://localhost:6379")
@@ -34,12 +34,14 @@ def check_order(order_id: int) -> dict[str, Any]:
     return {"order_id": order_id, "checked_by": os.getpid()}
 
 
-@app.task(pool_key="stripe", pool_max_size=3, pool_backoff=(0.2, 2))
-def charge(customer_id: str, cents: int) -> dict[str, Any]:
-    """At most 3 charges at once across every worker; the rest come back later."""
+@app.task(bind=True, pool_key="stripe", pool_max_size=3, pool_backoff=(0.2, 2))
+def charge(self: Any, customer_id: str, cents: int) -> dict[str, Any]:
+    """At most 3 charges at once across every worker; the rest come back later. With 4 worker
+    children, one is always left over: its charge finds the pool full and is requeued."""
     started = time.time()
     time.sleep(0.5)
-    return {"customer_id": customer_id, "cents": cents, "started": started, "ended": time.time()}
+    requeues = (self.request.headers or {}).get(REQUEUES_HEADER, 0)
+    return {"cents": cents, "started": started, "ended": time.time(), "requeues": requeues}
 
 
 @app.task(cache_key="report-{day}", cache_ttl=3600)

@@ -29,12 +29,17 @@ broker = (
 init_cachify(url=f"{REDIS}/0", prefix="cachify-example:")
 
 
-@broker.task(once_key="sync-{order_id}", pool_key="erp", pool_max_size=4, pool_backoff=(0.2, 2))
-async def sync_order(order_id: int) -> str:
+#: A short backoff, so a task that found the pool full comes back soon after a slot frees (each
+#: requeue is one more message through the broker; production pools may well wait longer).
+ERP_BACKOFF_S = (0.05, 0.25)
+
+
+@broker.task(once_key="sync-{order_id}", pool_key="erp", pool_max_size=4, pool_backoff=ERP_BACKOFF_S)
+async def sync_order(order_id: int) -> dict[str, float | int]:
     """At most one queued or running sync per order, at most 4 talking to the ERP at once."""
-    started = time.strftime("%H:%M:%S")
+    started = time.time()
     await asyncio.sleep(1.0)  # the ERP call
-    return f"order {order_id} synced (started {started}, worker pid {os.getpid()})"
+    return {"order_id": order_id, "started": started, "ended": time.time(), "pid": os.getpid()}
 
 
 @broker.task(cache_key="rate-{currency}", cache_ttl=60)

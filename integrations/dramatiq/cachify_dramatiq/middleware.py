@@ -1,6 +1,6 @@
 """``CachifyMiddleware``: Dramatiq's hooks translated onto the core's task policy.
 
-Where each step of TASK_OPTIONS.md happens:
+Where each step of docs/TASK_OPTIONS.md happens:
 
 * declare (``before_declare_actor``): options parsed and validated; the actor's function and
   ``send_with_options`` are wrapped (``after_declare_actor``, see :mod:`.wrappers`).

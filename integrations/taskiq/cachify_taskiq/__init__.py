@@ -1,6 +1,6 @@
 """cachify for Taskiq: ``once_*``, ``pool_*`` and ``cache_*`` options on ``@broker.task(...)``.
 
-See integrations/taskiq/README.md. The options are the shared contract of TASK_OPTIONS.md;
+See integrations/taskiq/README.md. The options are the shared contract of docs/TASK_OPTIONS.md;
 the policy behind them lives in :mod:`cachify_core.tasks`, and this package only maps
 Taskiq's hooks onto it.
 """

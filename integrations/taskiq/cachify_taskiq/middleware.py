@@ -1,6 +1,6 @@
 """``CachifyMiddleware``: Taskiq's hooks translated onto the shared task policy.
 
-Where each step of the contract (TASK_OPTIONS.md) happens:
+Where each step of the contract (docs/TASK_OPTIONS.md) happens:
 
 =================================  =============================================================
 claim the dedup hold at ``kiq``    ``pre_send`` (a duplicate is marked; the wrapped ``kick``

@@ -8,6 +8,7 @@ event                           level  line
 ==============================  =====  ======================================================
 duplicate not sent (at send)    INFO   ``task <name>[<id>] not sent: <key> is held by task <h>``
 re-sent while another holds it  INFO   ``task <name>[<id>] re-sent while <key> is held by ...``
+re-sent, store unreachable      WARN   ``task <name>[<id>] re-sent without refreshing <key>: ...``
 skipped at run time             INFO   ``task <name>[<id>] skipped: <reason>``
 dropped (pool_on_full="drop")   WARN   ``task <name>[<id>] skipped: pool <key> full (...)``
 requeued                        INFO   ``task <name>[<id>] requeued (<n>) in <d>s: <reason>``
@@ -20,7 +21,16 @@ from __future__ import annotations
 
 import logging
 
-__all__ = ["cache_hit", "cache_unreachable", "logger", "not_sent", "requeued", "resent_while_held", "skipped"]
+__all__ = [
+    "cache_hit",
+    "cache_unreachable",
+    "logger",
+    "not_sent",
+    "requeued",
+    "resent_unchecked",
+    "resent_while_held",
+    "skipped",
+]
 
 logger = logging.getLogger("cachify.tasks")
 
@@ -37,6 +47,17 @@ def resent_while_held(task: str, task_id: str, key: str, holder: str) -> None:
         task_id,
         key,
         holder,
+    )
+
+
+def resent_unchecked(task: str, task_id: str, key: str, error: BaseException) -> None:
+    logger.warning(
+        "cachify: task %s[%s] re-sent without refreshing %s (a retry or requeue is never dropped "
+        "at send; it is checked again when it runs): %s",
+        task,
+        task_id,
+        key,
+        error,
     )
 
 

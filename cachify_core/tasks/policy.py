@@ -239,6 +239,16 @@ class TaskPolicy:
             return Claim(None)
         key = self._key(c, "once_key", args, kwargs)
         assert key is not None
+        if resend:
+            try:
+                return (yield from self._take_steps(task_id, key, True, dependents))
+            except (CachifyBackendError, CachifyLockError) as exc:
+                # Never dropped: its run checks the hold again (and fails closed there).
+                logs.resent_unchecked(self.options.task_name, task_id, key, exc)
+                return Claim(None)
+        return (yield from self._take_steps(task_id, key, False, dependents))
+
+    def _take_steps(self, task_id: str, key: str, resend: bool, dependents: bool) -> Steps[Claim]:
         ttl = self._once_ttl_ms()
         for _ in range(_CLAIM_ATTEMPTS):
             if (yield lambda b: b.lock_acquire(key, task_id, ttl, False)):

@@ -7,12 +7,12 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from dramatiq.asyncio import get_event_loop_thread
+from dramatiq.asyncio import get_event_loop_thread, set_event_loop_thread
 
 from .declaration import DeclaredActor
 from .errors import CachifySetupError
 
-__all__ = ["drive", "on_loop"]
+__all__ = ["drive", "on_loop", "stop_early"]
 
 T = TypeVar("T")
 
@@ -34,3 +34,13 @@ def drive(
 ) -> T:
     """One delivery event: ``blocking()`` for a sync actor, ``asyncio()`` on the loop otherwise."""
     return on_loop(actor, asyncio()) if actor.is_async else blocking()
+
+
+def stop_early() -> None:
+    """Stop the loop thread an ``AsyncIO`` middleware ahead of cachify's started in
+    ``before_worker_boot``, when cachify then refuses the boot: the worker never runs, and the
+    thread (not a daemon) would keep the ``dramatiq`` worker process from exiting."""
+    loop_thread = get_event_loop_thread()
+    if loop_thread is not None:
+        loop_thread.stop()  # type: ignore[no-untyped-call]
+        set_event_loop_thread(None)

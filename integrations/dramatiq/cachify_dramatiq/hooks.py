@@ -40,7 +40,7 @@ from cachify_core.tasks import (
     logs,
 )
 
-from . import envelope, worker_log
+from . import envelope, event_loop, worker_log
 from .actor_call import wrap_fn
 from .declaration import DeclaredActor, declare
 from .errors import CachifyDuplicateMessage, CachifyMessageOptionError, CachifySendError, CachifySetupError
@@ -84,10 +84,15 @@ class CachifyMiddleware(Middleware):
     def before_worker_boot(self, broker: Broker, worker: Worker) -> None:
         # A MiddlewareError here propagates out of Worker.start(): the ``dramatiq`` worker
         # process exits, and its main process stops the others and exits non-zero.
-        if not isinstance(broker, StubBroker):
+        if isinstance(broker, StubBroker):
+            return
+        try:
             for actor in self._actors.values():
                 if actor.policies.active:
                     _require_shared_store(actor.policies.declared)
+        except CachifySetupError:
+            event_loop.stop_early()  # else its thread (not a daemon) keeps the process alive
+            raise
 
     # -- send --------------------------------------------------------------------------------
     def before_enqueue(self, broker: Broker, message: Message[Any], delay: int) -> None:

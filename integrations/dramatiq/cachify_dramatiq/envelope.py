@@ -18,7 +18,6 @@ from typing import Any
 from cachify_core.tasks import (
     OPTIONS_FIELD,
     REQUEUES_FIELD,
-    is_task_option,
     read_overrides,
     read_requeues,
     split_overrides,
@@ -29,7 +28,6 @@ __all__ = [
     "REQUEUES_OPTION",
     "in_composition",
     "is_first_enqueue",
-    "overrides",
     "requeues",
     "take_overrides",
 ]
@@ -42,8 +40,9 @@ _COMPOSITION_OPTIONS = ("pipe_target", "group_completion_uuid")
 
 
 def take_overrides(options: dict[str, Any]) -> Any:
-    """At enqueue: move the cachify keywords of ``send_with_options`` into ``cachify_options``;
-    the message's overrides (``None`` without any)."""
+    """The message's overrides (``None`` without any), the raw keywords of ``send_with_options``
+    moved into ``cachify_options`` (at enqueue; at the worker, from a producer without the
+    middleware)."""
     raw = split_overrides(options)
     carried = read_overrides(options.get(OPTIONS_FIELD))
     if not raw:
@@ -52,15 +51,6 @@ def take_overrides(options: dict[str, Any]) -> Any:
         raw = {**carried, **raw}
     options[OPTIONS_FIELD] = raw
     return raw
-
-
-def overrides(options: Mapping[str, Any]) -> Any:
-    """At the worker: the overrides a message carries (``None`` without any)."""
-    carried = read_overrides(options.get(OPTIONS_FIELD))
-    raw = {k: v for k, v in options.items() if is_task_option(k)}
-    if raw and (carried is None or isinstance(carried, Mapping)):
-        return {**(carried or {}), **raw}
-    return carried
 
 
 def requeues(options: Mapping[str, Any]) -> int:

@@ -158,7 +158,7 @@ class CachifyMiddleware(Middleware):
         if actor is None:
             return
         try:
-            policy = actor.policy_for(envelope.overrides(message.options))
+            policy = actor.policy_for(envelope.take_overrides(message.options))
         except CachifyMessageOptionError as exc:
             # Sent by a producer without this middleware: it can never run as asked.
             logs.skipped(actor.name, message.message_id, f"rejected: {exc}", logging.ERROR)
@@ -181,7 +181,7 @@ class CachifyMiddleware(Middleware):
         if actor is None:
             return
         try:
-            policy = actor.policy_for(envelope.overrides(message.options))
+            policy = actor.policy_for(envelope.take_overrides(message.options))
         except CachifyMessageOptionError:
             return  # rejected in before_process_message: it never had a claim
         if policy.options.active:

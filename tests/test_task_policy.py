@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
 
-from cachify_core import Cachify, CachifyLockError, CachifyPoolFullError
+from cachify_core import Cachify, CachifyBackendError, CachifyLockError, CachifyPoolFullError, init_cachify
 from cachify_core.tasks import (
     Admission,
     CachifyDuplicateError,
@@ -29,6 +30,8 @@ from cachify_core.tasks import (
     Verdict,
     parse_task_options,
 )
+
+from .servers import free_port
 
 TASK = "tasks.job"
 #: Lease of the renewed hold and slot in the renewal test, and how long the "run" lasts there.
@@ -603,3 +606,22 @@ async def test_running_mode_hold_is_renewed(make: Callable[..., Driver]) -> None
         assert d.holder() == "A"
     await d.finish(handle, "failure")
     assert d.holder() is None
+
+
+async def test_a_resend_is_sent_when_the_store_is_unreachable(
+    kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A retry or requeue is never dropped at send, not even by a store that cannot be reached
+    # (its run checks the hold again); a first send fails closed.
+    unreachable = init_cachify(url=f"redis://127.0.0.1:{free_port()}/0", is_global=False)
+    policy = TaskPolicy(parse(once_key="o-{x}"), unreachable)
+    caplog.set_level(logging.WARNING, logger="cachify.tasks")
+    if kind == "sync":
+        claim = policy.claim("A", (1,), {}, resend=True)
+    else:
+        claim = await policy.aclaim("A", (1,), {}, resend=True)
+    assert claim == Claim(None)
+    [line] = [r.getMessage() for r in caplog.records if r.name == "cachify.tasks"]
+    assert line.startswith(f"cachify: task {TASK}[A] re-sent without refreshing {unreachable.prefix}o-1")
+    with pytest.raises(CachifyBackendError):
+        await Driver(policy, kind).claim("B")

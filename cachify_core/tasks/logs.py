@@ -8,6 +8,7 @@ event                           level  line
 ==============================  =====  ======================================================
 duplicate not sent (at send)    INFO   ``task <name>[<id>] not sent: <key> is held by task <h>``
 re-sent while another holds it  INFO   ``task <name>[<id>] re-sent while <key> is held by ...``
+re-sent, store unreachable      WARN   ``task <name>[<id>] re-sent without refreshing <key>: ...``
 skipped at run time             INFO   ``task <name>[<id>] skipped: <reason>``
 dropped (pool_on_full="drop")   WARN   ``task <name>[<id>] skipped: pool <key> full (...)``
 requeued                        INFO   ``task <name>[<id>] requeued (<n>) in <d>s: <reason>``
@@ -35,6 +36,7 @@ __all__ = [
     "logger",
     "not_sent",
     "requeued",
+    "resent_unchecked",
     "resent_while_held",
     "skipped",
     "store_reachable",
@@ -56,6 +58,17 @@ def resent_while_held(task: str, task_id: str, key: str, holder: str) -> None:
         task_id,
         key,
         holder,
+    )
+
+
+def resent_unchecked(task: str, task_id: str, key: str, error: BaseException) -> None:
+    logger.warning(
+        "cachify: task %s[%s] re-sent without refreshing %s (a retry or requeue is never dropped "
+        "at send; it is checked again when it runs): %s",
+        task,
+        task_id,
+        key,
+        error,
     )
 
 

@@ -184,16 +184,11 @@ class TaskPolicy:
         logs.not_sent(self.options.task_name, task_id, key, holder)
         return Claim(key, holder)
 
-    def _claim_failed(self, task_id: str, error: CachifyBackendError, resend: bool) -> Claim:
-        """A claim could not reach the store (``once_on_store_error``): fail naming the task, or
-        send ungated (the run checks the hold again when the store is back). A resend (retry,
-        requeue, deferral) is always sent: refusing it would lose a task that was accepted."""
+    def _claim_failed(self, task_id: str, error: CachifyBackendError) -> Claim:
+        """A first send's claim could not reach the store (``once_on_store_error``): fail naming
+        the task, or send ungated (the run checks the hold again when the store is back). A
+        resend never gets here: :meth:`claim_steps` sends it whatever the store says."""
         name = self.options.task_name
-        if resend:
-            logs.store_unreachable(
-                name, task_id, "re-sending retries and requeues without refreshing holds", error
-            )
-            return Claim(None)
         if self.options.once_on_store_error == "send":
             logs.store_unreachable(
                 name, task_id, "sending without deduplication (once_on_store_error='send')", error
@@ -281,6 +276,16 @@ class TaskPolicy:
             return Claim(None)
         key = self._key(c, "once_key", args, kwargs)
         assert key is not None
+        if resend:
+            try:
+                return (yield from self._take_steps(task_id, key, True, dependents))
+            except (CachifyBackendError, CachifyLockError) as exc:
+                # Never dropped: its run checks the hold again (and fails closed there).
+                logs.resent_unchecked(self.options.task_name, task_id, key, exc)
+                return Claim(None)
+        return (yield from self._take_steps(task_id, key, False, dependents))
+
+    def _take_steps(self, task_id: str, key: str, resend: bool, dependents: bool) -> Steps[Claim]:
         ttl = self._once_ttl_ms()
         if resend and (yield lambda b: b.lock_extend(key, task_id, ttl)):
             return Claim(key)  # the usual resend: the hold is still this task's (1 round trip)
@@ -480,7 +485,7 @@ class TaskPolicy:
                 self.claim_steps(c, task_id, args, kwargs, resend, dependents), c.sync_backend
             )
         except CachifyBackendError as exc:
-            return self._claim_failed(task_id, exc, resend)
+            return self._claim_failed(task_id, exc)
 
     def unclaim(self, task_id: str, claim: Claim) -> None:
         """The publish failed after the claim: give the hold back."""
@@ -539,7 +544,7 @@ class TaskPolicy:
                 self.claim_steps(c, task_id, args, kwargs, resend, dependents), c.async_backend
             )
         except CachifyBackendError as exc:
-            return self._claim_failed(task_id, exc, resend)
+            return self._claim_failed(task_id, exc)
 
     async def aunclaim(self, task_id: str, claim: Claim) -> None:
         if not claim.duplicate:

@@ -3,6 +3,7 @@ lifetime across success, failure, retry, delay, skip and a failed publish."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -14,6 +15,8 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import Middleware, MiddlewareError
 from dramatiq.results.backends import StubBackend
 
+from cachify_core import Cachify
+from cachify_core.tasks import TaskPolicy, parse_task_options
 from cachify_dramatiq import CachifyDuplicateError, CachifyDuplicateMessage, CachifySendError
 
 from .conftest import drain
@@ -220,3 +223,47 @@ def test_a_hold_that_cannot_be_taken_sends_nothing(stub_broker: StubBroker) -> N
         job.send(1)  # an int has no .id: the key cannot be built, so deduplication cannot work
     assert isinstance(info.value.__cause__, ValueError)
     assert stub_broker.queues["default"].qsize() == 0
+
+
+def test_a_retry_is_sent_even_when_another_took_its_key_meanwhile(
+    cachify: Cachify,
+    stub_broker: StubBroker,
+    stub_worker: dramatiq.Worker,
+    results_backend: StubBackend,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    attempts: list[int] = []
+    retry_sent = threading.Event()
+
+    class RetrySeen(Middleware):
+        def after_enqueue(self, broker: Any, message: Any, delay: Any) -> None:
+            if message.options.get("retries"):
+                retry_sent.set()
+
+    stub_broker.add_middleware(RetrySeen())
+
+    def flaky() -> None:
+        attempts.append(1)
+        raise RuntimeError("fails")
+
+    flaky_actor = dramatiq.actor(once_key="k", max_retries=1, min_backoff=300, max_backoff=300)(flaky)
+    key = TaskPolicy(parse_task_options("flaky", flaky, {"once_key": "k"}), cachify).once_key((), {})
+    assert key is not None
+    caplog.set_level(logging.INFO, logger="cachify.tasks")
+    first = flaky_actor.send()
+    wait_for(retry_sent)  # Retries has put it in the delay queue, its hold kept for it
+    backend = cachify.sync_backend
+    assert backend.lock_holder(key) == first.message_id
+    backend.lock_force_release(key)  # as if the hold had expired, and another message took it
+    assert backend.lock_acquire(key, "intruder", 60_000, False)
+    drain(stub_broker, stub_worker, fail_fast=False)
+    # Sent when it fell due (a retry is never refused at send), then skipped when it ran.
+    assert attempts == [1]
+    lines = [r.getMessage() for r in caplog.records if r.name == "cachify.tasks"]
+    assert (
+        f"cachify: task flaky[{first.message_id}] skipped: duplicate: {key} is held by task intruder" in lines
+    )
+    assert any(
+        f"task flaky[{first.message_id}] re-sent while {key} is held by task intruder" in m for m in lines
+    )
+    assert backend.lock_holder(key) == "intruder"  # the skip released nothing of the other's

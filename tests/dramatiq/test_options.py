@@ -56,7 +56,7 @@ def test_bad_message_option_fails_at_send(stub_broker: StubBroker) -> None:
         sync.send_with_options(args=(1,), once_mode="soon")
     with pytest.raises(CachifyTaskOptionError, match=r"task 'sync': unknown option\(s\) once_kye"):
         sync.send_with_options(args=(1,), once_kye="x")
-    with pytest.raises(CachifyTaskOptionError, match=r"task 'sync': a message's pool_on_full"):
+    with pytest.raises(CachifyTaskOptionError, match=r"task 'sync': a per-message pool_on_full"):
         sync.send_with_options(args=(1,), pool_key="p", pool_max_size=1, pool_on_full=print)
     assert stub_broker.queues["default"].qsize() == 0
 

@@ -1,14 +1,15 @@
 """cachify for Dramatiq: ``once_*``, ``pool_*`` and ``cache_*`` options on ``@dramatiq.actor``.
 
 See integrations/dramatiq/README.md. The contract is the task options shared with the Celery
-and Taskiq integrations; the policy lives in ``cachify_core.tasks``.
+and Taskiq integrations; the lifecycle and every policy decision live in ``cachify_core.tasks``,
+and this package only translates Dramatiq's hooks onto them.
 """
 
 from cachify_core.tasks import CachifyDuplicateError, CachifyTaskOptionError
 
-from .errors import CachifyDuplicateMessage, CachifyMessageOptionError, CachifySendError
-from .middleware import CachifyMiddleware
-from .options import CLAIMED_OPTION, REQUEUES_OPTION
+from .envelope import CLAIMED_OPTION, REQUEUES_OPTION
+from .errors import CachifyDuplicateMessage, CachifyMessageOptionError, CachifySendError, CachifySetupError
+from .hooks import CachifyMiddleware
 
 __all__ = [
     "CLAIMED_OPTION",
@@ -18,5 +19,6 @@ __all__ = [
     "CachifyMessageOptionError",
     "CachifyMiddleware",
     "CachifySendError",
+    "CachifySetupError",
     "CachifyTaskOptionError",
 ]

@@ -1,0 +1,221 @@
+"""``CachifyMiddleware``: Dramatiq's hooks translated onto the core's task lifecycle
+(:mod:`cachify_core.tasks.delivery`).
+
+==========================  ==========================================================
+Dramatiq                    cachify
+==========================  ==========================================================
+``before_declare_actor``    options validated (:mod:`.declaration`)
+``after_declare_actor``     ``actor.fn`` and ``send_with_options`` wrapped
+``before_worker_boot``      the store must be shared with the workers
+``before_enqueue``          overrides validated; the claim (``TaskPolicy.claim``); the
+                            same message re-enqueued from its worker thread → ``retrying``
+``before_process_message``  a :class:`~cachify_core.tasks.Delivery` is made
+the actor call              ``admit`` → body → ``succeeded`` / ``raised`` (:mod:`.actor_call`)
+``after_skip_message``      ``abandoned`` (skipped before it ran, e.g. by ``AgeLimit``)
+``after_ack``/``after_nack``  ``ended``
+==========================  ==========================================================
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from dramatiq.actor import Actor
+from dramatiq.broker import Broker, MessageProxy
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.common import q_name
+from dramatiq.message import Message
+from dramatiq.middleware import Middleware, SkipMessage
+from dramatiq.worker import Worker
+
+from cachify_core import Cachify, CachifyError, CachifyInitError
+from cachify_core.tasks import (
+    OPTION_NAMES,
+    CachifyDuplicateError,
+    Delivery,
+    State,
+    TaskPolicy,
+    is_retry_of,
+    logs,
+)
+
+from . import envelope, event_loop, worker_log
+from .actor_call import wrap_fn
+from .declaration import DeclaredActor, declare
+from .errors import CachifyDuplicateMessage, CachifyMessageOptionError, CachifySendError, CachifySetupError
+from .event_loop import drive
+from .sending import wrap_send
+from .thread_state import Current, PendingClaim, ThreadState
+
+__all__ = ["CachifyMiddleware"]
+
+
+class CachifyMiddleware(Middleware):
+    """Adds ``once_*``, ``pool_*`` and ``cache_*`` options to ``@dramatiq.actor``.
+
+    Add it before any actor is declared. ``cachify`` is the instance to use; the global one
+    from ``init_cachify`` (looked up at each use) when omitted.
+    """
+
+    def __init__(self, cachify: Cachify | None = None) -> None:
+        self._cachify = cachify
+        self._actors: dict[str, DeclaredActor] = {}
+        self._thread = ThreadState()
+        worker_log.install()
+
+    @property
+    def actor_options(self) -> set[str]:
+        return set(OPTION_NAMES)
+
+    # -- declaration and boot ----------------------------------------------------------------
+    def before_declare_actor(self, broker: Broker, actor: Actor[Any, Any]) -> None:
+        # Raised here, as a MiddlewareError, the option error reaches the @dramatiq.actor line.
+        self._actors[actor.actor_name] = declare(actor, self._cachify)
+
+    def after_declare_actor(self, broker: Broker, actor: Actor[Any, Any]) -> None:
+        # ``add_middleware`` replays this for actors declared before the middleware was added.
+        declared = self._actors.get(actor.actor_name)
+        if declared is None:
+            declared = self._actors[actor.actor_name] = declare(actor, self._cachify)
+        wrap_fn(actor, declared, self._thread)
+        wrap_send(actor, self._thread)
+
+    def before_worker_boot(self, broker: Broker, worker: Worker) -> None:
+        # A MiddlewareError here propagates out of Worker.start(): the ``dramatiq`` worker
+        # process exits, and its main process stops the others and exits non-zero.
+        if isinstance(broker, StubBroker):
+            return
+        try:
+            for actor in self._actors.values():
+                if actor.policies.active:
+                    _require_shared_store(actor.policies.declared)
+        except CachifySetupError:
+            event_loop.stop_early()  # else its thread (not a daemon) keeps the process alive
+            raise
+
+    # -- send --------------------------------------------------------------------------------
+    def before_enqueue(self, broker: Broker, message: Message[Any], delay: int) -> None:
+        sending, self._thread.sending = self._thread.sending, False
+        actor = self._actors.get(message.actor_name)
+        if actor is None:
+            return
+        current = self._thread.current
+        if current is not None and current.message.message_id == message.message_id:
+            delivery = current.delivery
+            if delivery.state is State.REQUEUING:
+                return  # cachify's own requeue: the copy carries the delivery's hold on
+            if is_retry_of(delivery, message.message_id):
+                # Retries sending back the message this thread just ran: the run ends as a
+                # retry (slot released, a queued hold kept) before the retry can start anywhere.
+                drive(actor, delivery.retrying, delivery.aretrying)
+        policy = actor.policy_for(envelope.take_overrides(message.options))
+        if not policy.options.active:
+            return
+        if not isinstance(broker, StubBroker):
+            _require_shared_store(policy)
+        if policy.options.claims_at_enqueue:
+            self._claim(actor, policy, message, sending)
+
+    def _claim(self, actor: DeclaredActor, policy: TaskPolicy, message: Message[Any], sending: bool) -> None:
+        options = message.options
+        # Only an actor's own send has a handle to return for a duplicate; other work waits
+        # for anything else (a group, a pipeline), so its duplicate raises instead.
+        dependents = not sending or envelope.in_composition(options)
+        try:
+            claim = policy.claim(
+                message.message_id,
+                message.args,
+                message.kwargs,
+                resend=not envelope.is_first_enqueue(options),
+                dependents=dependents,
+            )
+        except CachifyDuplicateError as exc:  # once_raise=True, or dependents
+            raise CachifyDuplicateMessage(
+                exc.task_name, exc.key, _handle(message, exc.holder_id), once_raise=True
+            ) from None
+        except CachifyError as exc:
+            # Dedup fails closed: a message that could not take its hold is not sent.
+            raise CachifySendError(f"task {actor.name!r}: message not sent: {exc}") from exc
+        if claim.duplicate:
+            assert claim.key is not None
+            assert claim.holder_id is not None
+            raise CachifyDuplicateMessage(
+                actor.name, claim.key, _handle(message, claim.holder_id), once_raise=False
+            )
+        options[envelope.CLAIMED_OPTION] = True
+        self._thread.pending = PendingClaim(policy, message.message_id, claim)
+
+    def after_enqueue(self, broker: Broker, message: Message[Any], delay: int) -> None:
+        pending = self._thread.pending
+        if pending is not None and pending.message_id == message.message_id:
+            self._thread.pending = None
+
+    # -- run ---------------------------------------------------------------------------------
+    def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
+        self._thread.current = None
+        actor = self._actors.get(message.actor_name)
+        if actor is None:
+            return
+        try:
+            policy = actor.policy_for(envelope.take_overrides(message.options))
+        except CachifyMessageOptionError as exc:
+            # Sent by a producer without this middleware: it can never run as asked.
+            logs.skipped(actor.name, message.message_id, f"rejected: {exc}", logging.ERROR)
+            message.fail()
+            worker_log.skipping(message.message_id)
+            raise SkipMessage(str(exc)) from None
+        if policy.options.active:
+            delivery = Delivery(
+                policy, message.message_id, message.args, message.kwargs, envelope.requeues(message.options)
+            )
+            self._thread.current = Current(message, broker, actor, delivery)
+
+    def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
+        current = self._take(message)
+        if current is not None:
+            _end(current.actor, current.delivery)
+            return
+        # Skipped before this middleware saw it (e.g. by AgeLimit): its claim will not be used.
+        actor = self._actors.get(message.actor_name)
+        if actor is None:
+            return
+        try:
+            policy = actor.policy_for(envelope.take_overrides(message.options))
+        except CachifyMessageOptionError:
+            return  # rejected in before_process_message: it never had a claim
+        if policy.options.active:
+            _end(actor, Delivery(policy, message.message_id, message.args, message.kwargs))
+
+    def after_ack(self, broker: Broker, message: MessageProxy) -> None:
+        current = self._take(message)
+        if current is not None:
+            _end(current.actor, current.delivery)
+
+    after_nack = after_ack
+
+    def _take(self, message: MessageProxy) -> Current | None:
+        """This thread's delivery of ``message``, now over (a consumer thread acking a delayed
+        message it moved has none)."""
+        current = self._thread.current
+        if current is None or current.message.message_id != message.message_id:
+            return None
+        self._thread.current = None
+        return current
+
+
+def _end(actor: DeclaredActor, delivery: Delivery) -> None:
+    if delivery.state is not State.ENDED:
+        drive(actor, delivery.ended, delivery.aended)
+
+
+def _require_shared_store(policy: TaskPolicy) -> None:
+    try:
+        policy.require_shared_store("Dramatiq")
+    except CachifyInitError as exc:
+        raise CachifySetupError(str(exc)) from None
+
+
+def _handle(message: Message[Any], holder_id: str) -> Message[Any]:
+    """A handle on the holding message: Results finds a result by queue, actor and id."""
+    return message.copy(message_id=holder_id, queue_name=q_name(message.queue_name))

@@ -6,9 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from taskiq import InMemoryBroker, TaskiqScheduler
+from taskiq import InMemoryBroker, ScheduledTask, ScheduleSource, TaskiqScheduler
 from taskiq.cli.scheduler.run import send
 from taskiq.schedule_sources import LabelScheduleSource
+
+from cachify_taskiq import CachifyDuplicateError
 
 from .conftest import eventually
 from .probes import Probe, declare
@@ -46,3 +48,45 @@ async def test_a_scheduled_kick_is_deduplicated(
     await eventually(lambda: _true(probe.runs == 2), 5, "the next tick ran")
     await broker.wait_all()
     assert probe.ran == [0, 0]
+
+
+class ListSource(ScheduleSource):
+    """Schedules kept in a list, as a stored source keeps what ``schedule_by_*`` gives it."""
+
+    def __init__(self) -> None:
+        self.schedules: list[ScheduledTask] = []
+
+    async def get_schedules(self) -> list[ScheduledTask]:
+        return list(self.schedules)
+
+    async def add_schedule(self, schedule: ScheduledTask) -> None:
+        self.schedules.append(schedule)
+
+
+async def test_overrides_of_a_stored_schedule_keep_their_meaning(
+    make_broker: Callable[..., InMemoryBroker],
+) -> None:
+    """``schedule_by_*`` stores the kicker's labels as text: ``once_key=None`` must still mean
+    "no dedup" at the scheduler's kick (not a key template "None"), a number a number."""
+    broker = make_broker()
+    probe = Probe()
+    probe.hold_first = True
+    task = declare(broker, "async", probe, once_key="report-{i}")
+    source = ListSource()
+    scheduler = TaskiqScheduler(broker, [source])
+    await broker.startup()
+    await task.kicker().with_labels(once_key=None).schedule_by_interval(source, 60, 0)
+    await task.kicker().with_labels(once_ttl=30, once_raise=True).schedule_by_interval(source, 60, 0)
+    free, raising = await source.get_schedules()
+    assert raising.labels["once_ttl"] == "30"  # what the scheduler will send: text
+
+    await send(scheduler, source, free)
+    await send(scheduler, source, free)  # no dedup: both run
+    await eventually(lambda: _true(probe.now == 2), 5, "both scheduled runs started")
+    holder = await task.kiq(0)  # the declared dedup took the key meanwhile
+    with pytest.raises(CachifyDuplicateError) as caught:
+        await send(scheduler, source, raising)
+    assert caught.value.holder_id == holder.task_id
+    probe.hold.set()
+    await broker.wait_all()
+    assert probe.runs == 3

@@ -52,6 +52,8 @@ REPUBLISH_LABEL = "cachify_republish"
 #: Put by ``pre_send`` on a duplicate's message (value: the id it would have had); the wrapped
 #: ``kick`` skips it, so nothing is enqueued and ``kiq`` returns a handle to the holder's id.
 DUPLICATE_LABEL = "cachify_duplicate_of"
+#: Taskiq's label on a scheduler's kick.
+SCHEDULE_LABEL = "schedule_id"
 
 
 def as_sent(value: Any) -> str:
@@ -78,10 +80,13 @@ def option_labels(task_name: str, message: TaskiqMessage, declared: Mapping[str,
     """The cachify-option labels of ``message`` whose text differs from the task's declared
     ones (``declared``: name → text as sent), typed again: ``kicker().with_labels(...)``."""
     types = message.labels_types or {}
+    # ``schedule_by_cron/interval/time`` store a kicker's labels as text, so the scheduler's
+    # kick tags every one "str": there, a text that reads as a Python literal is that literal.
+    scheduled = SCHEDULE_LABEL in message.labels
     found: dict[str, Any] = {}
     for name, value in message.labels.items():
         if is_task_option(name) and declared.get(name) != value:
-            found[name] = _typed(task_name, name, value, types.get(name))
+            found[name] = _typed(task_name, name, value, types.get(name), scheduled)
     return found
 
 
@@ -94,9 +99,14 @@ def write_options(message: TaskiqMessage, overrides: Mapping[str, Any]) -> None:
         message.labels_types[OPTIONS_LABEL] = LabelType.STR.value
 
 
-def _typed(task_name: str, name: str, value: Any, label_type: int | None) -> Any:
+def _typed(task_name: str, name: str, value: Any, label_type: int | None, scheduled: bool) -> Any:
     if label_type is None or not isinstance(value, str):
         return value  # a message built by hand: its labels were never turned into text
+    if label_type == LabelType.STR and scheduled:
+        try:
+            return ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            return value
     if label_type != LabelType.ANY:
         return parse_label(value, label_type)
     try:  # "any" is ``str(value)``: None, tuples and lists read back, a callable does not

@@ -109,15 +109,17 @@ class CachifyMiddleware(TaskiqMiddleware):
         declaration = self._declarations.find(message.task_name)
         if declaration is None:
             return message
+        policy = declaration.policy_to_send(message)
+        if not policy.options.active:
+            return message
+        if not self._in_process:
+            policy.require_shared_store(FRAMEWORK)
         run = context.current()
         delivery = None if run is None else run.delivery
         retry = is_retry_of(delivery, message.task_id)
         if retry:
             assert delivery is not None
             await delivery.aretrying()
-        policy = declaration.policy_to_send(message)
-        if not self._in_process:
-            policy.require_shared_store(FRAMEWORK)
         if not policy.options.claims_at_enqueue:
             return message
         args, kwargs = worker_arguments(declaration.signature, message)
@@ -161,13 +163,14 @@ class CachifyMiddleware(TaskiqMiddleware):
             return
         context.end(run)
         delivery = run.delivery
-        if delivery.state is State.RECEIVED and delivery.active:
-            # Never admitted (its dependencies failed, or a process pool ran it): the claim it
-            # gives back is keyed by the arguments it was sent with.
-            delivery.args, delivery.kwargs = worker_arguments(run.declaration.signature, message)
-        if not result.is_err:
-            await delivery.asucceeded(result.return_value)
-        await delivery.aended()
+        if delivery.active:  # (without an option every event is a no-op)
+            if delivery.state is State.RECEIVED:
+                # Never admitted (its dependencies failed, or a process pool ran it): the claim
+                # it gives back is keyed by the arguments it was sent with.
+                delivery.args, delivery.kwargs = worker_arguments(run.declaration.signature, message)
+            if not result.is_err:
+                await delivery.asucceeded(result.return_value)
+            await delivery.aended()
         if run.requeue is not None and self._requeuer is not None:
             self._requeuer.start(run.requeue)
 

@@ -39,7 +39,7 @@ def wrap(func: Callable[..., Any], task_name: str) -> Callable[..., Any]:
             if run is None:
                 return await func(*args, **kwargs)
             delivery = run.start(args, kwargs)
-            decision = await delivery.aadmit()
+            decision = await delivery.aadmit() if delivery.active else delivery.admit()
             if decision.verdict is not Verdict.RUN:
                 return run.without_body(decision)
             try:

@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import pytest
-from taskiq import InMemoryBroker, ScheduledTask, ScheduleSource, TaskiqScheduler
+from taskiq import InMemoryBroker, ScheduledTask, ScheduleSource, SmartRetryMiddleware, TaskiqScheduler
 from taskiq.cli.scheduler.run import send
 from taskiq.schedule_sources import LabelScheduleSource
 
+from cachify_core import Cachify
 from cachify_taskiq import CachifyDuplicateError
 
 from .conftest import eventually
@@ -90,3 +92,36 @@ async def test_overrides_of_a_stored_schedule_keep_their_meaning(
     probe.hold.set()
     await broker.wait_all()
     assert probe.runs == 3
+
+
+async def test_a_retry_kicked_later_from_a_schedule_source_is_never_refused(
+    make_broker: Callable[..., InMemoryBroker], cachify: Cachify, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SmartRetryMiddleware with a schedule source stores the retry; the scheduler kicks it
+    later, outside the failed delivery. It is still a retry: sent even though another task took
+    the key meanwhile, and never raised as a duplicate (``once_raise=True``)."""
+    source = ListSource()
+    retries = SmartRetryMiddleware(default_retry_count=3, default_delay=0, schedule_source=source)
+    broker = make_broker(middlewares=(retries,))
+    probe = Probe(failures=1)
+    probe.hold_first = True
+    task = declare(broker, "async", probe, once_key="job", once_raise=True, retry_on_error=True)
+    scheduler = TaskiqScheduler(broker, [source])
+    await broker.startup()
+
+    first = await task.kiq(1)  # fails; its retry goes to the schedule source
+    await eventually(lambda: _true(len(source.schedules) == 1), 5, "the retry was scheduled")
+    await broker.wait_all()
+    holder = await task.kiq(0)  # another task holds the key now (its run waits)
+    await eventually(lambda: _true(probe.now == 1), 5, "the holder started")
+    [retry] = source.schedules
+    caplog.set_level(logging.INFO, logger="cachify.tasks")
+    await send(scheduler, source, retry)
+    resent = [r.getMessage() for r in caplog.records if "re-sent while" in r.getMessage()]
+    assert resent == [
+        f"cachify: task {task.task_name}[{first.task_id}] re-sent while {cachify.prefix}job-once is "
+        f"held by task {holder.task_id} (a retry or requeue is never dropped at send; it is checked "
+        "again when it runs)"
+    ]
+    probe.hold.set()
+    assert (await holder.wait_result(check_interval=0.01, timeout=5)).return_value == 0

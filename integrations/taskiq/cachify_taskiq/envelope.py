@@ -37,6 +37,7 @@ __all__ = [
     "OPTIONS_LABEL",
     "REPUBLISH_LABEL",
     "REQUEUES_LABEL",
+    "RETRIES_LABEL",
     "as_sent",
     "carried_options",
     "option_labels",
@@ -54,6 +55,9 @@ REPUBLISH_LABEL = "cachify_republish"
 DUPLICATE_LABEL = "cachify_duplicate_of"
 #: Taskiq's label on a scheduler's kick.
 SCHEDULE_LABEL = "schedule_id"
+#: Taskiq's retry middlewares count a task's retries here, so a message carrying it is a retry
+#: even when no delivery sees it sent (``SmartRetryMiddleware`` with a schedule source).
+RETRIES_LABEL = "_retries"
 
 
 def as_sent(value: Any) -> str:

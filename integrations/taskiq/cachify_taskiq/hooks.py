@@ -37,7 +37,7 @@ from . import broker_hooks, context, envelope, receiver_log
 from .arguments import worker_arguments
 from .broker_hooks import Ack
 from .declaration import Declarations
-from .envelope import DUPLICATE_LABEL, REPUBLISH_LABEL
+from .envelope import DUPLICATE_LABEL, REPUBLISH_LABEL, RETRIES_LABEL
 from .requeue import Requeuer
 
 __all__ = ["CachifyMiddleware"]
@@ -122,8 +122,9 @@ class CachifyMiddleware(TaskiqMiddleware):
             await delivery.aretrying()
         if not policy.options.claims_at_enqueue:
             return message
+        resend = retry or requeue or RETRIES_LABEL in message.labels
         args, kwargs = worker_arguments(declaration.signature, message)
-        claim = await policy.aclaim(message.task_id, args, kwargs, resend=retry or requeue, dependents=False)
+        claim = await policy.aclaim(message.task_id, args, kwargs, resend=resend, dependents=False)
         if claim.duplicate:
             message.labels[DUPLICATE_LABEL] = message.task_id
             message.task_id = claim.holder_id or message.task_id

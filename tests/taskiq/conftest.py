@@ -134,12 +134,12 @@ def workers(redis_base_url: str) -> Iterator[Workers]:
             time.sleep(0.05)
         yield handle
     finally:
-        _stop(proc)
+        stop_process_group(proc)
         flush(redis_base_url, 0, 1, 2)
         log_path.unlink(missing_ok=True)
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
+def stop_process_group(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM the workers' process group (the session we started them in), then SIGKILL it."""
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)

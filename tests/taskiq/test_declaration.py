@@ -41,7 +41,21 @@ def test_a_bad_option_fails_when_the_task_is_declared(labels: dict[str, Any], na
 
     assert "orders:sync" in str(caught.value)
     assert named in str(caught.value)
+    assert "taskiq_original" not in str(caught.value)  # Taskiq's rename of the function stays hidden
     assert broker.find_task("orders:sync") is None
+
+
+def test_a_key_template_error_names_the_function_as_written() -> None:
+    broker = InMemoryBroker().with_middlewares(CachifyMiddleware())
+
+    with pytest.raises(CachifyTaskOptionError) as caught:
+
+        @broker.task("orders:sync", once_key="order-{order}")
+        async def sync_order(order_id: int) -> None: ...
+
+    message = str(caught.value)
+    assert "sync_order names 'order'" in message
+    assert "taskiq_original" not in message
 
 
 def test_a_task_declared_before_the_middleware_fails_when_it_is_added() -> None:

@@ -151,6 +151,22 @@ async def test_a_retry_is_the_holder_and_keeps_the_hold(
     assert (await task.kiq(1)).task_id != first.task_id  # released after the last run
 
 
+async def test_a_retry_is_sent_even_with_once_raise(
+    make_broker: Callable[..., InMemoryBroker], kind: str
+) -> None:
+    """A retry re-sends its own task id: never refused, never raised as a duplicate."""
+    broker = make_broker(middlewares=(SimpleRetryMiddleware(default_retry_count=5),))
+    probe = Probe(failures=2)
+    task = declare(broker, kind, probe, once_key="order-{i}", once_raise=True, retry_on_error=True)
+    await broker.startup()
+
+    first = await task.kiq(1)
+    result = await result_of(first)
+    assert (result.is_err, result.return_value, result.labels["_retries"]) == (False, 10, 2)
+    assert probe.runs == 3
+    assert (await result_of(await task.kiq(1))).return_value == 10  # released after the last run
+
+
 class FlakyBroker(InMemoryBroker):
     fail = False
 

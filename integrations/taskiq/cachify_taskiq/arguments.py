@@ -36,11 +36,11 @@ class Signature:
     hints: dict[str, Any]
 
     @classmethod
-    def of(cls, func: Callable[..., Any]) -> Signature:
+    def of(cls, func: Callable[..., Any], task_name: str) -> Signature:
         try:
             hints = get_type_hints(func)
         except Exception as exc:  # an unresolvable annotation: Taskiq's receiver fails on it too
-            logger.warning("cachify: type hints of %r unreadable (%s); arguments not cast", func, exc)
+            logger.warning("cachify: task %s: type hints unreadable (%s); arguments not cast", task_name, exc)
             hints = {}
         return cls(inspect.signature(func), hints)
 

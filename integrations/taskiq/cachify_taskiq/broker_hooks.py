@@ -1,9 +1,9 @@
-"""The two broker methods :class:`~.middleware.CachifyMiddleware` wraps on the broker it is added
+"""The two broker methods :class:`~.hooks.CachifyMiddleware` wraps on the broker it is added
 to, because Taskiq's middleware hooks cannot do these things:
 
 - ``kick``: a duplicate must not be published, yet ``kiq`` must return the holder's handle.
   ``pre_send`` can only change the message, and ``kiq`` always kicks it, so ``pre_send``
-  marks the message (:data:`~.labels.DUPLICATE_LABEL`) and the wrapped ``kick`` skips it. It
+  marks the message (:data:`~.envelope.DUPLICATE_LABEL`) and the wrapped ``kick`` skips it. It
   also gives a dedup hold back when the publish fails (``kiq`` then raises ``SendTaskError``;
   ``post_send`` never runs).
 - ``listen``: a requeue must be published before its delivery is acknowledged, and the ack

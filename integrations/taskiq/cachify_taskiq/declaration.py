@@ -1,28 +1,30 @@
-"""Task declarations: the cachify options among a task's labels, validated and bound to the
-shared task policy, and the task function wrapped (:mod:`.wrapper`).
+"""Task declarations: the cachify options among a task's labels, bound to the core's
+:class:`~cachify_core.tasks.TaskPolicies`, and the task function wrapped (:mod:`.wrapper`).
 
-Options are read typed from the declared task (``broker.find_task(name).labels``), never from
-a message, whose labels Taskiq sends as strings. They are validated when the task is declared
-if the middleware was added to the broker first (it swaps in :class:`CachifyDecoratedTask` as
-the broker's ``decorator_class``), otherwise when the middleware is added or, at the latest,
-at broker startup; a bad or unknown option raises ``CachifyTaskOptionError`` naming the task
-and the option.
+Declared options are read typed from the declared task (``broker.find_task(name).labels``),
+never from a message, whose labels Taskiq sends as text. They are validated when the task is
+declared if the middleware was added to the broker first (it swaps in
+:class:`CachifyDecoratedTask` as the broker's ``decorator_class``), otherwise when the
+middleware is added or, at the latest, at broker startup.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
 from taskiq.abc.broker import AsyncBroker
 from taskiq.decor import AsyncTaskiqDecoratedTask
+from taskiq.message import TaskiqMessage
 
 from cachify_core.instance import Cachify
-from cachify_core.tasks import TaskPolicy, parse_task_options
+from cachify_core.tasks import TaskPolicies, TaskPolicy, is_task_option
 
+from . import envelope
 from .arguments import Signature
 from .wrapper import WRAPPED_ATTR, wrap
 
@@ -33,6 +35,10 @@ logger = logging.getLogger("cachify.taskiq")
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
+#: Taskiq renames a task's function ``<name>__taskiq_original`` (so its process pool can import
+#: it by name); messages name the function as its user wrote it.
+_TASKIQ_RENAME = "__taskiq_original"
+
 
 @dataclass(frozen=True)
 class Declaration:
@@ -40,8 +46,50 @@ class Declaration:
 
     name: str
     func: Callable[..., Any]  #: the user's function (the task's ``original_func`` is our wrapper)
-    policy: TaskPolicy
+    policies: TaskPolicies
     signature: Signature
+    #: The declared cachify labels as a message carries them: a label sent with another text
+    #: is a per-message override.
+    sent_labels: Mapping[str, str]
+
+    @classmethod
+    def of(
+        cls, task: AsyncTaskiqDecoratedTask[Any, Any], func: Callable[..., Any], cachify: Cachify | None
+    ) -> Declaration:
+        labels = {k: v for k, v in task.labels.items() if is_task_option(k)}
+        policies = TaskPolicies(task.task_name, _as_written(func), labels, cachify)
+        sent = {k: envelope.as_sent(v) for k, v in labels.items()}
+        return cls(task.task_name, func, policies, Signature.of(func, task.task_name), sent)
+
+    def policy_to_send(self, message: TaskiqMessage) -> TaskPolicy:
+        """The policy of a message about to be sent; its overrides validated and carried in
+        :data:`~.envelope.OPTIONS_LABEL`. A re-send (retry, requeue) carries them already."""
+        carried = envelope.carried_options(message.labels)
+        if carried is not None:
+            return self.policies.with_overrides(carried)
+        overrides = envelope.option_labels(self.name, message, self.sent_labels)
+        policy = self.policies.with_overrides(overrides)
+        if overrides:
+            envelope.write_options(message, overrides)
+        return policy
+
+    def policy_received(self, message: TaskiqMessage) -> TaskPolicy:
+        return self.policies.with_overrides(envelope.carried_options(message.labels))
+
+
+def _as_written(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``func`` under the name its user gave it, for the core's messages (key templates)."""
+    name = getattr(func, "__name__", "")
+    if not name.endswith(_TASKIQ_RENAME):
+        return func
+
+    @functools.wraps(func)
+    def as_written(*args: Any, **kwargs: Any) -> Any:
+        return func(*args, **kwargs)
+
+    as_written.__name__ = name.removesuffix(_TASKIQ_RENAME)
+    as_written.__qualname__ = as_written.__qualname__.removesuffix(_TASKIQ_RENAME)
+    return as_written
 
 
 #: The declarations of each broker that has a CachifyMiddleware, for CachifyDecoratedTask.
@@ -78,11 +126,10 @@ class Declarations:
         func: Callable[..., Any] = getattr(task.original_func, WRAPPED_ATTR, task.original_func)
         known = self._by_name.get(task.task_name)
         if known is None or known.func is not func:
-            options = parse_task_options(task.task_name, func, task.labels)
-            known = Declaration(task.task_name, func, TaskPolicy(options, self._cachify), Signature.of(func))
+            known = Declaration.of(task, func, self._cachify)
             self._by_name[task.task_name] = known
         if getattr(task.original_func, WRAPPED_ATTR, None) is not func:
-            task.original_func = wrap(func, known)
+            task.original_func = wrap(func, known.name)
         return known
 
     def find(self, task_name: str) -> Declaration | None:

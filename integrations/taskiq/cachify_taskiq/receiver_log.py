@@ -1,7 +1,7 @@
 """Taskiq's receiver logs a WARNING for every run that ends in ``NoResultError``. cachify ends a
 duplicate, a drop and every requeue that way (and logs them itself, at INFO), so under a busy
 pool that warning would fire for each requeue. This filter drops it for cachify's own skips
-only: the log call happens in the delivery's asyncio task, where :func:`.runs.current` tells
+only: the log call happens in the delivery's asyncio task, where :func:`.context.current` tells
 whose ``NoResultError`` it was. A task body raising ``NoResultError`` is still logged.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from . import runs
+from . import context
 
 __all__ = ["install"]
 
@@ -22,7 +22,7 @@ class _CachifySkips(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno != logging.WARNING or SKIPPED_MESSAGE not in str(record.msg):
             return True
-        run = runs.current()
+        run = context.current()
         return run is None or not run.skipped
 
 

@@ -3,11 +3,12 @@
 Neither Taskiq nor taskiq-redis delays a message, and sleeping in the task would hold one of
 the worker's ``max_async_tasks`` places for the whole backoff. So the run that found its pool
 full ends immediately (``NoResultError``: no result stored) and this module re-sends the task,
-same task id, ``cachify_requeues`` + 1, from a timer on the worker's event loop.
+same task id, ``cachify_requeues`` + 1, from a timer on the worker's event loop, then reports
+``requeue_published`` (or ``requeue_failed``) to the delivery.
 
 What keeps the task from being lost is the acknowledgement. On a broker with acks
 (``RedisStreamBroker``), the delivery's ack is held back until the re-send is published
-(:meth:`~.runs.PendingRequeue.hold_ack`): if the worker dies during the backoff, the original
+(:meth:`PendingRequeue.hold_ack`): if the worker dies during the backoff, the original
 message is still pending and the broker delivers it again (``RedisStreamBroker``: once it has
 been idle ``idle_timeout``, 10 minutes by default); a crash between the publish and the ack
 can duplicate the task, never lose it. A broker without acks (``InMemoryBroker``,
@@ -21,21 +22,47 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from taskiq.abc.broker import AsyncBroker
 from taskiq.kicker import AsyncKicker
 from taskiq.utils import maybe_awaitable
 
-from .labels import REPUBLISH_LABEL, REQUEUES_LABEL
-from .runs import PendingRequeue
+from .broker_hooks import Ack
+from .envelope import REPUBLISH_LABEL, REQUEUES_LABEL
 
-__all__ = ["Requeuer"]
+if TYPE_CHECKING:
+    from .context import Run
+
+__all__ = ["PendingRequeue", "Requeuer"]
 
 logger = logging.getLogger("cachify.taskiq")
 
 #: A failed re-send is tried again after 0.5 s, doubling up to this: the broker may be restarting.
 MAX_PUBLISH_RETRY_S = 10.0
+
+
+@dataclass(eq=False)
+class PendingRequeue:
+    """A requeue decided for one delivery: send it again after the backoff, and acknowledge the
+    delivery only once that is done."""
+
+    run: Run
+    ack: Ack | None = None  #: the delivery's own ack, held back until the re-send is published
+    published: bool = False
+
+    @property
+    def delay_s(self) -> float:
+        decision = self.run.delivery.decision
+        return 0.0 if decision is None else decision.delay_s
+
+    def hold_ack(self, ack: Ack) -> bool:
+        """Keep ``ack`` for later; False if the re-send is already out (ack now)."""
+        if self.published:
+            return False
+        self.ack = ack
+        return True
 
 
 class Requeuer:
@@ -52,9 +79,8 @@ class Requeuer:
         if self._closing:
             self._publish_now(pending)
             return
-        loop = pending.run.loop
         # A fresh context: the timer must not carry the finished run's context along.
-        self._timers[pending] = loop.call_later(
+        self._timers[pending] = pending.run.loop.call_later(
             pending.delay_s, self._due, pending, context=contextvars.Context()
         )
 
@@ -70,62 +96,55 @@ class Requeuer:
 
     async def _publish(self, pending: PendingRequeue) -> None:
         run = pending.run
-        message = run.message
-        requeues = run.requeues + 1
+        message, delivery = run.message, run.delivery
         delay_s = 0.5
         while True:
             kicker: AsyncKicker[Any, Any] = (
                 AsyncKicker(task_name=message.task_name, broker=self._broker, labels=dict(message.labels))
                 .with_task_id(message.task_id)
-                .with_labels(**{REQUEUES_LABEL: requeues, REPUBLISH_LABEL: True})
+                .with_labels(**{REQUEUES_LABEL: delivery.requeues + 1, REPUBLISH_LABEL: True})
             )
             try:
                 await kicker.kiq(*message.args, **message.kwargs)
                 break
             except Exception as exc:
-                if not self._closing:
-                    logger.warning(
-                        "cachify: requeue of task %s[%s] not published (%s); trying again in %.1fs",
-                        message.task_name,
-                        message.task_id,
-                        exc,
-                        delay_s,
-                    )
-                    await asyncio.sleep(delay_s)
-                    delay_s = min(delay_s * 2, MAX_PUBLISH_RETRY_S)
-                    continue
-                await self._give_up(pending, exc)
-                return
-        logger.info(
-            "cachify: task %s[%s] requeued (%d): pool full", message.task_name, message.task_id, requeues
-        )
+                if self._closing:
+                    await self._give_up(pending, exc)
+                    return
+                logger.warning(
+                    "cachify: requeue of task %s[%s] not published (%s); trying again in %.1fs",
+                    message.task_name,
+                    message.task_id,
+                    exc,
+                    delay_s,
+                )
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, MAX_PUBLISH_RETRY_S)
+        delivery.requeue_published()
         pending.published = True
         if pending.ack is not None:
             await maybe_awaitable(pending.ack())
 
     async def _give_up(self, pending: PendingRequeue, error: Exception) -> None:
         run = pending.run
-        name, task_id = run.message.task_name, run.task_id
         if pending.ack is not None:
-            # Not acknowledged: the broker delivers the original message again.
+            # Not acknowledged: the broker delivers the original message again, and that
+            # delivery is the holder of what this one kept.
             logger.error(
                 "cachify: requeue of task %s[%s] not published at shutdown (%s); left unacknowledged "
                 "for the broker to redeliver",
-                name,
-                task_id,
+                run.message.task_name,
+                run.task_id,
                 error,
             )
             return
-        logger.error(
-            "cachify: requeue of task %s[%s] not published at shutdown (%s); the task is lost",
-            name,
-            task_id,
+        logger.warning(
+            "cachify: requeue of task %s[%s] not published at shutdown: %s",
+            run.message.task_name,
+            run.task_id,
             error,
         )
-        try:
-            await run.declaration.policy.arelease_requeued(task_id, run.args, run.kwargs)
-        except Exception:
-            logger.exception("cachify: releasing the hold of task %s[%s] failed", name, task_id)
+        await run.delivery.arequeue_failed()
 
     async def flush(self) -> None:
         """Shutdown: publish every waiting requeue now (one attempt each) and wait for them."""

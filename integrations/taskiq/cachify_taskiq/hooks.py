@@ -1,8 +1,6 @@
-"""``CachifyMiddleware``: Taskiq's hooks translated onto the shared task policy.
+"""``CachifyMiddleware``: Taskiq's hooks translated onto the core's task lifecycle
+(:class:`~cachify_core.tasks.Delivery`; its docstring is the table of states and events).
 
-Where each step of the contract (docs/TASK_OPTIONS.md) happens:
-
-=================================  =============================================================
 claim the dedup hold at ``kiq``    ``pre_send`` (a duplicate is marked; the wrapped ``kick``
                                    skips it and ``kiq`` returns the holder's handle)
 give it back if the publish fails  the wrapped ``kick`` (:mod:`.broker_hooks`)
@@ -13,14 +11,30 @@ store result, release slot, hold   ``post_execute``, after ``on_error`` so that 
 requeue after a backoff            a timer of this middleware (:mod:`.requeue`); the delivery's
                                    ack waits for the re-send
 =================================  =============================================================
+=======
+=======================================  ========================================================
+Taskiq                                   cachify
+=======================================  ========================================================
+``pre_send`` (``kiq``, ``kicker()``,     the message's policy (overrides validated, carried in
+scheduler kicks, retries, requeues)      ``cachify_options``) and its claim; a duplicate is
+                                         marked, the wrapped ``kick`` skips it
+``kick`` raises (:mod:`.broker_hooks`)   the claim is given back
+``pre_execute``                          a :class:`~cachify_core.tasks.Delivery` begins
+the task function (:mod:`.wrapper`)      ``admit``; a ``CachifyPoolFullError`` from the body
+                                         is ``raised``
+``pre_send`` of the running task's id    ``retrying``: a retry middleware re-sends it
+``post_execute`` (after ``on_error``)    ``succeeded`` or ``ended``; a requeue starts its
+                                         timer (:mod:`.requeue`)
+the delivery's ack                       held until a requeue's re-send is published
+=======================================  ========================================================
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
+from taskiq import InMemoryBroker
 from taskiq.abc.broker import AsyncBroker
 from taskiq.abc.middleware import TaskiqMiddleware
 from taskiq.message import BrokerMessage, TaskiqMessage
@@ -28,23 +42,27 @@ from taskiq.result import TaskiqResult
 from taskiq.utils import maybe_awaitable
 
 from cachify_core.instance import Cachify
-from cachify_core.tasks import CachifyDuplicateError, Claim, TaskPolicy
+from cachify_core.tasks import Claim, State, TaskPolicy, is_retry_of
 
-from . import broker_hooks, receiver_log, runs
+from . import broker_hooks, context, envelope, receiver_log
 from .arguments import worker_arguments
 from .broker_hooks import Ack
 from .declaration import Declarations
-from .labels import DUPLICATE_LABEL, REPUBLISH_LABEL
+from .envelope import DUPLICATE_LABEL, REPUBLISH_LABEL, RETRIES_LABEL
 from .requeue import Requeuer
 
 __all__ = ["CachifyMiddleware"]
 
 logger = logging.getLogger("cachify.taskiq")
 
+#: What the in-memory backend is refused with when workers are other processes.
+FRAMEWORK = "Taskiq"
+
 
 class CachifyMiddleware(TaskiqMiddleware):
     """Deduplication (``once_*``), concurrency caps (``pool_*``) and result caching (``cache_*``)
-    for the tasks of the broker it is added to, declared as ``@broker.task(...)`` labels.
+    for the tasks of the broker it is added to, declared as ``@broker.task(...)`` labels and
+    overridden per message with ``task.kicker().with_labels(...)``.
 
     ``cachify``: the instance whose backend and prefix are used; the global one from
     ``init_cachify(...)`` by default, looked up when first needed.
@@ -53,13 +71,16 @@ class CachifyMiddleware(TaskiqMiddleware):
     def __init__(self, cachify: Cachify | None = None) -> None:
         super().__init__()
         self._declarations = Declarations(cachify)
-        #: Holds claimed by ``pre_send`` whose message has not reached ``kick`` yet, by task id. (A
+        #: Claims taken by ``pre_send`` whose message has not reached ``kick`` yet, by task id. (A
         #: later middleware's ``pre_send`` raising leaves its entry here, and the hold to once_ttl.)
         self._claims: dict[str, tuple[TaskPolicy, Claim]] = {}
         self._requeuer: Requeuer | None = None
+        #: Whether workers run in this process (InMemoryBroker), so the memory backend will do.
+        self._in_process = False
 
     def set_broker(self, broker: AsyncBroker) -> None:
         super().set_broker(broker)
+        self._in_process = isinstance(broker, InMemoryBroker)
         self._declarations.attach(broker)
         broker_hooks.install(broker, self)
         receiver_log.install()
@@ -67,6 +88,9 @@ class CachifyMiddleware(TaskiqMiddleware):
 
     async def startup(self) -> None:
         self._declarations.adopt_all()  # tasks declared some other way are validated here at the latest
+        if self.broker.is_worker_process and not self._in_process:
+            for declaration in self._declarations:
+                declaration.policies.declared.require_shared_store(FRAMEWORK)
         self._check_idle_timeout()
 
     async def shutdown(self) -> None:
@@ -80,7 +104,7 @@ class CachifyMiddleware(TaskiqMiddleware):
         if not isinstance(idle_ms, int) or isinstance(idle_ms, bool):
             return
         for declaration in self._declarations:
-            options = declaration.policy.options
+            options = declaration.policies.declared.options
             if options.pool_key is not None and options.pool_backoff_s[1] * 1000 >= idle_ms:
                 logger.warning(
                     "cachify: task %s: pool_backoff max %ss is not below the broker's idle_timeout "
@@ -92,29 +116,31 @@ class CachifyMiddleware(TaskiqMiddleware):
 
     # -- sending -------------------------------------------------------------------------------
     async def pre_send(self, message: TaskiqMessage) -> TaskiqMessage:
-        if message.labels.pop(REPUBLISH_LABEL, None) is not None:
-            return message  # our own requeue: the policy kept this task id's hold
-        run = runs.current()
-        retry = run is not None and not run.done and run.task_id == message.task_id
-        if retry:
-            assert run is not None
-            run.retried = True  # re-sent from on_error: its hold is kept at finish
+        requeue = envelope.pop_label(message, REPUBLISH_LABEL) is not None
         declaration = self._declarations.find(message.task_name)
-        if declaration is None or not declaration.policy.options.claims_at_enqueue:
+        if declaration is None:
             return message
-        policy = declaration.policy
+        policy = declaration.policy_to_send(message)
+        if not policy.options.active:
+            return message
+        if not self._in_process:
+            policy.require_shared_store(FRAMEWORK)
+        run = context.current()
+        delivery = None if run is None else run.delivery
+        retry = is_retry_of(delivery, message.task_id)
+        if retry:
+            assert delivery is not None
+            await delivery.aretrying()
+        if not policy.options.claims_at_enqueue:
+            return message
+        resend = retry or requeue or RETRIES_LABEL in message.labels
         args, kwargs = worker_arguments(declaration.signature, message)
-        try:
-            claim = await policy.aclaim(message.task_id, args, kwargs)
-        except CachifyDuplicateError:
-            if not retry:
-                raise
-            return message  # a retry is never dropped as a duplicate: its caller waits for it
-        if not claim.duplicate:
-            self._claims[message.task_id] = (policy, claim)
-        elif not retry:
+        claim = await policy.aclaim(message.task_id, args, kwargs, resend=resend, dependents=False)
+        if claim.duplicate:
             message.labels[DUPLICATE_LABEL] = message.task_id
             message.task_id = claim.holder_id or message.task_id
+        else:
+            self._claims[message.task_id] = (policy, claim)
         return message
 
     def before_kick(self, message: BrokerMessage) -> bool:
@@ -127,39 +153,41 @@ class CachifyMiddleware(TaskiqMiddleware):
         policy, claim = claimed
         try:
             await policy.aunclaim(message.task_id, claim)  # the contract: a failed publish frees the key
-        except Exception:
-            logger.exception(
-                "cachify: releasing %s after a failed send of %s failed", claim.key, message.task_id
+        except Exception as exc:
+            logger.error(
+                "cachify: task %s[%s]: giving back %s after a failed send failed: %s",
+                message.task_name,
+                message.task_id,
+                claim.key,
+                exc,
             )
 
     # -- running -------------------------------------------------------------------------------
     def pre_execute(self, message: TaskiqMessage) -> TaskiqMessage:
         declaration = self._declarations.find(message.task_name)
         if declaration is not None:
-            runs.begin(runs.Run(message, declaration, asyncio.get_running_loop()))
+            context.begin(context.Run.of(message, declaration))
         return message
 
     async def post_execute(self, message: TaskiqMessage, result: TaskiqResult[Any]) -> None:
-        run = runs.current()
+        run = context.current()
         if run is None or run.done or run.task_id != message.task_id:
             return
-        runs.end(run)
-        policy = run.declaration.policy
-        try:
-            if run.handle is not None:
-                await policy.afinish(run.handle, run.finish_outcome(result.is_err), result.return_value)
-            elif run.release_hold and not run.retried:
-                await policy.arelease_requeued(run.task_id, run.args, run.kwargs)
-        except Exception:
-            # Raising here would leave the delivery unacknowledged; the TTLs end what was held.
-            logger.exception(
-                "cachify: releasing what task %s[%s] held failed", message.task_name, run.task_id
-            )
+        context.end(run)
+        delivery = run.delivery
+        if delivery.active:  # (without an option every event is a no-op)
+            if delivery.state is State.RECEIVED:
+                # Never admitted (its dependencies failed, or a process pool ran it): the claim
+                # it gives back is keyed by the arguments it was sent with.
+                delivery.args, delivery.kwargs = worker_arguments(run.declaration.signature, message)
+            if not result.is_err:
+                await delivery.asucceeded(result.return_value)
+            await delivery.aended()
         if run.requeue is not None and self._requeuer is not None:
             self._requeuer.start(run.requeue)
 
     async def acknowledge(self, ack: Ack) -> None:
-        run = runs.current()
+        run = context.current()
         if run is not None and run.requeue is not None and run.requeue.hold_ack(ack):
             return
         await maybe_awaitable(ack())

@@ -250,3 +250,21 @@ async def test_a_claim_that_cannot_reach_the_store(kind: str) -> None:
     claim = sending.claim("t1", (1,), {}) if kind == "sync" else await sending.aclaim("t1", (1,), {})
     assert claim.key is None
     assert not claim.duplicate
+
+
+async def test_a_delivery_ended_during_its_admission_keeps_nothing(cachify: Cachify) -> None:
+    """Taskiq may end a delivery (a timeout) while a sync task's admission is still in flight on
+    the loop: what that admission wins is released, not renewed forever."""
+    import asyncio
+
+    p = policy(cachify, once_key="o-{x}", pool_key="p", pool_max_size=1)
+    await p.aclaim("t1", (1,), {})
+    d = Delivery(p, "t1", (1,), {})
+    admitting = asyncio.create_task(d.aadmit())
+    await asyncio.sleep(0)  # the admission is under way (on Redis: awaiting its first reply)
+    await d.aended()
+    decision = await admitting
+    assert d.state is State.ENDED
+    assert decision.verdict in (Verdict.SKIP, Verdict.RUN), decision  # RUN: it finished before the end came
+    assert holder(p) is None
+    assert slots(p) == 0

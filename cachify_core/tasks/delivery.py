@@ -123,10 +123,6 @@ class Delivery:
         if self.state is not State.RECEIVED:
             raise RuntimeError(f"{self!r}: admitted twice")
         p = self.policy
-        if not p.options.active:
-            self.state = State.RUNNING
-            self.decision = Admission(Verdict.RUN)
-            return self.decision
         try:
             try:
                 decision = yield from p.admit_steps(
@@ -135,6 +131,13 @@ class Delivery:
             except CachifyBackendError as exc:
                 return self._decided(p.store_error(self.task_id, self.requeues, exc))
             logs.store_reachable()
+            if self._ended_meanwhile() and decision.handle is not None:
+                # The framework ended the delivery while its admission was in flight (Taskiq's
+                # timeout, say): what the admission won must not be renewed forever.
+                yield from self._quietly(
+                    p.finish_steps(decision.handle, "failure", None), "releasing a late admission"
+                )
+                return Admission(Verdict.SKIP, reason="ended while it was being admitted")
         except BaseException:
             # on_full="raise", requeues exhausted, an unreachable store: the task fails unrun,
             # so its send-time claim must not block the key for once_ttl.
@@ -144,6 +147,10 @@ class Delivery:
             )
             raise
         return self._decided(decision)
+
+    def _ended_meanwhile(self) -> bool:
+        """Whether an ``ended`` event came in while this delivery's steps were in flight."""
+        return self.state is State.ENDED
 
     def _decided(self, decision: Admission) -> Admission:
         self.decision = decision
@@ -236,8 +243,17 @@ class Delivery:
 
     def admit(self) -> Admission:
         """Cache check → dedup → pool slot; the verdict to carry out."""
+        if not self.active:
+            return self._ungated()
         decision: Admission = self._run(self._admit_steps(False))
         return decision
+
+    def _ungated(self) -> Admission:
+        if self.state is not State.RECEIVED:
+            raise RuntimeError(f"{self!r}: admitted twice")
+        self.state = State.RUNNING
+        self.decision = _RUN
+        return _RUN
 
     def succeeded(self, result: Any) -> None:
         """The body returned ``result``: cache it, release the slot and the hold."""
@@ -271,6 +287,8 @@ class Delivery:
         return await run_async(steps, backend)
 
     async def aadmit(self) -> Admission:
+        if not self.active:
+            return self._ungated()
         decision: Admission = await self._arun(self._admit_steps(True))
         if inspect.isawaitable(decision.value):  # an async pool_on_full callable
             decision.value = await decision.value
@@ -308,4 +326,5 @@ def is_retry_of(delivery: Delivery | None, task_id: str) -> bool:
     )
 
 
+_RUN = Admission(Verdict.RUN)  #: the verdict of every delivery without options (nothing to hold)
 _NO_STORE = cast(Primitives, None)  #: what steps of a delivery without options run against (none run)

@@ -3,7 +3,7 @@
 Public API compatible with py-cachify 3.1 (``init_cachify``, ``Cachify``, ``cached``,
 ``lock``, ``once``, ``pool``, ``pooled`` and their errors) plus ``rate_limit`` /
 ``rate_limited``, sync and async alike, on an
-embedded in-memory backend by default or on Redis (and Valkey, DragonflyDB).
+embedded in-memory backend by default or on Redis 6.2+ (and Valkey).
 """
 
 from .backends import MemoryStore

@@ -89,7 +89,7 @@ class MsgpackSerializer:
             import msgpack
         except ImportError:
             raise CachifyInitError(
-                "serializer='msgpack' needs msgpack: pip install 'cachify[msgpack]'"
+                "serializer='msgpack' needs msgpack: pip install msgpack (or the 'msgpack' extra of cachify-tasks)"
             ) from None
         self._msgpack = msgpack
 

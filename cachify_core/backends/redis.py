@@ -29,7 +29,10 @@ of a key scan, at the price of keeping one function's entries on one node. A rat
 limits are ``{<key>}:<count>/<period_ms>ms``: one hash tag per limiter, so all its limits are
 checked in one script on one node.
 
-Works with Redis, Valkey and DragonflyDB (scripts only touch the keys they declare).
+Needs Redis 6.2 or later, or Valkey (CI runs the core tests on Redis 6.2 and 7.0 and Valkey 8.1;
+DragonflyDB is not tested). The floor: BLPOP with a fractional timeout (6.0) and a script that
+writes after TIME (effects replication, the default since 5.0); 6.2 is the oldest version tested.
+Scripts only touch the keys they declare.
 """
 
 from __future__ import annotations
@@ -465,7 +468,9 @@ def _require_redis() -> None:
     try:
         import redis  # noqa: F401
     except ImportError:
-        raise CachifyInitError("the Redis backend needs redis-py: pip install 'cachify[redis]'") from None
+        raise CachifyInitError(
+            "the Redis backend needs redis-py: pip install redis (or the 'redis' extra of cachify-tasks)"
+        ) from None
 
 
 def clients_from_url(url: str) -> tuple[Any, Callable[[], Any]]:

@@ -1,4 +1,4 @@
-"""Shows what the task options do, against the worker started as in shop.py's docstring.
+"""Shows what the task options do, against the worker started as in README.md (and shop.py).
 
 python demo.py
 """
@@ -9,13 +9,13 @@ import time
 from typing import Any
 
 import redis
-from shop import REDIS, build_report, cachify, charge, check_order, geocode
+from shop import build_report, cachify, charge, check_order, database, geocode
 
 
 def forget_previous_runs() -> None:
     """The demo's holds, slots and cache entries live under the prefix ``shop-demo-`` (inside
     the ``{...}`` hash tag that starts every cachify key on Redis)."""
-    client: Any = redis.Redis.from_url(f"{REDIS}/0")
+    client: Any = redis.Redis.from_url(database(0))
     for key in client.scan_iter(match=f"{{{cachify.prefix}*", count=1000):
         client.delete(key)
     client.close()

@@ -2,11 +2,13 @@
 # (celery ships no type information, so every @app.task is an untyped decorator)
 """The example shop: a Celery app whose tasks use cachify's task options.
 
-Start a worker from this directory (Redis on localhost:6379, or set SHOP_REDIS):
+Start a worker from this directory (see README.md next to this file)::
 
     celery -A shop worker --pool=prefork --concurrency=4 --loglevel=INFO
 
-then run ``python demo.py`` next to it.
+then run ``python demo.py`` next to it. Redis: ``REDIS_URL`` (default
+``redis://127.0.0.1:6379/0``) names the server; database 0 holds cachify's keys (prefix
+``shop-demo-``), 1 the broker, 2 the results.
 """
 
 from __future__ import annotations
@@ -14,17 +16,25 @@ from __future__ import annotations
 import os
 import time
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from celery import Celery
 
 from cachify_celery import REQUEUES_HEADER, CachifyTask
 from cachify_core import init_cachify, pooled
 
-REDIS = os.environ.get("SHOP_REDIS", "redis://localhost:6379")
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
-app = Celery("shop", broker=f"{REDIS}/1", backend=f"{REDIS}/2", task_cls=CachifyTask)
+
+def database(db: int) -> str:
+    """``REDIS_URL`` with its database number set to ``db``."""
+    parts = urlsplit(REDIS_URL)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, ""))
+
+
+app = Celery("shop", broker=database(1), backend=database(2), task_cls=CachifyTask)
 app.conf.update(worker_prefetch_multiplier=1, result_expires=3600)
-cachify = init_cachify(url=f"{REDIS}/0", prefix="shop-demo-")
+cachify = init_cachify(url=database(0), prefix="shop-demo-")
 
 
 @app.task(once_key="check-order-{order_id}")

@@ -1,11 +1,12 @@
 """A Dramatiq app using cachify's task options.
 
-Start the workers from this directory (Redis on localhost:6379: database 1 holds the broker and
-the results, database 0 cachify's keys)::
+Start the workers from this directory (see README.md next to this file)::
 
     dramatiq app --processes 2 --threads 4
 
-then send messages with ``python enqueue.py``. ``REDIS_URL`` overrides the server.
+then send messages with ``python enqueue.py``. Redis: ``REDIS_URL`` (default
+``redis://127.0.0.1:6379/0``) names the server; database 1 holds the broker and the results,
+database 0 cachify's keys.
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ from dramatiq.results.backends import RedisBackend
 from cachify_core import init_cachify
 from cachify_dramatiq import REQUEUES_OPTION, CachifyMiddleware
 
-REDIS_URL = os.environ.get("REDIS_URL", "redis://localhost:6379")
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 def database(db: int) -> str:
+    """``REDIS_URL`` with its database number set to ``db``."""
     parts = urlsplit(REDIS_URL)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{db}", "", ""))
+    return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, ""))
 
 
 broker = RedisBroker(url=database(1))  # type: ignore[no-untyped-call]

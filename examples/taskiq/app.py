@@ -4,8 +4,8 @@
     taskiq worker app:broker --workers 2     # terminal 1
     python kick.py                           # terminal 2
 
-Redis: ``CACHIFY_EXAMPLE_REDIS`` (default ``redis://localhost:6379``): the stream broker on db 1,
-results on db 2, cachify on db 0, every cachify key under the prefix ``cachify-example:``.
+Redis: ``REDIS_URL`` (default ``redis://127.0.0.1:6379/0``) names the server: the stream broker
+on database 1, results on 2, cachify on 0, every cachify key under the prefix ``cachify-example:``.
 """
 
 from __future__ import annotations
@@ -13,20 +13,28 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from urllib.parse import urlsplit, urlunsplit
 
 from taskiq_redis import RedisAsyncResultBackend, RedisStreamBroker
 
 from cachify_core import init_cachify
 from cachify_taskiq import CachifyMiddleware
 
-REDIS = os.environ.get("CACHIFY_EXAMPLE_REDIS", "redis://localhost:6379").rstrip("/")
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def database(db: int) -> str:
+    """``REDIS_URL`` with its database number set to ``db``."""
+    parts = urlsplit(REDIS_URL)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, ""))
+
 
 broker = (
-    RedisStreamBroker(f"{REDIS}/1", queue_name="cachify-example")
-    .with_result_backend(RedisAsyncResultBackend(f"{REDIS}/2", result_ex_time=3600))
+    RedisStreamBroker(database(1), queue_name="cachify-example")
+    .with_result_backend(RedisAsyncResultBackend(database(2), result_ex_time=3600))
     .with_middlewares(CachifyMiddleware())
 )
-init_cachify(url=f"{REDIS}/0", prefix="cachify-example:")
+init_cachify(url=database(0), prefix="cachify-example:")
 
 
 #: A short backoff, so a task that found the pool full comes back soon after a slot frees (each

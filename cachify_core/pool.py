@@ -8,6 +8,9 @@ calling a ``@pooled`` function repeatedly leaks nothing.
 
 ``pool(..., timeout=seconds)`` waits for a free slot, woken by a release within milliseconds;
 without ``timeout`` a full pool raises at once, as in py-cachify.
+
+``pool(...).waiting()`` / ``awaiting()`` show the pool's waiting room (deliveries parked until
+a slot frees; see :mod:`cachify_core.backends.base`): parked count, oldest wait, hand-overs.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from types import TracebackType
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
 from . import leases
+from .backends.base import RoomStats
 from .errors import CachifyBackendError, CachifyPoolFullError
 from .instance import Cachify, get_cachify, seconds_to_ms
 from .keys import KeyTemplate
@@ -29,7 +33,7 @@ from .tokens import new_token
 from .waiting import WaitPlan
 from .wrapping import AsyncPoolWrappedF, HolderStacks, SyncPoolWrappedF, attach, is_coroutine_function
 
-__all__ = ["PooledDecorator", "make_pooled", "pool", "pooled"]
+__all__ = ["PooledDecorator", "RoomStats", "make_pooled", "pool", "pooled"]
 
 logger = logging.getLogger("cachify")
 
@@ -208,6 +212,19 @@ class pool(HolderStacks[Held]):
     async def asize(self) -> int:
         c = self._provider()
         return await c.async_backend.pool_size(self._full_key(c))
+
+    def waiting(self) -> RoomStats:
+        """The pool's waiting room right now (1 round trip): ``parked`` deliveries waiting for a
+        slot, ``oldest_wait_s`` of the longest-waiting one, ``handed`` hand-overs on their way
+        (each holding a reserved slot, counted by ``size()`` too) and ``timed`` entries. All zero
+        on a backend without waiting rooms (custom clients)."""
+        c = self._provider()
+        return c.sync_backend.room_stats(self._full_key(c))
+
+    async def awaiting(self) -> RoomStats:
+        """The asyncio twin of :meth:`waiting`."""
+        c = self._provider()
+        return await c.async_backend.room_stats(self._full_key(c))
 
 
 class PooledDecorator(Protocol):

@@ -13,7 +13,12 @@ Semantics are best effort, as py-cachify documents for custom clients:
   ``max_size`` round trips to acquire, one to release, ``max_size`` to count;
 * a cache namespace's generation and fill epoch live in one ``<ns>:meta`` key read before the
   entry (2 round trips per lookup); clearing is a read-modify-write of it;
-* TTLs are rounded up to whole seconds (``ex``); waiters poll every ``lock_poll_interval``.
+* TTLs are rounded up to whole seconds (``ex``); waiters poll every ``lock_poll_interval``;
+* no waiting rooms (``supports_waiting_room = False``): parking and handing a slot over must
+  happen in one atomic step with the slot count, which get/set/delete cannot do. Every
+  ``room_*`` mutation raises :class:`CachifyUnsupportedError`; ``room_stats`` and ``rooms``
+  report empty rooms (nothing ever parks here). A task on such a backend falls back to backoff
+  requeue.
 """
 
 from __future__ import annotations
@@ -23,9 +28,9 @@ import math
 import time
 from typing import Any
 
-from ..errors import CachifyBackendError
+from ..errors import CachifyBackendError, CachifyUnsupportedError
 from ..protocols import AsyncClient, SyncClient
-from .base import CacheRead
+from .base import CacheRead, RoomAdmission, RoomRelease, RoomSettings, RoomStats, RoomStatus, RoomSweep
 
 __all__ = ["AsyncClientBackend", "ClientBackend", "ThreadedAsyncBackend"]
 
@@ -55,6 +60,17 @@ def _entry(raw: Any, gen: int) -> bytes | None:
     data = bytes(raw)
     head, sep, payload = data.partition(b":")
     return payload if sep and head == str(gen).encode() else None
+
+
+def _no_room(name: str, op: str) -> CachifyUnsupportedError:
+    return CachifyUnsupportedError(
+        f"{op} on {name}: a custom get/set/delete client cannot park or hand over atomically, so it "
+        "has no waiting rooms (backend.supports_waiting_room is False); use Redis or the memory "
+        "backend, or requeue with backoff"
+    )
+
+
+_EMPTY_ROOM = RoomStats(0, 0.0, 0, 0)
 
 
 def _slot_keys(key: str, max_size: int) -> list[str]:
@@ -206,6 +222,40 @@ class ClientBackend:
         time.sleep(max(timeout_s, 0.0))
         return False
 
+    # -- waiting rooms: not on a custom client (see the module docstring) ---------------------
+    supports_waiting_room = False
+
+    def room_acquire(
+        self,
+        key: str,
+        token: str,
+        entry_id: str,
+        payload: bytes,
+        room: RoomSettings,
+        reservation: str | None = None,
+    ) -> RoomAdmission:
+        raise _no_room(self.name, "room_acquire")
+
+    def room_release(self, key: str, token: str, room: RoomSettings) -> RoomRelease:
+        raise _no_room(self.name, "room_release")
+
+    def room_park_until(
+        self, key: str, entry_id: str, payload: bytes, delay_ms: int, room: RoomSettings
+    ) -> RoomAdmission:
+        raise _no_room(self.name, "room_park_until")
+
+    def room_arrive(self, key: str, entry_id: str, room: RoomSettings) -> RoomStatus:
+        raise _no_room(self.name, "room_arrive")
+
+    def room_sweep(self, key: str, registry: str, limit: int) -> RoomSweep:
+        raise _no_room(self.name, "room_sweep")
+
+    def room_stats(self, key: str) -> RoomStats:
+        return _EMPTY_ROOM
+
+    def rooms(self, registry: str) -> tuple[str, ...]:
+        return ()
+
 
 class AsyncClientBackend:
     """Asyncio backend over a :class:`~cachify_core.protocols.AsyncClient`."""
@@ -287,6 +337,40 @@ class AsyncClientBackend:
         await asyncio.sleep(max(timeout_s, 0.0))
         return False
 
+    # -- waiting rooms: not on a custom client (see the module docstring) ---------------------
+    supports_waiting_room = False
+
+    async def room_acquire(
+        self,
+        key: str,
+        token: str,
+        entry_id: str,
+        payload: bytes,
+        room: RoomSettings,
+        reservation: str | None = None,
+    ) -> RoomAdmission:
+        raise _no_room(self.name, "room_acquire")
+
+    async def room_release(self, key: str, token: str, room: RoomSettings) -> RoomRelease:
+        raise _no_room(self.name, "room_release")
+
+    async def room_park_until(
+        self, key: str, entry_id: str, payload: bytes, delay_ms: int, room: RoomSettings
+    ) -> RoomAdmission:
+        raise _no_room(self.name, "room_park_until")
+
+    async def room_arrive(self, key: str, entry_id: str, room: RoomSettings) -> RoomStatus:
+        raise _no_room(self.name, "room_arrive")
+
+    async def room_sweep(self, key: str, registry: str, limit: int) -> RoomSweep:
+        raise _no_room(self.name, "room_sweep")
+
+    async def room_stats(self, key: str) -> RoomStats:
+        return _EMPTY_ROOM
+
+    async def rooms(self, registry: str) -> tuple[str, ...]:
+        return ()
+
 
 class ThreadedAsyncBackend:
     """The asyncio face of a blocking-only backend: each call runs in a worker thread.
@@ -346,3 +430,37 @@ class ThreadedAsyncBackend:
     async def wait(self, key: str, timeout_s: float) -> bool:
         await asyncio.sleep(max(timeout_s, 0.0))
         return False
+
+    # -- waiting rooms: not on a custom client (see the module docstring) ---------------------
+    supports_waiting_room = False
+
+    async def room_acquire(
+        self,
+        key: str,
+        token: str,
+        entry_id: str,
+        payload: bytes,
+        room: RoomSettings,
+        reservation: str | None = None,
+    ) -> RoomAdmission:
+        raise _no_room(self.name, "room_acquire")
+
+    async def room_release(self, key: str, token: str, room: RoomSettings) -> RoomRelease:
+        raise _no_room(self.name, "room_release")
+
+    async def room_park_until(
+        self, key: str, entry_id: str, payload: bytes, delay_ms: int, room: RoomSettings
+    ) -> RoomAdmission:
+        raise _no_room(self.name, "room_park_until")
+
+    async def room_arrive(self, key: str, entry_id: str, room: RoomSettings) -> RoomStatus:
+        raise _no_room(self.name, "room_arrive")
+
+    async def room_sweep(self, key: str, registry: str, limit: int) -> RoomSweep:
+        raise _no_room(self.name, "room_sweep")
+
+    async def room_stats(self, key: str) -> RoomStats:
+        return _EMPTY_ROOM
+
+    async def rooms(self, registry: str) -> tuple[str, ...]:
+        return ()

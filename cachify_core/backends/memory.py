@@ -9,6 +9,10 @@ Bounds: cache entries are evicted least-recently-used beyond ``max_entries``; he
 pool slots live in their own tables and are never evicted (only expired). Expired locks and
 slots are swept in amortised O(1) per acquire.
 
+Waiting rooms (``room_*``, contract in base.py) keep the same state as the Redis scripts in
+one :class:`_Room` per pool key, under the same mutex, on the monotonic clock: a reservation is
+a slot named ``"#" + entry_id`` in the pool's table, so plain acquires count it as taken.
+
 Waiting is exact: a failed acquire with ``waiting`` > 0 registers a waiter under the same
 mutex as the release that signals it, so no wake-up is lost; blocking waiters sleep on a
 per-key ``threading.Condition``, asyncio waiters on a future resolved through their own loop.
@@ -18,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import math
 import os
 import threading
@@ -25,7 +31,17 @@ import time
 import weakref
 from collections import OrderedDict
 
-from .base import CacheRead
+from .base import (
+    HANDOVER_BATCH,
+    CacheRead,
+    Handover,
+    RoomAdmission,
+    RoomRelease,
+    RoomSettings,
+    RoomStats,
+    RoomStatus,
+    RoomSweep,
+)
 
 __all__ = ["DEFAULT_MAX_ENTRIES", "AsyncMemoryBackend", "MemoryStore"]
 
@@ -44,9 +60,51 @@ def _deadline(ttl_ms: int | None) -> float:
     return math.inf if ttl_ms is None else _now() + ttl_ms / 1000.0
 
 
+def _check_slots(room: RoomSettings, op: str) -> None:
+    if room.max_size < 1:
+        raise ValueError(f"{op}: RoomSettings.max_size must be >= 1 for a pool, got {room.max_size}")
+
+
 def _resolve(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
+
+
+class _Handed:
+    """A hand-over not yet arrived: republish after ``lease_end``, give up at ``until``."""
+
+    __slots__ = ("lease_end", "payload", "until")
+
+    def __init__(self, lease_end: float, until: float, payload: bytes) -> None:
+        self.lease_end = lease_end
+        self.until = until
+        self.payload = payload
+
+
+class _Room:
+    """One pool's waiting room (the memory twin of the ``{K}:room`` ... ``{K}:conf`` keys)."""
+
+    __slots__ = ("conf", "handed", "queue", "started", "timed", "timed_heap")
+
+    def __init__(self) -> None:
+        self.queue: OrderedDict[str, tuple[float, bytes]] = OrderedDict()  # FIFO: (parked at, payload)
+        self.timed: dict[str, tuple[float, bytes]] = {}  # entry -> (due, payload)
+        self.timed_heap: list[tuple[float, int, str]] = []  # (due, seq, entry); stale ones skipped
+        self.handed: dict[str, _Handed] = {}
+        self.started: OrderedDict[str, float] = OrderedDict()  # entry -> remembered until
+        self.conf: RoomSettings | None = None
+
+    def held(self) -> int:
+        return len(self.queue) + len(self.timed) + len(self.handed)
+
+    def prune(self, now: float) -> None:
+        while self.started and next(iter(self.started.values())) <= now:
+            self.started.popitem(last=False)
+        for entry in [e for e, h in self.handed.items() if h.until <= now]:
+            del self.handed[entry]
+
+
+_timed_seq = itertools.count()
 
 
 _stores: weakref.WeakSet[MemoryStore] = weakref.WeakSet()
@@ -71,6 +129,8 @@ class MemoryStore:
         self._meta: dict[str, tuple[str, str]] = {}  # namespace -> (generation, fill epoch)
         self._locks: dict[str, tuple[str, float]] = {}
         self._pools: dict[str, dict[str, float]] = {}
+        self._rooms: dict[str, _Room] = {}
+        self._registries: dict[str, set[str]] = {}
         self._waiters: dict[str, int] = {}
         self._signals: dict[str, int] = {}
         self._conds: dict[str, threading.Condition] = {}
@@ -225,6 +285,208 @@ class MemoryStore:
         with self._mutex:
             return len(self._live_slots(key))
 
+    # -- waiting rooms (contract: base.py) ---------------------------------------------------
+    supports_waiting_room = True
+
+    def _room(self, key: str, now: float) -> _Room:
+        room = self._rooms.get(key)
+        if room is None:
+            room = self._rooms[key] = _Room()
+        room.prune(now)
+        return room
+
+    def _hand_over(self, room: _Room, entry: str, payload: bytes, now: float, conf: RoomSettings) -> Handover:
+        room.handed[entry] = _Handed(
+            now + conf.handover_lease_ms / 1000.0, now + conf.slot_ttl_ms / 1000.0, payload
+        )
+        return Handover(entry, payload)
+
+    def _hand_free(
+        self, key: str, room: _Room, slots: dict[str, float], conf: RoomSettings, now: float, batch: int,
+        out: list[Handover],
+    ) -> int:  # fmt: skip
+        """Reserve free slots for the oldest parked entries (at most ``batch``); the slots still free."""
+        free = conf.max_size - len(slots)
+        while free > 0 and batch > 0 and room.queue:
+            entry, (_at, payload) = room.queue.popitem(last=False)
+            slots["#" + entry] = now + conf.slot_ttl_ms / 1000.0
+            out.append(self._hand_over(room, entry, payload, now, conf))
+            free -= 1
+            batch -= 1
+        return free
+
+    def _settle(self, key: str, room: _Room, registry: str | None, conf: RoomSettings | None) -> int:
+        held = room.held()
+        if held and conf is not None:
+            room.conf = conf
+        if registry is not None:
+            listed = self._registries.get(registry)
+            if held:
+                if listed is None:
+                    listed = self._registries[registry] = set()
+                listed.add(key)
+            elif listed is not None:
+                listed.discard(key)
+                if not listed:
+                    del self._registries[registry]
+        if not held and not room.started:
+            del self._rooms[key]
+        elif not held:
+            room.conf = None
+        return held
+
+    def _slots_of(self, key: str) -> dict[str, float]:
+        slots = self._live_slots(key)
+        if not slots:
+            slots = self._pools[key] = {}
+        return slots
+
+    def _tidy_slots(self, key: str, slots: dict[str, float]) -> None:
+        if not slots:
+            self._pools.pop(key, None)
+
+    def room_acquire(
+        self,
+        key: str,
+        token: str,
+        entry_id: str,
+        payload: bytes,
+        room: RoomSettings,
+        reservation: str | None = None,
+    ) -> RoomAdmission:
+        _check_slots(room, "room_acquire")
+        with self._mutex:
+            self._maybe_sweep()
+            now = _now()
+            state, slots = self._room(key, now), self._slots_of(key)
+            status: RoomStatus | None = None
+            if reservation:
+                if state.started.get(reservation, 0.0) > now:
+                    status = RoomStatus.DUPLICATE
+                elif slots.pop("#" + reservation, None) is not None:
+                    slots[token] = now + room.slot_ttl_ms / 1000.0
+                    state.handed.pop(reservation, None)
+                    state.started[reservation] = now + room.started_ttl_ms / 1000.0
+                    status = RoomStatus.CLAIMED
+            already = entry_id in state.queue
+            out: list[Handover] = []
+            free = self._hand_free(key, state, slots, room, now, HANDOVER_BATCH, out)
+            if status is not None:
+                pass
+            elif already:
+                status = RoomStatus.PARKED
+            elif free > 0 and not state.queue:
+                slots[token] = now + room.slot_ttl_ms / 1000.0
+                status = RoomStatus.ACQUIRED
+            elif len(state.queue) >= room.max_waiting:
+                status = RoomStatus.FULL
+            else:
+                state.queue[entry_id] = (now, payload)
+                status = RoomStatus.PARKED
+            self._tidy_slots(key, slots)
+            self._settle(key, state, room.registry, room)
+            return RoomAdmission(status, tuple(out))
+
+    def room_release(self, key: str, token: str, room: RoomSettings) -> RoomRelease:
+        _check_slots(room, "room_release")
+        with self._mutex:
+            now = _now()
+            slots = self._live_slots(key)
+            released = slots.pop(token, None) is not None
+            out: list[Handover] = []
+            state = self._rooms.get(key)
+            if state is not None:
+                state.prune(now)
+                slots = self._slots_of(key)
+                self._hand_free(key, state, slots, room, now, HANDOVER_BATCH, out)
+                self._settle(key, state, room.registry, room)
+            self._tidy_slots(key, slots)
+            if released and not out:
+                self._signal(key)
+            return RoomRelease(released, tuple(out))
+
+    def room_park_until(
+        self, key: str, entry_id: str, payload: bytes, delay_ms: int, room: RoomSettings
+    ) -> RoomAdmission:
+        if isinstance(delay_ms, bool) or not isinstance(delay_ms, int) or delay_ms < 0:
+            raise ValueError(f"room_park_until {key!r}: delay_ms must be an int >= 0, got {delay_ms!r}")
+        with self._mutex:
+            now = _now()
+            state = self._room(key, now)
+            status = RoomStatus.PARKED
+            if entry_id not in state.timed and entry_id not in state.handed:
+                if len(state.timed) >= room.max_waiting:
+                    status = RoomStatus.FULL
+                else:
+                    due = now + delay_ms / 1000.0
+                    state.timed[entry_id] = (due, payload)
+                    heapq.heappush(state.timed_heap, (due, next(_timed_seq), entry_id))
+            self._settle(key, state, room.registry, room)
+            return RoomAdmission(status)
+
+    def room_arrive(self, key: str, entry_id: str, room: RoomSettings) -> RoomStatus:
+        with self._mutex:
+            now = _now()
+            state = self._room(key, now)
+            status = RoomStatus.UNKNOWN
+            if state.started.get(entry_id, 0.0) > now:
+                status = RoomStatus.DUPLICATE
+            elif state.handed.pop(entry_id, None) is not None:
+                slots = self._pools.get(key)
+                if slots is not None:
+                    slots.pop("#" + entry_id, None)
+                    self._tidy_slots(key, slots)
+                state.started[entry_id] = now + room.started_ttl_ms / 1000.0
+                status = RoomStatus.CLAIMED
+            self._settle(key, state, room.registry, None)
+            return status
+
+    def room_sweep(self, key: str, registry: str, limit: int) -> RoomSweep:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"room_sweep: limit must be an int >= 1, got {limit!r}")
+        with self._mutex:
+            now = _now()
+            state = self._room(key, now)
+            out: list[Handover] = []
+            conf = state.conf
+            if conf is not None:
+                slots = self._slots_of(key)
+                self._hand_free(key, state, slots, conf, now, limit, out)
+                self._tidy_slots(key, slots)
+                late = sorted((h.lease_end, e) for e, h in state.handed.items() if h.lease_end <= now)
+                for _end, entry in late[:limit]:
+                    handed = state.handed[entry]
+                    handed.lease_end = now + conf.handover_lease_ms / 1000.0
+                    out.append(Handover(entry, handed.payload))
+                due = 0
+                while state.timed_heap and state.timed_heap[0][0] <= now and due < limit:
+                    _due, _seq, entry = heapq.heappop(state.timed_heap)
+                    timed = state.timed.get(entry)
+                    if timed is None or timed[0] != _due:
+                        continue  # a stale heap entry
+                    del state.timed[entry]
+                    out.append(self._hand_over(state, entry, timed[1], now, conf))
+                    due += 1
+            held = self._settle(key, state, registry, None)
+            return RoomSweep(tuple(out), held)
+
+    def room_stats(self, key: str) -> RoomStats:
+        with self._mutex:
+            now = _now()
+            state = self._rooms.get(key)
+            if state is None:
+                return RoomStats(0, 0.0, 0, 0)
+            oldest = next(iter(state.queue.values()))[0] if state.queue else now
+            handed = sum(1 for h in state.handed.values() if h.until > now)
+            # whole ms, as the Redis script reports it
+            return RoomStats(
+                len(state.queue), math.floor((now - oldest) * 1000) / 1000.0, handed, len(state.timed)
+            )
+
+    def rooms(self, registry: str) -> tuple[str, ...]:
+        with self._mutex:
+            return tuple(sorted(self._registries.get(registry, ())))
+
     # -- housekeeping --------------------------------------------------------------------
     def _maybe_sweep(self) -> None:
         self._acquires_since_sweep += 1
@@ -239,7 +501,11 @@ class MemoryStore:
         for key in list(self._pools):
             if not self._live_slots(key):
                 del self._pools[key]
-        self._sweep_every = SWEEP_EVERY_ACQUIRES + len(self._locks) + len(self._pools)
+        for key, room in list(self._rooms.items()):  # rooms left with only old started marks
+            room.prune(now)
+            if not room.held() and not room.started:
+                del self._rooms[key]
+        self._sweep_every = SWEEP_EVERY_ACQUIRES + len(self._locks) + len(self._pools) + len(self._rooms)
 
     # -- waiting -------------------------------------------------------------------------
     def _signal(self, key: str) -> None:
@@ -355,6 +621,39 @@ class AsyncMemoryBackend:
 
     async def wait(self, key: str, timeout_s: float) -> bool:
         return await self.store.await_signal(key, timeout_s)
+
+    supports_waiting_room = True
+
+    async def room_acquire(
+        self,
+        key: str,
+        token: str,
+        entry_id: str,
+        payload: bytes,
+        room: RoomSettings,
+        reservation: str | None = None,
+    ) -> RoomAdmission:
+        return self.store.room_acquire(key, token, entry_id, payload, room, reservation)
+
+    async def room_release(self, key: str, token: str, room: RoomSettings) -> RoomRelease:
+        return self.store.room_release(key, token, room)
+
+    async def room_park_until(
+        self, key: str, entry_id: str, payload: bytes, delay_ms: int, room: RoomSettings
+    ) -> RoomAdmission:
+        return self.store.room_park_until(key, entry_id, payload, delay_ms, room)
+
+    async def room_arrive(self, key: str, entry_id: str, room: RoomSettings) -> RoomStatus:
+        return self.store.room_arrive(key, entry_id, room)
+
+    async def room_sweep(self, key: str, registry: str, limit: int) -> RoomSweep:
+        return self.store.room_sweep(key, registry, limit)
+
+    async def room_stats(self, key: str) -> RoomStats:
+        return self.store.room_stats(key)
+
+    async def rooms(self, registry: str) -> tuple[str, ...]:
+        return self.store.rooms(registry)
 
 
 if hasattr(os, "register_at_fork"):

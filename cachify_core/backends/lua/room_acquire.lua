@@ -1,0 +1,68 @@
+-- Take a slot, claim a reservation, or park: room_acquire (base.py has the full contract).
+--
+-- KEYS     as room_lib.lua
+-- ARGV[1]  pool key (untagged)
+-- ARGV[2]  token of the would-be holder
+-- ARGV[3]  entry id to park under
+-- ARGV[4]  payload to park
+-- ARGV[5]  max_size (>= 1)
+-- ARGV[6]  slot_ttl_ms: lease of the slot taken, and of reservations made
+-- ARGV[7]  max_waiting: most parked entries
+-- ARGV[8]  handover_lease_ms
+-- ARGV[9]  started_ttl_ms
+-- ARGV[10] reservation id the delivery carries, or "" for none
+-- ARGV[11] most hand-overs this call makes
+-- returns  {status, held, parked_new, id1, payload1, ...}: status 1 acquired, 2 claimed,
+--          3 duplicate, 4 parked, 5 full (nothing parked); held: entries the room holds
+--          after the call; parked_new: 1 if this call parked the entry; then the hand-overs
+--          this call made, for the caller to publish
+local token, entry, payload = ARGV[2], ARGV[3], ARGV[4]
+local max_size, slot_ttl = tonumber(ARGV[5]), tonumber(ARGV[6])
+local max_waiting, lease, started_ttl = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local rid, batch = ARGV[10], tonumber(ARGV[11])
+local conf = ARGV[5] .. ':' .. ARGV[6] .. ':' .. ARGV[8] .. ':' .. ARGV[9]
+prune()
+local status
+if rid ~= '' then
+  if redis.call('ZSCORE', STARTED, rid) then
+    status = 3
+  elseif redis.call('ZSCORE', SLOTS, '#' .. rid) then
+    -- the reserved slot becomes the token's running lease; the hand-over is confirmed
+    redis.call('ZREM', SLOTS, '#' .. rid)
+    redis.call('ZADD', SLOTS, now + slot_ttl, token)
+    redis.call('ZREM', HANDED, rid)
+    redis.call('ZREM', UNTIL, rid)
+    redis.call('HDEL', PARKED, rid)
+    redis.call('ZADD', STARTED, now + started_ttl, rid)
+    keep_slots()
+    status = 2
+  end
+end
+local already = redis.call('ZSCORE', ROOM, entry)
+local out = {}
+-- free slots go to the oldest waiters first: a newcomer never jumps the queue
+local free = hand_free(max_size, slot_ttl, lease, batch, out)
+local parked_new = 0
+if status then
+  -- decided above
+elseif already then
+  status = 4
+elseif free > 0 and redis.call('ZCARD', ROOM) == 0 then
+  redis.call('ZADD', SLOTS, now + slot_ttl, token)
+  keep_slots()
+  status = 1
+elseif redis.call('ZCARD', ROOM) >= max_waiting then
+  status = 5
+else
+  -- strictly after the tail, so parks within one ms keep their order
+  local at = now
+  local tail = redis.call('ZRANGE', ROOM, -1, -1, 'WITHSCORES')[2]
+  if tail and tonumber(tail) >= at then
+    at = tonumber(tail) + 1 / 1024
+  end
+  redis.call('ZADD', ROOM, at, entry)
+  redis.call('HSET', PARKED, entry, payload)
+  status = 4
+  parked_new = 1
+end
+return reply(status, settle(conf), parked_new, out)

@@ -1,0 +1,28 @@
+-- Park a timed entry, due after a delay: room_park_until.
+--
+-- KEYS     as room_lib.lua
+-- ARGV[1]  pool key (untagged)
+-- ARGV[2]  entry id
+-- ARGV[3]  payload
+-- ARGV[4]  delay in ms from now (>= 0)
+-- ARGV[5]  max_size (>= 0; timed entries never take slots)
+-- ARGV[6]  slot_ttl_ms: life of the hand-over once due
+-- ARGV[7]  max_waiting: most timed entries
+-- ARGV[8]  handover_lease_ms
+-- ARGV[9]  started_ttl_ms
+-- returns  {status, held, parked_new}: status 4 parked (or already was: its due time is
+--          kept), 5 full (nothing parked)
+local entry = ARGV[2]
+local conf = ARGV[5] .. ':' .. ARGV[6] .. ':' .. ARGV[8] .. ':' .. ARGV[9]
+prune()
+local status, parked_new = 4, 0
+if not redis.call('ZSCORE', TIMED, entry) and not redis.call('ZSCORE', HANDED, entry) then
+  if redis.call('ZCARD', TIMED) >= tonumber(ARGV[7]) then
+    status = 5
+  else
+    redis.call('ZADD', TIMED, now + tonumber(ARGV[4]), entry)
+    redis.call('HSET', PARKED, entry, ARGV[3])
+    parked_new = 1
+  end
+end
+return reply(status, settle(conf), parked_new, {})

@@ -1,0 +1,16 @@
+-- What a waiting room holds (read-only): room_stats.
+--
+-- KEYS     as room_lib.lua
+-- ARGV[1]  pool key (untagged)
+-- returns  {parked, oldest parked entry's wait in ms (0 if none), live hand-overs, timed}
+local oldest = redis.call('ZRANGE', ROOM, 0, 0, 'WITHSCORES')[2]
+local wait_ms = 0
+if oldest then
+  wait_ms = math.max(0, now - math.floor(tonumber(oldest)))
+end
+return {
+  redis.call('ZCARD', ROOM),
+  wait_ms,
+  redis.call('ZCOUNT', UNTIL, '(' .. now, '+inf'),
+  redis.call('ZCARD', TIMED),
+}

@@ -1,0 +1,38 @@
+-- Move a room on without a release: room_sweep (the settings come from K:conf).
+--
+-- KEYS     as room_lib.lua
+-- ARGV[1]  pool key (untagged)
+-- ARGV[2]  limit: most hand-overs of each kind this call makes (>= 1)
+-- returns  {0, held, 0, id1, payload1, ...}: held: entries the room still holds (0: drained,
+--          and left the registry on a single server); then, for the caller to publish: free
+--          slots handed to the oldest parked entries, hand-overs whose lease had passed (lease
+--          renewed), timed entries now due
+local limit = tonumber(ARGV[2])
+prune()
+local out = {}
+local conf = redis.call('GET', CONF)
+if conf then
+  local max_size, slot_ttl, lease = string.match(conf, '^(%d+):(%d+):(%d+):')
+  max_size, slot_ttl, lease = tonumber(max_size), tonumber(slot_ttl), tonumber(lease)
+  hand_free(max_size, slot_ttl, lease, limit, out)
+  local late = redis.call('ZRANGEBYSCORE', HANDED, '-inf', now, 'LIMIT', 0, limit)
+  for _, id in ipairs(late) do
+    local payload = redis.call('HGET', PARKED, id)
+    if payload then
+      redis.call('ZADD', HANDED, now + lease, id)
+      out[#out + 1] = id
+      out[#out + 1] = payload
+    else
+      redis.call('ZREM', HANDED, id)
+      redis.call('ZREM', UNTIL, id)
+    end
+  end
+  local due = redis.call('ZRANGEBYSCORE', TIMED, '-inf', now, 'LIMIT', 0, limit)
+  if #due > 0 then
+    for _, id in ipairs(due) do
+      hand_over(id, lease, now + slot_ttl, out)
+    end
+    redis.call('ZREM', TIMED, unpack(due))
+  end
+end
+return reply(0, settle(nil), 0, out)

@@ -1,0 +1,469 @@
+"""Waiting rooms: park, hand over, claim, sweep, timed entries, the registry, inspection.
+
+Every test runs on memory, Redis and Redis Cluster, once through the blocking backend and once
+through the asyncio one (``kind``). TTLs are short (hundreds of ms); every wait for an expiry
+is a bounded loop over a real observation (a sweep's result, the pool's size), never a bare
+sleep followed by an assertion.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import pytest
+
+from cachify_core import Cachify
+from cachify_core.backends import MemoryStore
+from cachify_core.backends.base import (
+    Handover,
+    RoomAdmission,
+    RoomRelease,
+    RoomSettings,
+    RoomStats,
+    RoomStatus,
+    RoomSweep,
+)
+from cachify_core.errors import CachifyUnsupportedError
+from cachify_core.rooms import registry_key, sweep, sweep_async
+
+from .conftest import WITH_CLUSTER
+from .support import KINDS, WAIT_S
+
+pytestmark = pytest.mark.parametrize("backend", WITH_CLUSTER)
+
+#: Whole-ms rounding of the server clock against the test's monotonic clock.
+CLOCK_SLACK_S = 0.005
+
+
+@pytest.fixture(params=KINDS)
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+class Room:
+    """One pool's room driven through the sync or the async backend, as the test's ``kind``."""
+
+    def __init__(self, c: Cachify, kind: str, name: str, **settings: Any) -> None:
+        self.c = c
+        self.kind = kind
+        self.key = f"{c.prefix}{name}-pool"
+        self.registry = registry_key(c.prefix)
+        settings.setdefault("max_size", 1)
+        settings.setdefault("slot_ttl_ms", 5_000)
+        self.settings = RoomSettings(registry=self.registry, **settings)
+
+    async def _call(self, name: str, *args: Any) -> Any:
+        if self.kind == "sync":
+            return getattr(self.c.sync_backend, name)(*args)
+        return await getattr(self.c.async_backend, name)(*args)
+
+    async def acquire(self, token: str, entry: str, reservation: str | None = None) -> RoomAdmission:
+        payload = f"payload of {entry}".encode()
+        return await self._call("room_acquire", self.key, token, entry, payload, self.settings, reservation)  # type: ignore[no-any-return]
+
+    async def release(self, token: str) -> RoomRelease:
+        return await self._call("room_release", self.key, token, self.settings)  # type: ignore[no-any-return]
+
+    async def park_until(self, entry: str, delay_ms: int) -> RoomAdmission:
+        payload = f"payload of {entry}".encode()
+        return await self._call("room_park_until", self.key, entry, payload, delay_ms, self.settings)  # type: ignore[no-any-return]
+
+    async def arrive(self, entry: str) -> RoomStatus:
+        return await self._call("room_arrive", self.key, entry, self.settings)  # type: ignore[no-any-return]
+
+    async def sweep(self, limit: int = 100) -> RoomSweep:
+        return await self._call("room_sweep", self.key, self.registry, limit)  # type: ignore[no-any-return]
+
+    async def stats(self) -> RoomStats:
+        return await self._call("room_stats", self.key)  # type: ignore[no-any-return]
+
+    async def rooms(self) -> set[str]:
+        return set(await self._call("rooms", self.registry))
+
+    async def size(self) -> int:
+        return await self._call("pool_size", self.key)  # type: ignore[no-any-return]
+
+    async def plain_acquire(self, token: str) -> bool:
+        return await self._call("pool_acquire", self.key, token, self.settings.max_size, 5_000, False)  # type: ignore[no-any-return]
+
+    async def swept_until(self, predicate: Any, timeout_s: float = WAIT_S) -> tuple[RoomSweep, float]:
+        """Sweep every 10 ms until a sweep's result satisfies ``predicate``; it and when."""
+        deadline = time.monotonic() + timeout_s
+        for _ in range(int(timeout_s / 0.01) + 1):
+            result = await self.sweep()
+            if predicate(result):
+                return result, time.monotonic()
+            assert time.monotonic() < deadline, f"no sweep met the condition within {timeout_s}s"
+            await asyncio.sleep(0.01)
+        raise AssertionError("no sweep met the condition")
+
+
+def ids(handed: tuple[Handover, ...]) -> list[str]:
+    return [h.entry_id for h in handed]
+
+
+def held_by(room: Room, *entries: str) -> tuple[Handover, ...]:
+    return tuple(Handover(e, f"payload of {e}".encode()) for e in entries)
+
+
+# -- FIFO hand-over ---------------------------------------------------------------------------------
+async def test_release_hands_the_slot_to_the_oldest_parked_entry(cachify: Cachify, kind: str) -> None:
+    room = Room(cachify, kind, "fifo")
+    assert await room.acquire("t0", "e0") == RoomAdmission(RoomStatus.ACQUIRED, ())
+    for entry in ("e1", "e2", "e3"):
+        assert await room.acquire(f"t-{entry}", entry) == RoomAdmission(RoomStatus.PARKED, ())
+    assert (await room.stats())[0::2] == (3, 0)
+
+    order: list[str] = []
+    token = "t0"
+    for n in range(3):
+        released = await room.release(token)
+        assert released.released
+        assert len(released.handed) == 1
+        assert released.handed == held_by(room, released.handed[0].entry_id)  # payload as parked
+        entry = released.handed[0].entry_id
+        order.append(entry)
+        stats = await room.stats()
+        assert (stats.parked, stats.handed) == (2 - n, 1)
+        token = f"run-{entry}"
+        assert (await room.acquire(token, f"fresh-{n}", reservation=entry)).status is RoomStatus.CLAIMED
+        assert await room.size() == 1
+    assert order == ["e1", "e2", "e3"]
+    last = await room.release(token)
+    assert last == RoomRelease(True, ())
+    assert await room.stats() == RoomStats(0, 0.0, 0, 0)
+    assert await room.size() == 0
+
+
+async def test_a_newcomer_cannot_take_a_reserved_slot(cachify: Cachify, kind: str) -> None:
+    room = Room(cachify, kind, "reserved")
+    assert (await room.acquire("t0", "e0")).status is RoomStatus.ACQUIRED
+    assert (await room.acquire("t1", "e1")).status is RoomStatus.PARKED
+    assert ids((await room.release("t0")).handed) == ["e1"]
+    assert await room.size() == 1  # the reservation counts as taken
+    assert (await room.acquire("t2", "e2")).status is RoomStatus.PARKED
+    assert not await room.plain_acquire("t3")  # nor can a plain pool() acquire
+    assert (await room.acquire("t1", "x", reservation="e1")).status is RoomStatus.CLAIMED
+    assert await room.size() == 1
+
+
+async def test_a_released_token_that_held_nothing_still_moves_the_queue(cachify: Cachify, kind: str) -> None:
+    room = Room(cachify, kind, "stranger", max_size=2)
+    assert (await room.acquire("t0", "e0")).status is RoomStatus.ACQUIRED
+    assert (await room.acquire("t1", "e1")).status is RoomStatus.ACQUIRED
+    assert (await room.acquire("t2", "e2")).status is RoomStatus.PARKED
+    assert await room.release("nobody") == RoomRelease(False, ())  # owner-checked: nothing freed
+    assert await room.size() == 2
+    assert ids((await room.release("t1")).handed) == ["e2"]
+
+
+# -- bounds -------------------------------------------------------------------------------------
+async def test_max_waiting_bounds_the_room_and_a_full_room_parks_nothing(cachify: Cachify, kind: str) -> None:
+    room = Room(cachify, kind, "bounded", max_waiting=2)
+    assert (await room.acquire("t0", "e0")).status is RoomStatus.ACQUIRED
+    assert (await room.acquire("t1", "e1")).status is RoomStatus.PARKED
+    assert (await room.acquire("t2", "e2")).status is RoomStatus.PARKED
+    assert (await room.acquire("t3", "e3")).status is RoomStatus.FULL
+    assert (await room.stats()).parked == 2
+    assert ids((await room.release("t0")).handed) == ["e1"]
+    assert (await room.acquire("t3", "e3")).status is RoomStatus.PARKED  # room again
+    assert (await room.acquire("t4", "e4")).status is RoomStatus.FULL
+
+
+async def test_a_retried_park_of_the_same_entry_keeps_its_place(cachify: Cachify, kind: str) -> None:
+    room = Room(cachify, kind, "retried")
+    assert (await room.acquire("t0", "e0")).status is RoomStatus.ACQUIRED
+    assert (await room.acquire("t1", "e1")).status is RoomStatus.PARKED
+    assert (await room.acquire("t2", "e2")).status is RoomStatus.PARKED
+    assert (await room.acquire("t1", "e1")).status is RoomStatus.PARKED
+    assert (await room.stats()).parked == 2
+    assert ids((await room.release("t0")).handed) == ["e1"]
+
+
+async def test_free_slots_go_to_waiters_before_a_newcomer(cachify: Cachify, kind: str) -> None:
+    """Slots freed by expiry (no release, no sweep yet): the next acquire hands them to the
+    oldest waiters and takes one itself only if one is left over."""
+    room = Room(cachify, kind, "expired", max_size=2, slot_ttl_ms=300)
+    assert (await room.acquire("dead-1", "e0")).status is RoomStatus.ACQUIRED
+    assert (await room.acquire("dead-2", "e1")).status is RoomStatus.ACQUIRED
+    assert (await room.acquire("t2", "w1")).status is RoomStatus.PARKED
+    deadline = time.monotonic() + WAIT_S
+    while await room.size() > 0:  # both holders "died": their leases run out
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    admitted = await room.acquire("t3", "newcomer")
+    assert admitted == RoomAdmission(RoomStatus.ACQUIRED, held_by(room, "w1"))
+    assert await room.size() == 2  # w1's reservation and the newcomer's slot
+
+
+async def test_with_one_free_slot_and_a_waiter_the_newcomer_parks_behind_it(
+    cachify: Cachify, kind: str
+) -> None:
+    room = Room(cachify, kind, "behind", slot_ttl_ms=300)
+    assert (await room.acquire("dead", "e0")).status is RoomStatus.ACQUIRED
+    assert (await room.acquire("t1", "w1")).status is RoomStatus.PARKED
+    deadline = time.monotonic() + WAIT_S
+    while await room.size() > 0:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    assert await room.acquire("t2", "w2") == RoomAdmission(RoomStatus.PARKED, held_by(room, "w1"))
+    assert (await room.stats()).parked == 1
+
+
+# -- arrival: claim and duplicates -------------------------------------------------------------------
+async def test_arrival_claims_the_reservation_once(cachify: Cachify, kind: str) -> None:
+    room = Room(cachify, kind, "claim", slot_ttl_ms=400)
+    assert (await room.acquire("t0", "e0")).status is RoomStatus.ACQUIRED
+    assert (await room.acquire("t1", "e1")).status is RoomStatus.PARKED
+    assert ids((await room.release("t0")).handed) == ["e1"]
+    assert (await room.acquire("run", "again-1", reservation="e1")).status is RoomStatus.CLAIMED
+    assert (await room.stats()).handed == 0  # confirmed: the payload is gone
+    assert (await room.acquire("dup", "again-2", reservation="e1")).status is RoomStatus.DUPLICATE
+    assert await room.size() == 1  # the duplicate took nothing
+    # the claimed slot is the claimer's own lease, with a fresh ttl: it outlives the reservation's
+    assert (await room.sweep()).handed == ()
+    assert await room.release("run") == RoomRelease(True, ())
+    assert (await room.acquire("dup", "again-3", reservation="e1")).status is RoomStatus.DUPLICATE
+
+
+async def test_an_unclaimed_reservation_expires_and_the_sweep_gives_the_slot_to_the_next(
+    cachify: Cachify, kind: str
+) -> None:
+    room = Room(cachify, kind, "lost", slot_ttl_ms=300, handover_lease_ms=10_000)
+    assert (await room.acquire("t0", "e0")).status is RoomStatus.ACQUIRED
+    assert (await room.acquire("t1", "e1")).status is RoomStatus.PARKED
+    assert (await room.acquire("t2", "e2")).status is RoomStatus.PARKED
+    handed_at = time.monotonic()
+    assert ids((await room.release("t0")).handed) == ["e1"]  # ...and that publish is lost
+    result, at = await room.swept_until(lambda r: r.handed != ())
+    assert result == RoomSweep(held_by(room, "e2"), 1)
+    assert at - handed_at >= 0.3 - CLOCK_SLACK_S  # not before e1's reservation ran out
+    assert (await room.stats()).handed == 1
+    # e1 turns up after all: its reservation is gone, so it is a newcomer (the slot is e2's)
+    assert (await room.acquire("late", "e1-again", reservation="e1")).status is RoomStatus.PARKED
+
+
+async def test_a_dead_holders_slot_moves_the_queue_through_the_sweep(cachify: Cachify, kind: str) -> None:
+    room = Room(cachify, kind, "dead", slot_ttl_ms=300)
+    assert (await room.acquire("dead", "e0")).status is RoomStatus.ACQUIRED
+    parked_at = time.monotonic()
+    assert (await room.acquire("t1", "e1")).status is RoomStatus.PARKED
+    assert (await room.sweep()).handed == ()
+    result, at = await room.swept_until(lambda r: r.handed != ())
+    assert result.handed == held_by(room, "e1")
+    assert at - parked_at >= 0.3 - CLOCK_SLACK_S - 0.05  # the lease began just before the park
+    assert await room.size() == 1
+    assert (await room.acquire("run", "x", reservation="e1")).status is RoomStatus.CLAIMED
+
+
+async def test_a_hand_over_not_confirmed_in_its_lease_is_returned_again_once_per_lease(
+    cachify: Cachify, kind: str
+) -> None:
+    room = Room(cachify, kind, "lease", slot_ttl_ms=5_000, handover_lease_ms=250)
+    assert (await room.acquire("t0", "e0")).status is RoomStatus.ACQUIRED
+    assert (await room.acquire("t1", "e1")).status is RoomStatus.PARKED
+    handed_at = time.monotonic()
+    assert ids((await room.release("t0")).handed) == ["e1"]
+    assert (await room.sweep()).handed == ()  # within the lease: nobody republishes
+    result, at = await room.swept_until(lambda r: r.handed != ())
+    assert result.handed == held_by(room, "e1")
+    assert at - handed_at >= 0.25 - CLOCK_SLACK_S
+    assert (await room.sweep()).handed == ()  # the lease was renewed: a second sweeper skips it
+    again, at2 = await room.swept_until(lambda r: r.handed != ())
+    assert again.handed == held_by(room, "e1")
+    assert at2 - at >= 0.25 - CLOCK_SLACK_S - 0.02
+    assert (await room.acquire("run", "x", reservation="e1")).status is RoomStatus.CLAIMED
+    assert (await room.sweep()) == RoomSweep((), 0)
+
+
+# -- timed entries ----------------------------------------------------------------------------------
+async def test_a_timed_entry_is_returned_when_due_and_not_before(cachify: Cachify, kind: str) -> None:
+    room = Room(cachify, kind, "timed", max_size=0, handover_lease_ms=300)
+    parked_at = time.monotonic()
+    assert await room.park_until("late", 400) == RoomAdmission(RoomStatus.PARKED, ())
+    assert await room.park_until("soon", 150) == RoomAdmission(RoomStatus.PARKED, ())
+    assert (await room.stats()).timed == 2
+    assert (await room.sweep()).handed == ()
+    first, at = await room.swept_until(lambda r: r.handed != ())
+    assert first.handed == held_by(room, "soon")
+    assert at - parked_at >= 0.15 - CLOCK_SLACK_S
+    second, at = await room.swept_until(lambda r: "late" in ids(r.handed))
+    assert ids(second.handed) == ["late"]
+    assert at - parked_at >= 0.4 - CLOCK_SLACK_S
+    assert (await room.stats()).timed == 0
+    assert await room.arrive("soon") is RoomStatus.CLAIMED
+    assert await room.arrive("soon") is RoomStatus.DUPLICATE
+    assert await room.arrive("never-parked") is RoomStatus.UNKNOWN
+    # "late" was not confirmed: after its lease it is returned again, then claimed
+    again, _ = await room.swept_until(lambda r: r.handed != ())
+    assert again.handed == held_by(room, "late")
+    assert await room.arrive("late") is RoomStatus.CLAIMED
+    assert await room.sweep() == RoomSweep((), 0)
+
+
+async def test_timed_entries_are_bounded_and_never_take_slots(cachify: Cachify, kind: str) -> None:
+    room = Room(cachify, kind, "timed-pool", max_size=1, max_waiting=2)
+    assert (await room.park_until("a", 0)).status is RoomStatus.PARKED
+    assert (await room.park_until("b", 60_000)).status is RoomStatus.PARKED
+    assert (await room.park_until("c", 0)).status is RoomStatus.FULL
+    assert (await room.park_until("a", 60_000)).status is RoomStatus.PARKED  # kept as it was
+    assert (await room.acquire("t0", "e0")).status is RoomStatus.ACQUIRED  # slots untouched
+    result, _ = await room.swept_until(lambda r: r.handed != ())
+    assert ids(result.handed) == ["a"]
+    assert await room.size() == 1  # the timed hand-over reserved nothing
+
+
+# -- registry and inspection --------------------------------------------------------------------------
+async def test_the_registry_lists_rooms_with_entries_and_empties_when_they_drain(
+    cachify: Cachify, kind: str
+) -> None:
+    a, b = Room(cachify, kind, "reg-a"), Room(cachify, kind, "reg-b", max_size=0)
+    assert await a.rooms() == set()
+    assert (await a.acquire("t0", "e0")).status is RoomStatus.ACQUIRED
+    assert await a.rooms() == set()  # a slot taken is not a room with entries
+    assert (await a.acquire("t1", "e1")).status is RoomStatus.PARKED
+    assert (await b.park_until("x", 0)).status is RoomStatus.PARKED
+    assert await a.rooms() == {a.key, b.key}
+    assert ids((await a.release("t0")).handed) == ["e1"]
+    assert await a.rooms() == {a.key, b.key}  # a hand-over still needs the sweep's eye
+    assert (await a.acquire("run", "x", reservation="e1")).status is RoomStatus.CLAIMED
+    assert (await a.sweep()) == RoomSweep((), 0)
+    assert await a.rooms() == {b.key}
+    assert ids((await b.sweep()).handed) == ["x"]
+    assert await b.arrive("x") is RoomStatus.CLAIMED
+    assert await b.sweep() == RoomSweep((), 0)
+    assert await a.rooms() == set()
+
+
+async def test_waiting_reports_exact_numbers(cachify: Cachify, kind: str) -> None:
+    room = Room(cachify, kind, "stats", max_size=1)
+    p = cachify.pool("stats", 1)
+    assert (await room.acquire("t0", "e0")).status is RoomStatus.ACQUIRED
+    before = time.monotonic()
+    assert (await room.acquire("t1", "e1")).status is RoomStatus.PARKED
+    after = time.monotonic()
+    for entry in ("e2", "e3"):
+        assert (await room.acquire(f"t-{entry}", entry)).status is RoomStatus.PARKED
+    assert (await room.park_until("timed", 60_000)).status is RoomStatus.PARKED
+    await asyncio.sleep(0.2)
+    read_before = time.monotonic()
+    stats = p.waiting() if kind == "sync" else await p.awaiting()
+    read_after = time.monotonic()
+    assert (stats.parked, stats.handed, stats.timed) == (3, 0, 1)
+    assert read_before - after - CLOCK_SLACK_S <= stats.oldest_wait_s <= read_after - before + CLOCK_SLACK_S
+    assert ids((await room.release("t0")).handed) == ["e1"]
+    stats = p.waiting() if kind == "sync" else await p.awaiting()
+    assert (stats.parked, stats.handed, stats.timed) == (2, 1, 1)
+    assert stats.oldest_wait_s <= time.monotonic() - after + CLOCK_SLACK_S  # e2's wait now
+    assert p.size() == 1  # the reservation
+    empty = Room(cachify, kind, "nothing")
+    assert await empty.stats() == RoomStats(0, 0.0, 0, 0)
+
+
+async def test_one_sweep_tick_covers_every_listed_room(cachify: Cachify, kind: str) -> None:
+    rooms = [Room(cachify, kind, f"tick-{n}", max_size=0) for n in range(3)]
+    for n, room in enumerate(rooms):
+        assert (await room.park_until(f"x{n}", 0)).status is RoomStatus.PARKED
+    tick = sweep(cachify) if kind == "sync" else await sweep_async(cachify)
+    assert sorted(ids(tuple(tick))) == ["x0", "x1", "x2"]
+    part = sweep(cachify, max_rooms=2) if kind == "sync" else await sweep_async(cachify, max_rooms=2)
+    assert part == []  # all three are handed over, within their lease
+
+
+# -- settings and stores -----------------------------------------------------------------------------
+def test_bad_settings_fail_before_any_io(backend: str) -> None:
+    with pytest.raises(
+        ValueError, match=r"waiting room: slot_ttl_ms must be a whole number of ms >= 1, got 0"
+    ):
+        RoomSettings(registry="r", max_size=1, slot_ttl_ms=0)
+    with pytest.raises(ValueError, match=r"waiting room: max_size must be an int >= 0, got -1"):
+        RoomSettings(registry="r", max_size=-1, slot_ttl_ms=1)
+    with pytest.raises(ValueError, match=r"waiting room: registry must be a non-empty str"):
+        RoomSettings(registry="", max_size=1, slot_ttl_ms=1)
+    with pytest.raises(ValueError, match=r"handover_lease_ms must be a whole number of ms >= 1, got 1.5"):
+        RoomSettings(registry="r", max_size=1, slot_ttl_ms=1, handover_lease_ms=1.5)  # type: ignore[arg-type]
+
+
+async def test_a_pool_room_needs_slots_and_a_sweep_a_limit(cachify: Cachify, kind: str) -> None:
+    room = Room(cachify, kind, "bad", max_size=0)
+    with pytest.raises(ValueError, match=r"room_acquire: RoomSettings.max_size must be >= 1"):
+        await room.acquire("t", "e")
+    with pytest.raises(ValueError, match=r"room_sweep: limit must be an int >= 1, got 0"):
+        await room.sweep(limit=0)
+    with pytest.raises(ValueError, match=r"delay_ms must be an int >= 0, got -1"):
+        await room.park_until("e", -1)
+
+
+def test_room_keys_never_expire_while_entries_wait(cachify: Cachify, backend: str) -> None:
+    if backend == "memory":
+        pytest.skip("key lifetimes are a Redis matter")
+    room = Room(cachify, "sync", "keep", slot_ttl_ms=300)
+    client: Any = cachify.sync_backend.client  # type: ignore[attr-defined]
+    asyncio.run(room.acquire("t0", "e0"))
+    asyncio.run(room.acquire("t1", "e1"))
+    tag = "{" + room.key + "}"
+    assert {k: client.pttl(tag + k) for k in (":room", ":parked", ":conf")} == {
+        ":room": -1,
+        ":parked": -1,
+        ":conf": -1,
+    }
+    assert 0 < client.pttl(tag) <= 300  # the slots keep their own lifetime
+    # the holder dies; its lease and then the hand-over's reservation run out, untouched:
+    # what is left expires by itself
+    deadline = time.monotonic() + WAIT_S
+    while client.exists(tag):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert asyncio.run(room.sweep()).handed == held_by(room, "e1")
+    deadline = time.monotonic() + WAIT_S
+    while leftover := [k for k in client.keys(glob(tag) + "*") if not k.endswith(b":started")]:
+        assert time.monotonic() < deadline, leftover
+        time.sleep(0.02)
+
+
+def glob(text: str) -> str:
+    return "".join(f"[{ch}]" if ch in "*?[]\\{}" else ch for ch in text)
+
+
+def test_memory_rooms_leave_nothing_behind(backend: str) -> None:
+    if backend != "memory":
+        pytest.skip("the memory store's tables")
+    store = MemoryStore()
+    settings = RoomSettings(registry="reg", max_size=1, slot_ttl_ms=5_000, started_ttl_ms=1)
+    assert store.room_acquire("k", "t0", "e0", b"p", settings).status is RoomStatus.ACQUIRED
+    assert store.room_acquire("k", "t1", "e1", b"p", settings).status is RoomStatus.PARKED
+    assert ids(store.room_release("k", "t0", settings).handed) == ["e1"]
+    assert store.room_acquire("k", "run", "x", b"p", settings, "e1").status is RoomStatus.CLAIMED
+    assert store.room_release("k", "run", settings) == RoomRelease(True, ())
+    time.sleep(0.002)  # the started mark (1 ms) runs out
+    store._sweep(time.monotonic())
+    assert (store._rooms, store._pools, store._registries) == ({}, {}, {})
+
+
+def test_custom_client_backends_have_no_waiting_room(backend: str) -> None:
+    if backend != "memory":
+        pytest.skip("one custom client is enough")
+    from cachify_core import init_cachify
+
+    from .test_init import DictClient
+
+    c = init_cachify(sync_client=DictClient(), is_global=False, prefix=f"C{uuid.uuid4().hex[:6]}-")
+    settings = RoomSettings(registry=registry_key(c.prefix), max_size=1, slot_ttl_ms=1_000)
+    assert c.sync_backend.supports_waiting_room is False
+    assert c.async_backend.supports_waiting_room is False
+    with pytest.raises(
+        CachifyUnsupportedError, match=r"room_acquire on custom DictClient: .* no waiting rooms"
+    ):
+        c.sync_backend.room_acquire("k", "t", "e", b"p", settings)
+    with pytest.raises(CachifyUnsupportedError, match=r"room_release on custom DictClient"):
+        asyncio.run(c.async_backend.room_release("k", "t", settings))
+    assert c.pool("k", 1).waiting() == RoomStats(0, 0.0, 0, 0)
+    assert c.sync_backend.rooms(settings.registry) == ()
+
+
+def test_memory_and_redis_backends_support_waiting_rooms(cachify: Cachify) -> None:
+    assert cachify.sync_backend.supports_waiting_room is True
+    assert cachify.async_backend.supports_waiting_room is True

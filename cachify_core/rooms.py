@@ -7,15 +7,21 @@ The primitives (``room_*``, ``rooms``) and what they store are specified in
 * :func:`sweep_steps`: one sweep tick as backend steps (:mod:`cachify_core.steps`): read the
   registry (one round trip, and all of the tick while nothing waits anywhere), then sweep at
   most ``max_rooms`` rooms, starting at a rotating offset so a long registry is covered
-  fairly across ticks. The caller publishes the hand-overs it returns.
+  fairly across ticks. The caller publishes the hand-overs it returns;
+* :func:`start_sweeper` / :func:`start_async_sweeper`: that tick every ``interval_s`` on the
+  per-process renewal thread (:mod:`cachify_core.leases`) or a task of the running loop.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Awaitable, Callable
 
+from . import leases
 from .backends.base import Handover
+from .errors import CachifyUnsupportedError
 from .instance import Cachify
+from .leases import Periodic
 from .steps import Step, Steps, run_async, run_blocking
 
 __all__ = [
@@ -71,3 +77,59 @@ async def sweep_async(
 ) -> list[Handover]:
     """The asyncio twin of :func:`sweep`."""
     return await run_async(sweep_steps(registry_key(c.prefix), limit, max_rooms), c.async_backend)
+
+
+#: Seconds between two sweep ticks of one process: how late, at most, a slot freed by expiry
+#: (a dead holder) or a lost hand-over moves the queue beyond its TTL or lease.
+DEFAULT_SWEEP_INTERVAL_S = 1.0
+
+
+def start_sweeper(
+    c: Cachify,
+    publish: Callable[[list[Handover]], object],
+    interval_s: float = DEFAULT_SWEEP_INTERVAL_S,
+    limit: int = DEFAULT_SWEEP_LIMIT,
+    max_rooms: int = DEFAULT_SWEEP_ROOMS,
+) -> Periodic:
+    """Sweep ``c``'s rooms every ``interval_s`` on the per-process renewal thread and pass each
+    tick's hand-overs (when there are any) to ``publish``. ``stop()`` the result to end it.
+
+    A tick that fails (store or broker down) is logged and the next one comes as usual: an
+    unpublished hand-over is returned again once its lease passes. Start one per process, after
+    a fork (the renewal thread does not survive one). Raises
+    :class:`~cachify_core.errors.CachifyUnsupportedError` on a backend without waiting rooms."""
+    _check_supported(c.sync_backend.supports_waiting_room, c)
+    sweep_args = (limit, max_rooms)
+
+    def tick() -> None:
+        handed = sweep(c, *sweep_args)
+        if handed:
+            publish(handed)
+
+    return leases.renewer.every(f"waiting-room sweep {c.prefix}", interval_s, tick)
+
+
+def start_async_sweeper(
+    c: Cachify,
+    publish: Callable[[list[Handover]], Awaitable[object]],
+    interval_s: float = DEFAULT_SWEEP_INTERVAL_S,
+    limit: int = DEFAULT_SWEEP_LIMIT,
+    max_rooms: int = DEFAULT_SWEEP_ROOMS,
+) -> Periodic:
+    """The asyncio twin of :func:`start_sweeper`: a task on the running loop awaits
+    ``publish(handed)``."""
+    _check_supported(c.async_backend.supports_waiting_room, c)
+
+    async def tick() -> None:
+        handed = await sweep_async(c, limit, max_rooms)
+        if handed:
+            await publish(handed)
+
+    return leases.every_async(f"waiting-room sweep {c.prefix}", interval_s, tick)
+
+
+def _check_supported(supported: bool, c: Cachify) -> None:
+    if not supported:
+        raise CachifyUnsupportedError(
+            f"{c.async_backend.name} has no waiting rooms (supports_waiting_room is False): nothing to sweep"
+        )

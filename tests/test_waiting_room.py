@@ -9,13 +9,14 @@ sleep followed by an assertion.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
 from typing import Any
 
 import pytest
 
-from cachify_core import Cachify
+from cachify_core import Cachify, leases
 from cachify_core.backends import MemoryStore
 from cachify_core.backends.base import (
     Handover,
@@ -27,7 +28,7 @@ from cachify_core.backends.base import (
     RoomSweep,
 )
 from cachify_core.errors import CachifyUnsupportedError
-from cachify_core.rooms import registry_key, sweep, sweep_async
+from cachify_core.rooms import registry_key, start_async_sweeper, start_sweeper, sweep, sweep_async
 
 from .conftest import WITH_CLUSTER
 from .support import KINDS, WAIT_S
@@ -467,3 +468,74 @@ def test_custom_client_backends_have_no_waiting_room(backend: str) -> None:
 def test_memory_and_redis_backends_support_waiting_rooms(cachify: Cachify) -> None:
     assert cachify.sync_backend.supports_waiting_room is True
     assert cachify.async_backend.supports_waiting_room is True
+
+
+async def test_a_timed_park_keeps_the_pool_rooms_size(cachify: Cachify, kind: str) -> None:
+    room = Room(cachify, kind, "mixed", slot_ttl_ms=300)
+    timed = Room(cachify, kind, "mixed", max_size=0)  # the same room, told of no slots
+    assert (await room.acquire("dead", "e0")).status is RoomStatus.ACQUIRED
+    assert (await room.acquire("t1", "w1")).status is RoomStatus.PARKED
+    assert (await timed.park_until("later", 60_000)).status is RoomStatus.PARKED
+    result, _ = await room.swept_until(lambda r: r.handed != ())  # the dead holder's slot frees
+    assert result.handed == held_by(room, "w1")
+
+
+# -- the per-process sweeper --------------------------------------------------------------------------
+def test_the_sweeper_publishes_hand_overs_from_the_renewal_thread(cachify: Cachify) -> None:
+    room = Room(cachify, "sync", "swept", max_size=0)
+    published: list[Handover] = []
+    arrived = threading.Event()
+
+    def publish(handed: list[Handover]) -> None:
+        published.extend(handed)
+        arrived.set()
+
+    sweeper = start_sweeper(cachify, publish, interval_s=0.05)
+    try:
+        asyncio.run(room.park_until("x", 100))
+        assert arrived.wait(WAIT_S)
+    finally:
+        sweeper.stop()
+    assert published == list(held_by(room, "x"))
+
+
+async def test_the_async_sweeper_publishes_hand_overs_from_a_task(cachify: Cachify) -> None:
+    room = Room(cachify, "async", "swept", max_size=0)
+    published: list[Handover] = []
+    arrived = asyncio.Event()
+
+    async def publish(handed: list[Handover]) -> None:
+        published.extend(handed)
+        arrived.set()
+
+    sweeper = start_async_sweeper(cachify, publish, interval_s=0.05)
+    try:
+        await room.park_until("x", 100)
+        await asyncio.wait_for(arrived.wait(), WAIT_S)
+    finally:
+        sweeper.stop()
+    assert published == list(held_by(room, "x"))
+
+
+def test_a_failing_periodic_job_is_logged_and_runs_again(
+    backend: str, warnings_log: pytest.LogCaptureFixture
+) -> None:
+    if backend != "memory":
+        pytest.skip("no store involved")
+    runs: list[int] = []
+    third = threading.Event()
+
+    def job() -> None:
+        runs.append(1)
+        if len(runs) >= 3:
+            third.set()
+        raise RuntimeError("broker down")
+
+    periodic = leases.renewer.every("flaky", 0.02, job)
+    try:
+        assert third.wait(WAIT_S)
+    finally:
+        periodic.stop()
+    assert any("periodic job flaky failed: broker down" in r.getMessage() for r in warnings_log.records)
+    with pytest.raises(ValueError, match=r"periodic job 'bad': interval_s must be a positive number, got 0"):
+        leases.renewer.every("bad", 0, job)

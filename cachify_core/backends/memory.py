@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import heapq
 import itertools
 import math
@@ -421,6 +422,8 @@ class MemoryStore:
                     due = now + delay_ms / 1000.0
                     state.timed[entry_id] = (due, payload)
                     heapq.heappush(state.timed_heap, (due, next(_timed_seq), entry_id))
+            if state.conf is not None and state.conf.max_size != room.max_size:
+                room = dataclasses.replace(room, max_size=state.conf.max_size)  # the pool keeps its size
             self._settle(key, state, room.registry, room)
             return RoomAdmission(status)
 

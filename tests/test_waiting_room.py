@@ -539,3 +539,25 @@ def test_a_failing_periodic_job_is_logged_and_runs_again(
     assert any("periodic job flaky failed: broker down" in r.getMessage() for r in warnings_log.records)
     with pytest.raises(ValueError, match=r"periodic job 'bad': interval_s must be a positive number, got 0"):
         leases.renewer.every("bad", 0, job)
+
+
+def test_a_release_with_nobody_parked_wakes_a_blocking_pool_waiter(make_cachify: Any) -> None:
+    c = make_cachify(lock_poll_interval=5)  # a poll could never meet the bound below
+    room = Room(c, "sync", "wake")
+    assert asyncio.run(room.acquire("t0", "e0")).status is RoomStatus.ACQUIRED
+    got_at: list[float] = []
+    waiting = threading.Event()
+
+    def waiter() -> None:
+        waiting.set()
+        with c.pool("wake", 1, timeout=10):
+            got_at.append(time.monotonic())
+
+    worker = threading.Thread(target=waiter, daemon=True)
+    worker.start()
+    assert waiting.wait(WAIT_S)
+    time.sleep(0.3)  # the waiter found the pool full and sleeps on its 5 s poll
+    released_at = time.monotonic()
+    assert asyncio.run(room.release("t0")) == RoomRelease(True, ())
+    worker.join(15)
+    assert got_at and got_at[0] - released_at < 2.0

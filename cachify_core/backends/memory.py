@@ -359,6 +359,14 @@ class MemoryStore:
         with self._mutex:
             self._maybe_sweep()
             now = _now()
+            if not reservation:
+                waiting = self._rooms.get(key)
+                if waiting is None or not waiting.queue:
+                    # the common case: nobody is parked, so a free slot is ours (as pool_acquire)
+                    live = self._live_slots(key)
+                    if len(live) < room.max_size:
+                        self._slots_of(key)[token] = now + room.slot_ttl_ms / 1000.0
+                        return RoomAdmission(RoomStatus.ACQUIRED)
             state, slots = self._room(key, now), self._slots_of(key)
             status: RoomStatus | None = None
             if reservation:
@@ -396,7 +404,7 @@ class MemoryStore:
             released = slots.pop(token, None) is not None
             out: list[Handover] = []
             state = self._rooms.get(key)
-            if state is not None:
+            if state is not None and state.queue:
                 state.prune(now)
                 slots = self._slots_of(key)
                 self._hand_free(key, state, slots, room, now, HANDOVER_BATCH, out)

@@ -38,6 +38,7 @@ Works with Redis, Valkey and DragonflyDB (scripts only touch the keys they decla
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -204,9 +205,10 @@ _ROOM_STATUS = {
 }
 
 
+@functools.lru_cache(maxsize=1024)
 def _room_keys(key: str, registry: str | None) -> tuple[str, ...]:
     """The room's keys under the pool's tag; the registry only on a single server (on Cluster
-    it lives in another slot, which a script may not touch)."""
+    it lives in another slot, which a script may not touch). Cached: hot pools repeat."""
     k = _tag(key)
     keys = (
         k,
@@ -223,27 +225,34 @@ def _room_keys(key: str, registry: str | None) -> tuple[str, ...]:
     return keys if registry is None else (*keys, _tag(registry))
 
 
+@functools.lru_cache(maxsize=256)
+def _settings(room: RoomSettings) -> str:
+    """The SETTINGS argument of the room scripts (room_lib.lua), also what ``:conf`` stores."""
+    return f"{room.max_size}:{room.slot_ttl_ms}:{room.handover_lease_ms}:{room.started_ttl_ms}:{room.max_waiting}"
+
+
 def _check_slots(room: RoomSettings, op: str) -> None:
     if room.max_size < 1:
         raise ValueError(f"{op}: RoomSettings.max_size must be >= 1 for a pool, got {room.max_size}")
 
 
 def _room_acquire(
-    key: str, token: str, entry_id: str, payload: bytes, room: RoomSettings, reservation: str | None,
+    key: str,
+    token: str,
+    entry_id: str,
+    payload: bytes,
+    room: RoomSettings,
+    reservation: str | None,
     registry: str | None,
-) -> _Call:  # fmt: skip
+) -> _Call:
     _check_slots(room, "room_acquire")
-    args = (
-        key, token, entry_id, payload, room.max_size, room.slot_ttl_ms, room.max_waiting,
-        room.handover_lease_ms, room.started_ttl_ms, reservation or "", HANDOVER_BATCH,
-    )  # fmt: skip
+    args = (key, token, entry_id, payload, _settings(room), reservation or "", HANDOVER_BATCH)
     return ROOM_ACQUIRE, _room_keys(key, registry), args
 
 
 def _room_release(key: str, token: str, room: RoomSettings, registry: str | None) -> _Call:
     _check_slots(room, "room_release")
-    args = (key, token, room.max_size, room.slot_ttl_ms, room.handover_lease_ms, room.started_ttl_ms)
-    return ROOM_RELEASE, _room_keys(key, registry), (*args, HANDOVER_BATCH)
+    return ROOM_RELEASE, _room_keys(key, registry), (key, token, _settings(room), HANDOVER_BATCH)
 
 
 def _room_park_until(
@@ -251,15 +260,12 @@ def _room_park_until(
 ) -> _Call:
     if isinstance(delay_ms, bool) or not isinstance(delay_ms, int) or delay_ms < 0:
         raise ValueError(f"room_park_until {key!r}: delay_ms must be an int >= 0, got {delay_ms!r}")
-    args = (
-        key, entry_id, payload, delay_ms, room.max_size, room.slot_ttl_ms, room.max_waiting,
-        room.handover_lease_ms, room.started_ttl_ms,
-    )  # fmt: skip
+    args = (key, entry_id, payload, delay_ms, _settings(room))
     return ROOM_PARK_UNTIL, _room_keys(key, registry), args
 
 
 def _room_arrive(key: str, entry_id: str, room: RoomSettings, registry: str | None) -> _Call:
-    return ROOM_ARRIVE, _room_keys(key, registry), (key, entry_id, room.started_ttl_ms)
+    return ROOM_ARRIVE, _room_keys(key, registry), (key, entry_id, _settings(room))
 
 
 def check_limit(limit: object) -> int:
@@ -284,6 +290,8 @@ class _RoomReply(NamedTuple):
 
 
 def _room_reply(reply: Any) -> _RoomReply:
+    if len(reply) == 3:  # the common case: no hand-over
+        return _RoomReply(int(reply[0]), int(reply[1]), int(reply[2]) == 1, ())
     rest = reply[3:]
     handed = tuple(Handover(_text(rest[i]), bytes(rest[i + 1])) for i in range(0, len(rest), 2))
     return _RoomReply(int(reply[0]), int(reply[1]), int(reply[2]) == 1, handed)

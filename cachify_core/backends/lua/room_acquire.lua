@@ -5,22 +5,28 @@
 -- ARGV[2]  token of the would-be holder
 -- ARGV[3]  entry id to park under
 -- ARGV[4]  payload to park
--- ARGV[5]  max_size (>= 1)
--- ARGV[6]  slot_ttl_ms: lease of the slot taken, and of reservations made
--- ARGV[7]  max_waiting: most parked entries
--- ARGV[8]  handover_lease_ms
--- ARGV[9]  started_ttl_ms
--- ARGV[10] reservation id the delivery carries, or "" for none
--- ARGV[11] most hand-overs this call makes
+-- ARGV[5]  SETTINGS (room_lib.lua); max_size >= 1; slot_ttl_ms is the lease of the slot
+--          taken and of reservations made; max_waiting bounds the parked entries
+-- ARGV[6]  reservation id the delivery carries, or "" for none
+-- ARGV[7]  most hand-overs this call makes
 -- returns  {status, held, parked_new, id1, payload1, ...}: status 1 acquired, 2 claimed,
 --          3 duplicate, 4 parked, 5 full (nothing parked); held: entries the room holds
 --          after the call; parked_new: 1 if this call parked the entry; then the hand-overs
 --          this call made, for the caller to publish
 local token, entry, payload = ARGV[2], ARGV[3], ARGV[4]
-local max_size, slot_ttl = tonumber(ARGV[5]), tonumber(ARGV[6])
-local max_waiting, lease, started_ttl = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
-local rid, batch = ARGV[10], tonumber(ARGV[11])
-local conf = ARGV[5] .. ':' .. ARGV[6] .. ':' .. ARGV[8] .. ':' .. ARGV[9]
+local max_size, slot_ttl, lease, started_ttl, max_waiting = settings(ARGV[5])
+local rid, batch = ARGV[6], tonumber(ARGV[7])
+if rid == '' and redis.call('EXISTS', ROOM) == 0 then
+  -- the common case: nobody is parked, so no hand-over is owed and a free slot is ours (as
+  -- pool_acquire.lua); the room's other bookkeeping is not touched
+  redis.call('ZREMRANGEBYSCORE', SLOTS, '-inf', now)
+  if redis.call('ZCARD', SLOTS) < max_size then
+    redis.call('ZADD', SLOTS, now + slot_ttl, token)
+    keep_slots()
+    return {1, redis.call('ZCARD', TIMED) + redis.call('ZCARD', HANDED), 0}
+  end
+end
+local conf = ARGV[5]
 prune()
 local status
 if rid ~= '' then

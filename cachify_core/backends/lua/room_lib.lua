@@ -9,12 +9,14 @@
 --   KEYS[5]  K:handed     zset: handed-over entry id -> lease end (ms): republish after it
 --   KEYS[6]  K:until      zset: handed-over entry id -> given up at (ms)
 --   KEYS[7]  K:started    zset: claimed entry id -> remembered until (ms)
---   KEYS[8]  K:conf       string "<max_size>:<slot_ttl_ms>:<handover_lease_ms>:<started_ttl_ms>"
+--   KEYS[8]  K:conf       string: the room's settings, as the SETTINGS argument below
 --   KEYS[9]  K:waiting    flag of blocking pool() waiters (see pool_acquire.lua)
 --   KEYS[10] K:wake       their wake list
 --   KEYS[11] registry     zset "{<registry>}": pool key -> version. Only on a single server:
 --                         on Redis Cluster it lives in another slot and the client keeps it.
 -- ARGV[1] of every room script: the pool key without its tag (the registry's member).
+-- SETTINGS (an argument of most room scripts) is one string, as RoomSettings in base.py:
+--   "<max_size>:<slot_ttl_ms>:<handover_lease_ms>:<started_ttl_ms>:<max_waiting>"
 -- Times are the server's (TIME), in ms.
 local SLOTS, ROOM, TIMED, PARKED = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local HANDED, UNTIL, STARTED, CONF = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
@@ -24,6 +26,13 @@ local NO_EXPIRY = 4503599627370496  -- 2^52 ms, as pool_acquire.lua
 local PRUNE_BATCH = 64
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+-- The numbers of a SETTINGS string: max_size, slot_ttl_ms, handover_lease_ms, started_ttl_ms,
+-- max_waiting.
+local function settings(text)
+  local size, ttl, lease, started, waiting = string.match(text, '^(%d+):(%d+):(%d+):(%d+):(%d+)$')
+  return tonumber(size), tonumber(ttl), tonumber(lease), tonumber(started), tonumber(waiting)
+end
 
 -- Expired slots and reservations, old started marks, hand-overs past their life (their
 -- reservation ended at the same moment; the payload goes with them).

@@ -5,21 +5,23 @@
 -- ARGV[2]  entry id
 -- ARGV[3]  payload
 -- ARGV[4]  delay in ms from now (>= 0)
--- ARGV[5]  max_size (>= 0; timed entries never take slots; a room's stored size is kept)
--- ARGV[6]  slot_ttl_ms: life of the hand-over once due
--- ARGV[7]  max_waiting: most timed entries
--- ARGV[8]  handover_lease_ms
--- ARGV[9]  started_ttl_ms
+-- ARGV[5]  SETTINGS (room_lib.lua); max_size >= 0 (timed entries never take slots, and a
+--          room's stored size is kept); slot_ttl_ms is the life of the hand-over once due;
+--          max_waiting bounds the timed entries
 -- returns  {status, held, parked_new}: status 4 parked (or already was: its due time is
 --          kept), 5 full (nothing parked)
 local entry = ARGV[2]
 -- a pool room keeps its size: timed entries never take slots, so they must not change it
-local size = string.match(redis.call('GET', CONF) or '', '^(%d+):') or ARGV[5]
-local conf = size .. ':' .. ARGV[6] .. ':' .. ARGV[8] .. ':' .. ARGV[9]
+local size = string.match(redis.call('GET', CONF) or '', '^(%d+):')
+local conf = ARGV[5]
+if size then
+  conf = size .. string.match(ARGV[5], '^%d+(:.*)$')
+end
+local _, _, _, _, max_waiting = settings(ARGV[5])
 prune()
 local status, parked_new = 4, 0
 if not redis.call('ZSCORE', TIMED, entry) and not redis.call('ZSCORE', HANDED, entry) then
-  if redis.call('ZCARD', TIMED) >= tonumber(ARGV[7]) then
+  if redis.call('ZCARD', TIMED) >= max_waiting then
     status = 5
   else
     redis.call('ZADD', TIMED, now + tonumber(ARGV[4]), entry)

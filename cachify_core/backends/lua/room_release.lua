@@ -3,11 +3,9 @@
 -- KEYS     as room_lib.lua
 -- ARGV[1]  pool key (untagged)
 -- ARGV[2]  token of the caller
--- ARGV[3]  max_size (>= 1)
--- ARGV[4]  slot_ttl_ms: lease of the reservations made
--- ARGV[5]  handover_lease_ms
--- ARGV[6]  started_ttl_ms
--- ARGV[7]  most hand-overs this call makes
+-- ARGV[3]  SETTINGS (room_lib.lua); max_size >= 1; slot_ttl_ms is the lease of the
+--          reservations made
+-- ARGV[4]  most hand-overs this call makes
 -- returns  {released, held, 0, id1, payload1, ...}: released 1 if the token held a live slot
 --          (0: expired or never taken; nothing of anyone else's is removed), held: entries
 --          the room still holds, then the hand-overs made, for the caller to publish
@@ -19,11 +17,7 @@ if ends then
     released = 1
   end
 end
-prune()
-local out = {}
-hand_free(tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[7]), out)
-keep_slots()
-if #out == 0 and released == 1 then
+local function wake()
   -- nobody parked: wake a blocking pool() waiter, as pool_release.lua does
   local waiting_ms = redis.call('PTTL', WAITING)
   if waiting_ms > 0 then
@@ -32,5 +26,20 @@ if #out == 0 and released == 1 then
     redis.call('PEXPIRE', WAKE, waiting_ms)
   end
 end
-local conf = ARGV[3] .. ':' .. ARGV[4] .. ':' .. ARGV[5] .. ':' .. ARGV[6]
-return reply(released, settle(conf), 0, out)
+if redis.call('EXISTS', ROOM) == 0 then
+  -- the common case: nobody is parked, nothing to hand over (as pool_release.lua)
+  keep_slots()
+  if released == 1 then
+    wake()
+  end
+  return {released, redis.call('ZCARD', TIMED) + redis.call('ZCARD', HANDED), 0}
+end
+prune()
+local out = {}
+local max_size, slot_ttl, lease = settings(ARGV[3])
+hand_free(max_size, slot_ttl, lease, tonumber(ARGV[4]), out)
+keep_slots()
+if #out == 0 and released == 1 then
+  wake()
+end
+return reply(released, settle(ARGV[3]), 0, out)

@@ -12,8 +12,7 @@ prune()
 local out = {}
 local conf = redis.call('GET', CONF)
 if conf then
-  local max_size, slot_ttl, lease = string.match(conf, '^(%d+):(%d+):(%d+):')
-  max_size, slot_ttl, lease = tonumber(max_size), tonumber(slot_ttl), tonumber(lease)
+  local max_size, slot_ttl, lease = settings(conf)
   hand_free(max_size, slot_ttl, lease, limit, out)
   local late = redis.call('ZRANGEBYSCORE', HANDED, '-inf', now, 'LIMIT', 0, limit)
   for _, id in ipairs(late) do

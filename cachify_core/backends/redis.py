@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -68,6 +69,8 @@ __all__ = [
     "is_sync_redis_client",
     "sync_twin",
 ]
+
+logger = logging.getLogger("cachify")
 
 #: Margin a waiter's "someone is waiting" mark lives beyond the wait it announced (waiters
 #: re-mark on every retry). A mark that lapses would cost only the wake-up, never safety.
@@ -306,6 +309,15 @@ def _rooms_reply(reply: Any) -> tuple[str, ...]:
     return tuple(_text(member) for member in reply)
 
 
+def _unlisted(key: str, exc: BaseException) -> None:
+    logger.warning(
+        "cachify: parked in %s but could not list the room in the registry (%s): a release still "
+        "hands it over; the sweep sees the room once another park lists it",
+        key,
+        exc,
+    )
+
+
 def _is_cluster(client: Any) -> bool:
     return not hasattr(client, "connection_pool")
 
@@ -452,7 +464,10 @@ class RedisBackend:
 
     def _listed(self, key: str, registry: str, reply: _RoomReply) -> _RoomReply:
         if self._cluster and reply.parked_new:
-            self._command("room_park", "ZINCRBY", _tag(registry), 1, key)
+            try:
+                self._command("room_park", "ZINCRBY", _tag(registry), 1, key)
+            except CachifyBackendError as exc:
+                _unlisted(key, exc)  # the park itself happened: report it as such
         return reply
 
     def room_acquire(
@@ -487,12 +502,20 @@ class RedisBackend:
     def room_sweep(self, key: str, registry: str, limit: int) -> RoomSweep:
         reply = _room_reply(self._script("room_sweep", _room_sweep(key, limit, self._registry(registry))))
         if self._cluster and reply.held == 0:
-            # the registry is in another slot: unlist unless a park listed the room meanwhile
-            version = self._command("room_sweep", "ZSCORE", _tag(registry), key)
-            stats = self.room_stats(key) if version is not None else None
-            if stats is not None and not (stats.parked or stats.handed or stats.timed):
-                self._script("room_sweep", (ROOMS_UNLIST, (_tag(registry),), (key, _text(version))))
+            try:  # the hand-overs are made: a failure here only leaves the room listed
+                self._unlist(key, registry)
+            except CachifyBackendError as exc:
+                logger.warning("cachify: could not take drained room %s off the registry: %s", key, exc)
         return RoomSweep(reply.handed, reply.held)
+
+    def _unlist(self, key: str, registry: str) -> None:
+        """Cluster: the registry is in another slot; unlist unless a park listed the room again."""
+        version = self._command("room_sweep", "ZSCORE", _tag(registry), key)
+        if version is None:
+            return
+        stats = self.room_stats(key)
+        if not (stats.parked or stats.handed or stats.timed):
+            self._script("room_sweep", (ROOMS_UNLIST, (_tag(registry),), (key, _text(version))))
 
     def room_stats(self, key: str) -> RoomStats:
         return _room_stats_reply(self._script("room_stats", _room_stats(key)))
@@ -629,7 +652,10 @@ class AsyncRedisBackend:
 
     async def _listed(self, key: str, registry: str, reply: _RoomReply) -> _RoomReply:
         if self._cluster and reply.parked_new:
-            await self._command("room_park", "ZINCRBY", _tag(registry), 1, key)
+            try:
+                await self._command("room_park", "ZINCRBY", _tag(registry), 1, key)
+            except CachifyBackendError as exc:
+                _unlisted(key, exc)
         return reply
 
     async def room_acquire(
@@ -667,11 +693,19 @@ class AsyncRedisBackend:
         call = _room_sweep(key, limit, self._registry(registry))
         reply = _room_reply(await self._script("room_sweep", call))
         if self._cluster and reply.held == 0:
-            version = await self._command("room_sweep", "ZSCORE", _tag(registry), key)
-            stats = await self.room_stats(key) if version is not None else None
-            if stats is not None and not (stats.parked or stats.handed or stats.timed):
-                await self._script("room_sweep", (ROOMS_UNLIST, (_tag(registry),), (key, _text(version))))
+            try:
+                await self._unlist(key, registry)
+            except CachifyBackendError as exc:
+                logger.warning("cachify: could not take drained room %s off the registry: %s", key, exc)
         return RoomSweep(reply.handed, reply.held)
+
+    async def _unlist(self, key: str, registry: str) -> None:
+        version = await self._command("room_sweep", "ZSCORE", _tag(registry), key)
+        if version is None:
+            return
+        stats = await self.room_stats(key)
+        if not (stats.parked or stats.handed or stats.timed):
+            await self._script("room_sweep", (ROOMS_UNLIST, (_tag(registry),), (key, _text(version))))
 
     async def room_stats(self, key: str) -> RoomStats:
         return _room_stats_reply(await self._script("room_stats", _room_stats(key)))

@@ -84,6 +84,17 @@ class CacheRead(NamedTuple):
 #   as started for ``started_ttl_ms``, so a second arrival of it (a duplicate publish) is
 #   recognised (``DUPLICATE``) and acknowledged without running.
 #
+# The room's key ``K`` is the pool's full key (``"<prefix><key>-pool"``, as ``pool``/``pool_acquire``
+# use it): the room's slots are the pool's. A room holding only timed entries (a rate limit's)
+# needs a key of its own that nothing else uses (e.g. ``"<prefix><key>-rate-room"``): ``{K}``
+# is always read as a slot set.
+#
+# A delivery's lifecycle over these calls: admission ``room_acquire`` (with the reservation its
+# message carries, if any) -> run on ACQUIRED/CLAIMED, acknowledge on PARKED/DUPLICATE, back off
+# on FULL; finish ``room_release``; publish every ``handed`` entry any call returns, at once, as a
+# delivery carrying ``entry_id`` as its reservation. Each process runs ``room_sweep`` on the
+# rooms ``rooms`` lists about once a second (:func:`cachify_core.rooms.start_sweeper`).
+#
 # What is stored, per pool key ``K`` (Redis key names; the memory backend keeps the same state
 # in process memory, on its monotonic clock):
 #

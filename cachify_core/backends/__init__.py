@@ -21,7 +21,18 @@ from typing import Any
 
 from ..errors import CachifyInitError
 from ..protocols import AsyncClient, SyncClient
-from .base import AsyncBackend, CacheRead, SyncBackend
+from .base import (
+    AsyncBackend,
+    CacheRead,
+    Handover,
+    RoomAdmission,
+    RoomRelease,
+    RoomSettings,
+    RoomStats,
+    RoomStatus,
+    RoomSweep,
+    SyncBackend,
+)
 from .client import AsyncClientBackend, ClientBackend, ThreadedAsyncBackend
 from .memory import DEFAULT_MAX_ENTRIES, AsyncMemoryBackend, MemoryStore
 from .redis import (
@@ -40,8 +51,15 @@ __all__ = [
     "AsyncMemoryBackend",
     "AsyncRedisBackend",
     "CacheRead",
+    "Handover",
     "MemoryStore",
     "RedisBackend",
+    "RoomAdmission",
+    "RoomRelease",
+    "RoomSettings",
+    "RoomStats",
+    "RoomStatus",
+    "RoomSweep",
     "SyncBackend",
     "resolve_backends",
 ]

@@ -29,9 +29,10 @@ from cachify_core.backends.base import (
 )
 from cachify_core.errors import CachifyUnsupportedError
 from cachify_core.rooms import registry_key, start_async_sweeper, start_sweeper, sweep, sweep_async
+from cachify_core.tokens import new_token
 
 from .conftest import WITH_CLUSTER
-from .support import KINDS, WAIT_S
+from .support import KINDS, WAIT_S, started
 
 pytestmark = pytest.mark.parametrize("backend", WITH_CLUSTER)
 
@@ -562,3 +563,70 @@ def test_a_release_with_nobody_parked_wakes_a_blocking_pool_waiter(make_cachify:
     worker.join(15)
     assert len(got_at) == 1
     assert got_at[0] - released_at < 2.0
+
+
+def test_threads_sharing_a_room_run_every_entry_once_within_the_cap(cachify: Cachify) -> None:
+    """4 threads, a pool of 2, a ``queue.Queue`` as the broker: each message is admitted through
+    the room, run, released with hand-over; hand-overs are put back on the queue."""
+    import queue
+
+    total, max_size, threads = 80, 2, 4
+    backend = cachify.sync_backend
+    key = f"{cachify.prefix}threads-pool"
+    settings = RoomSettings(registry=registry_key(cachify.prefix), max_size=max_size, slot_ttl_ms=10_000)
+    broker: queue.Queue[tuple[int, str | None]] = queue.Queue()
+    for n in range(total):
+        broker.put((n, None))
+    mutex = threading.Lock()
+    state = {"inside": 0, "peak": 0}
+    runs: list[int] = []
+    parked: set[int] = set()
+    handed: list[int] = []
+
+    def publish(handovers: tuple[Handover, ...]) -> None:
+        for h in handovers:
+            n = int(h.payload.decode())
+            with mutex:
+                handed.append(n)
+            broker.put((n, h.entry_id))
+
+    def work(worker: int) -> None:
+        deadline = time.monotonic() + WAIT_S * 4
+        while True:
+            with mutex:
+                if len(runs) == total:
+                    return
+            assert time.monotonic() < deadline, f"worker {worker}: {len(runs)} of {total} ran"
+            try:
+                n, reservation = broker.get(timeout=0.05)
+            except queue.Empty:
+                publish(backend.room_sweep(key, settings.registry, 100).handed)
+                continue
+            token = new_token()
+            admission = backend.room_acquire(key, token, new_token(), str(n).encode(), settings, reservation)
+            publish(admission.handed)
+            if admission.status is RoomStatus.PARKED:
+                with mutex:
+                    parked.add(n)
+                continue
+            assert admission.status in (RoomStatus.ACQUIRED, RoomStatus.CLAIMED), admission
+            with mutex:
+                state["inside"] += 1
+                state["peak"] = max(state["peak"], state["inside"])
+            time.sleep(0.002)
+            with mutex:
+                state["inside"] -= 1
+                runs.append(n)
+            released = backend.room_release(key, token, settings)
+            assert released.released
+            publish(released.handed)
+
+    workers = [started(lambda i=i: work(i)) for i in range(threads)]  # type: ignore[misc]
+    for worker in workers:
+        worker.finish(WAIT_S * 5)  # re-raises a worker's assertion
+    assert sorted(runs) == list(range(total))
+    assert 1 <= state["peak"] <= max_size
+    assert parked, "the pool was never full"
+    assert sorted(handed) == sorted(parked)  # every parked entry handed over once, only those
+    assert backend.room_stats(key) == RoomStats(0, 0.0, 0, 0)
+    assert backend.pool_size(key) == 0

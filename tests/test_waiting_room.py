@@ -621,7 +621,7 @@ def test_threads_sharing_a_room_run_every_entry_once_within_the_cap(cachify: Cac
             assert released.released
             publish(released.handed)
 
-    workers = [started(lambda i=i: work(i)) for i in range(threads)]  # type: ignore[misc]
+    workers = [started(lambda i=i: work(i)) for i in range(threads)]
     for worker in workers:
         worker.finish(WAIT_S * 5)  # re-raises a worker's assertion
     assert sorted(runs) == list(range(total))

@@ -138,10 +138,10 @@ def round_trip_rows(url: str) -> list[str]:
             ("room_acquire (parks)", lambda: backend.room_acquire(key, "t1", "e1", b"p", settings)),
             ("room_release (hands over)", lambda: backend.room_release(key, "t0", settings)),
             ("room_acquire (claims)", lambda: backend.room_acquire(key, "t2", "e2", b"p", settings, "e1")),
-            ("room_release (nothing to hand)", lambda: backend.room_release(key, "t2", settings)),
+            ("room_release (ends a claim)", lambda: backend.room_release(key, "t2", settings, "e1")),
             ("room_park_until", lambda: backend.room_park_until(key, "x", b"p", 0, settings)),
             ("room_sweep", lambda: backend.room_sweep(key, settings.registry, 100)),
-            ("room_arrive", lambda: backend.room_arrive(key, "x", settings)),
+            ("room_arrive", lambda: backend.room_arrive(key, "t3", "c", b"p", settings, "x")),
             ("room_stats", lambda: backend.room_stats(key)),
             ("rooms", lambda: backend.rooms(settings.registry)),
             ("pool_acquire", lambda: backend.pool_acquire(key + "2", "t", 1, 1000, False)),
@@ -200,19 +200,19 @@ def speed_rows(url: str, quick: bool) -> list[str]:
             backend.room_acquire(key, token, new_token(), payload, settings)
             backend.room_release(key, token, settings)
 
-    state = {"holder": new_token()}
-    assert backend.room_acquire(f"{PREFIX}cycle-pool", state["holder"], "e", payload, full).status is (
-        RoomStatus.ACQUIRED
-    )
+    state: dict[str, str | None] = {"holder": new_token(), "claimed": None}
+    first = backend.room_acquire(f"{PREFIX}cycle-pool", str(state["holder"]), "e", payload, full)
+    assert first.status is RoomStatus.ACQUIRED
 
     def cycle(n: int) -> None:
         key = f"{PREFIX}cycle-pool"
         for _ in range(n):
             entry = new_token()
             backend.room_acquire(key, new_token(), entry, payload, full)  # parks
-            backend.room_release(key, state["holder"], full)  # hands `entry` over
-            state["holder"] = new_token()
-            backend.room_acquire(key, state["holder"], new_token(), payload, full, entry)  # claims
+            backend.room_release(key, str(state["holder"]), full, state["claimed"])  # hands `entry` over
+            holder = state["holder"] = new_token()
+            backend.room_acquire(key, holder, new_token(), payload, full, entry)  # claims
+            state["claimed"] = entry
 
     def idle_tick(n: int) -> None:
         for _ in range(n):

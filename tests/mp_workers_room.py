@@ -77,7 +77,7 @@ def room_worker(url: str, prefix: str, worker_id: int, total: int, max_size: int
             raw.decr(prefix + "inside")
             raw.rpush(prefix + "done", message["n"])
             t0 = time.monotonic_ns()
-            released = backend.room_release(key, token, settings)
+            released = backend.room_release(key, token, settings, message["reservation"])
             publish(released.handed, t0, time.monotonic_ns())
             assert released.released
 

@@ -66,15 +66,16 @@ class Room:
         payload = f"payload of {entry}".encode()
         return await self._call("room_acquire", self.key, token, entry, payload, self.settings, reservation)  # type: ignore[no-any-return]
 
-    async def release(self, token: str) -> RoomRelease:
-        return await self._call("room_release", self.key, token, self.settings)  # type: ignore[no-any-return]
+    async def release(self, token: str, claimed: str | None = None) -> RoomRelease:
+        return await self._call("room_release", self.key, token, self.settings, claimed)  # type: ignore[no-any-return]
 
     async def park_until(self, entry: str, delay_ms: int) -> RoomAdmission:
         payload = f"payload of {entry}".encode()
         return await self._call("room_park_until", self.key, entry, payload, delay_ms, self.settings)  # type: ignore[no-any-return]
 
-    async def arrive(self, entry: str) -> RoomStatus:
-        return await self._call("room_arrive", self.key, entry, self.settings)  # type: ignore[no-any-return]
+    async def arrive(self, reservation: str, token: str = "arriver", copy: str = "copy") -> RoomStatus:
+        payload = f"payload of {copy}".encode()
+        return await self._call("room_arrive", self.key, token, copy, payload, self.settings, reservation)  # type: ignore[no-any-return]
 
     async def sweep(self, limit: int = 100) -> RoomSweep:
         return await self._call("room_sweep", self.key, self.registry, limit)  # type: ignore[no-any-return]
@@ -117,12 +118,13 @@ async def test_release_hands_the_slot_to_the_oldest_parked_entry(cachify: Cachif
     assert await room.acquire("t0", "e0") == RoomAdmission(RoomStatus.ACQUIRED, ())
     for entry in ("e1", "e2", "e3"):
         assert await room.acquire(f"t-{entry}", entry) == RoomAdmission(RoomStatus.PARKED, ())
-    assert (await room.stats())[0::2] == (3, 0)
+    stats = await room.stats()
+    assert (stats.parked, stats.handed) == (3, 0)
 
     order: list[str] = []
-    token = "t0"
+    token, claimed = "t0", None
     for n in range(3):
-        released = await room.release(token)
+        released = await room.release(token, claimed)
         assert released.released
         assert len(released.handed) == 1
         assert released.handed == held_by(room, released.handed[0].entry_id)  # payload as parked
@@ -130,11 +132,11 @@ async def test_release_hands_the_slot_to_the_oldest_parked_entry(cachify: Cachif
         order.append(entry)
         stats = await room.stats()
         assert (stats.parked, stats.handed) == (2 - n, 1)
-        token = f"run-{entry}"
+        claimed, token = entry, f"run-{entry}"
         assert (await room.acquire(token, f"fresh-{n}", reservation=entry)).status is RoomStatus.CLAIMED
         assert await room.size() == 1
     assert order == ["e1", "e2", "e3"]
-    last = await room.release(token)
+    last = await room.release(token, claimed)
     assert last == RoomRelease(True, ())
     assert await room.stats() == RoomStats(0, 0.0, 0, 0)
     assert await room.size() == 0
@@ -225,10 +227,14 @@ async def test_arrival_claims_the_reservation_once(cachify: Cachify, kind: str) 
     assert (await room.stats()).handed == 0  # confirmed: the payload is gone
     assert (await room.acquire("dup", "again-2", reservation="e1")).status is RoomStatus.DUPLICATE
     assert await room.size() == 1  # the duplicate took nothing
+    assert (await room.stats()).watching == 1  # ...but is kept, in case the claimer dies
     # the claimed slot is the claimer's own lease, with a fresh ttl: it outlives the reservation's
     assert (await room.sweep()).handed == ()
-    assert await room.release("run") == RoomRelease(True, ())
+    assert await room.release("run", claimed="e1") == RoomRelease(True, ())
+    assert (await room.stats()).watching == 0  # the claim finished: the copy is dropped
     assert (await room.acquire("dup", "again-3", reservation="e1")).status is RoomStatus.DUPLICATE
+    assert await room.stats() == RoomStats(0, 0.0, 0, 0, 0)
+    assert await room.sweep() == RoomSweep((), 0)
 
 
 async def test_an_unclaimed_reservation_expires_and_the_sweep_gives_the_slot_to_the_next(
@@ -279,6 +285,7 @@ async def test_a_hand_over_not_confirmed_in_its_lease_is_returned_again_once_per
     assert at2 - at >= 0.25 - CLOCK_SLACK_S - 0.02
     assert (await room.acquire("run", "x", reservation="e1")).status is RoomStatus.CLAIMED
     assert (await room.sweep()) == RoomSweep((), 0)
+    assert await room.release("run", claimed="e1") == RoomRelease(True, ())
 
 
 # -- timed entries ----------------------------------------------------------------------------------
@@ -296,14 +303,19 @@ async def test_a_timed_entry_is_returned_when_due_and_not_before(cachify: Cachif
     assert ids(second.handed) == ["late"]
     assert at - parked_at >= 0.4 - CLOCK_SLACK_S
     assert (await room.stats()).timed == 0
-    assert await room.arrive("soon") is RoomStatus.CLAIMED
-    assert await room.arrive("soon") is RoomStatus.DUPLICATE
+    assert await room.arrive("soon", token="run-soon") is RoomStatus.CLAIMED
+    assert await room.size() == 1  # the claim's lease, in the room's own slot set
+    assert await room.arrive("soon", token="dup") is RoomStatus.DUPLICATE
+    assert await room.release("run-soon", claimed="soon") == RoomRelease(True, ())
+    assert await room.arrive("soon", token="dup") is RoomStatus.DUPLICATE
     assert await room.arrive("never-parked") is RoomStatus.UNKNOWN
     # "late" was not confirmed: after its lease it is returned again, then claimed
     again, _ = await room.swept_until(lambda r: r.handed != ())
     assert again.handed == held_by(room, "late")
-    assert await room.arrive("late") is RoomStatus.CLAIMED
+    assert await room.arrive("late", token="run-late") is RoomStatus.CLAIMED
+    assert await room.release("run-late", claimed="late") == RoomRelease(True, ())
     assert await room.sweep() == RoomSweep((), 0)
+    assert await room.stats() == RoomStats(0, 0.0, 0, 0, 0)
 
 
 async def test_timed_entries_are_bounded_and_never_take_slots(cachify: Cachify, kind: str) -> None:
@@ -335,7 +347,7 @@ async def test_the_registry_lists_rooms_with_entries_and_empties_when_they_drain
     assert (await a.sweep()) == RoomSweep((), 0)
     assert await a.rooms() == {b.key}
     assert ids((await b.sweep()).handed) == ["x"]
-    assert await b.arrive("x") is RoomStatus.CLAIMED
+    assert await b.arrive("x", token="run-x") is RoomStatus.CLAIMED
     assert await b.sweep() == RoomSweep((), 0)
     assert await a.rooms() == set()
 
@@ -439,7 +451,7 @@ def test_memory_rooms_leave_nothing_behind(backend: str) -> None:
     assert store.room_acquire("k", "t1", "e1", b"p", settings).status is RoomStatus.PARKED
     assert ids(store.room_release("k", "t0", settings).handed) == ["e1"]
     assert store.room_acquire("k", "run", "x", b"p", settings, "e1").status is RoomStatus.CLAIMED
-    assert store.room_release("k", "run", settings) == RoomRelease(True, ())
+    assert store.room_release("k", "run", settings, claimed="e1") == RoomRelease(True, ())
     time.sleep(0.002)  # the started mark (1 ms) runs out
     store._sweep(time.monotonic())
     assert (store._rooms, store._pools, store._registries) == ({}, {}, {})
@@ -617,7 +629,7 @@ def test_threads_sharing_a_room_run_every_entry_once_within_the_cap(cachify: Cac
             with mutex:
                 state["inside"] -= 1
                 runs.append(n)
-            released = backend.room_release(key, token, settings)
+            released = backend.room_release(key, token, settings, reservation)
             assert released.released
             publish(released.handed)
 
@@ -628,5 +640,60 @@ def test_threads_sharing_a_room_run_every_entry_once_within_the_cap(cachify: Cac
     assert 1 <= state["peak"] <= max_size
     assert parked, "the pool was never full"
     assert sorted(handed) == sorted(parked)  # every parked entry handed over once, only those
-    assert backend.room_stats(key) == RoomStats(0, 0.0, 0, 0)
+    assert backend.room_stats(key) == RoomStats(0, 0.0, 0, 0, 0)
     assert backend.pool_size(key) == 0
+
+
+# -- claims: duplicates never run twice, a killed claim's redelivery is never lost ---------------------
+async def test_a_killed_claimers_redelivery_runs_once_its_slot_runs_out(cachify: Cachify, kind: str) -> None:
+    room = Room(cachify, kind, "killed", slot_ttl_ms=300, handover_lease_ms=10_000)
+    assert (await room.acquire("t0", "e0")).status is RoomStatus.ACQUIRED
+    assert (await room.acquire("t1", "e1")).status is RoomStatus.PARKED
+    assert ids((await room.release("t0")).handed) == ["e1"]
+    assert (await room.acquire("victim", "x", reservation="e1")).status is RoomStatus.CLAIMED
+    # the victim is killed mid-run; the broker redelivers its message at once
+    assert (await room.acquire("t2", "copy", reservation="e1")).status is RoomStatus.DUPLICATE
+    assert (await room.stats()).watching == 1
+    assert (await room.acquire("t3", "copy-2", reservation="e1")).status is RoomStatus.DUPLICATE
+    assert (await room.stats()).watching == 1  # one copy is enough
+    killed_at = time.monotonic()
+    result, at = await room.swept_until(lambda r: r.handed != ())
+    assert result.handed == held_by(room, "copy")  # the copy runs, on a reserved slot
+    assert at - killed_at >= 0.3 - CLOCK_SLACK_S - 0.05  # not before the victim's lease ran out
+    assert (await room.acquire("t4", "y", reservation="copy")).status is RoomStatus.CLAIMED
+    # the claim of e1 was handed to the copy: more copies of e1 are duplicates, kept nowhere
+    assert (await room.acquire("t5", "copy-3", reservation="e1")).status is RoomStatus.DUPLICATE
+    assert (await room.stats()).watching == 0
+
+
+async def test_a_copy_arriving_after_a_dead_claimers_slot_ran_out_takes_the_claim_over(
+    cachify: Cachify, kind: str
+) -> None:
+    room = Room(cachify, kind, "takeover", slot_ttl_ms=300)
+    assert (await room.acquire("t0", "e0")).status is RoomStatus.ACQUIRED
+    assert (await room.acquire("t1", "e1")).status is RoomStatus.PARKED
+    assert ids((await room.release("t0")).handed) == ["e1"]
+    assert (await room.acquire("victim", "x", reservation="e1")).status is RoomStatus.CLAIMED
+    deadline = time.monotonic() + WAIT_S
+    while await room.size() > 0:  # killed, and its lease runs out before any copy arrives
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    assert (await room.acquire("heir", "copy", reservation="e1")).status is RoomStatus.ACQUIRED
+    assert (await room.acquire("t2", "copy-2", reservation="e1")).status is RoomStatus.DUPLICATE
+    assert await room.release("heir", claimed="e1") == RoomRelease(True, ())
+    assert await room.stats() == RoomStats(0, 0.0, 0, 0, 0)
+    assert (await room.acquire("t3", "copy-3", reservation="e1")).status is RoomStatus.DUPLICATE
+    assert await room.size() == 0
+
+
+async def test_a_killed_timed_claimers_redelivery_comes_due_again(cachify: Cachify, kind: str) -> None:
+    room = Room(cachify, kind, "timed-killed", max_size=0, slot_ttl_ms=300, handover_lease_ms=10_000)
+    assert (await room.park_until("r", 0)).status is RoomStatus.PARKED
+    assert ids((await room.swept_until(lambda r: r.handed != ()))[0].handed) == ["r"]
+    assert await room.arrive("r", token="victim") is RoomStatus.CLAIMED
+    assert await room.arrive("r", token="t2", copy="copy") is RoomStatus.DUPLICATE
+    result, _ = await room.swept_until(lambda r: r.handed != ())
+    assert result.handed == held_by(room, "copy")
+    assert await room.arrive("copy", token="t3") is RoomStatus.CLAIMED
+    assert await room.release("t3", claimed="copy") == RoomRelease(True, ())
+    assert await room.sweep() == RoomSweep((), 0)

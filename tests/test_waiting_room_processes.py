@@ -11,6 +11,7 @@ from collections import Counter
 import redis
 
 from cachify_core import init_cachify
+from cachify_core.backends import RoomStats
 from cachify_core.rooms import registry_key
 
 from . import mp_workers_room
@@ -59,6 +60,6 @@ def test_every_entry_runs_once_at_most_two_at_a_time_in_fifo_order(
     ]
     assert inversions == []
     c = init_cachify(url=flushed_redis_url, is_global=False, prefix=prefix)
-    assert c.pool("shared", max_size).waiting() == (0, 0.0, 0, 0)
+    assert c.pool("shared", max_size).waiting() == RoomStats(0, 0.0, 0, 0, 0)
     assert c.pool("shared", max_size).size() == 0
     assert c.sync_backend.rooms(registry_key(prefix)) == ()

@@ -81,8 +81,16 @@ class CacheRead(NamedTuple):
 #   both re-publish within one lease). A hand-over is given up ``slot_ttl_ms`` after it was made
 #   (its payload deleted, its reservation expired): a delivery arriving later is simply new.
 # * an arrival **claims** the hand-over: the payload is deleted and the entry id is remembered
-#   as started for ``started_ttl_ms``, so a second arrival of it (a duplicate publish) is
-#   recognised (``DUPLICATE``) and acknowledged without running.
+#   as claimed by the arriving delivery's token (its slot) for at least ``started_ttl_ms``, and
+#   as long as that slot lives. A later arrival of the same id is a ``DUPLICATE`` (acknowledge,
+#   do not run) in every case but one: if the claimer died unfinished (its slot ran out before
+#   a ``room_release`` naming the claim), the store cannot have known it while the slot lived,
+#   so the **first copy arriving while the claimer's slot lives is kept** as a *watcher*: dropped
+#   when the claim finishes, put first in line (a timed one: due at once) when the claimer's
+#   slot runs out first. A copy arriving after a dead claimer's slot ran out, with no watcher,
+#   *takes the claim over* (it goes the normal way). So a duplicate publish never runs twice,
+#   and a broker's redelivery of a killed run is never lost; it runs once more, at the latest
+#   when the killed claimer's slot expires.
 #
 # The room's key ``K`` is the pool's full key (``"<prefix><key>-pool"``, as ``pool``/``pool_acquire``
 # use it): the room's slots are the pool's. A room holding only timed entries (a rate limit's)
@@ -108,10 +116,13 @@ class CacheRead(NamedTuple):
 # ``{K}:until``          hand-overs: entry id -> given up at (server ms)
 # ``{K}:started``        claimed entry ids: entry id -> remembered until (server ms)
 # ``{K}:conf``           the room's settings, for sweepers that know only the key
-# ``{<registry>}``       the registry: rooms with parked, timed or handed-over entries
+# ``{K}:claims``         claimed entry ids -> the claimer's token (``""``: finished, or replaced)
+# ``{K}:watch``          claimed entry ids -> the copy watching the claim (payload in ``:parked``)
+# ``{<registry>}``       the registry: rooms with parked, timed, watching or handed-over entries
 # =====================  ====================================================================
 #
-# Lifetimes: ``:room``, ``:timed``, ``:parked`` and ``:conf`` never expire while an entry waits
+# Lifetimes: ``:room``, ``:timed``, ``:watch``, ``:parked``, ``:claims`` and ``:conf`` never
+# expire while an entry waits
 # (however long); with nothing waiting, what is left of a room expires when its last hand-over
 # is given up, and ``:started`` with its last mark. The registry lists a room while it has
 # parked, timed or handed-over entries. On a single Redis server (and the memory backend) every
@@ -143,8 +154,8 @@ class RoomSettings:
     """How one pool's waiting room behaves; validated here, before any I/O.
 
     ``registry`` is the registry key (one per key prefix, e.g. ``"<prefix>waiting-rooms"``);
-    ``max_size`` the pool's slots (``room_acquire``/``room_release`` need >= 1; a room holding
-    only timed entries may say 0); ``slot_ttl_ms`` the lease of a slot taken by
+    ``max_size`` the pool's slots (``room_acquire`` needs >= 1; a room holding only timed
+    entries says 0); ``slot_ttl_ms`` the lease of a slot taken by
     ``room_acquire``, of a reservation, and the life of any hand-over; ``max_waiting`` the most
     parked entries (and, separately, the most timed entries) the room holds.
     """
@@ -177,7 +188,7 @@ class RoomStatus(enum.Enum):
 
     ACQUIRED = "acquired"  #: the token holds a slot (the pool had one free and nobody waited)
     CLAIMED = "claimed"  #: the reservation became the token's slot (or the timed entry arrived)
-    DUPLICATE = "duplicate"  #: this reservation was claimed before: acknowledge, do not run
+    DUPLICATE = "duplicate"  #: this reservation was claimed: acknowledge, do not run (see above)
     PARKED = "parked"  #: the entry waits in the room (it was parked now, or already was)
     FULL = "full"  #: the room holds ``max_waiting`` entries: nothing was parked
     UNKNOWN = "unknown"  #: ``room_arrive``: no hand-over of that id (given up, or never made)
@@ -217,13 +228,14 @@ class RoomSweep(NamedTuple):
 class RoomStats(NamedTuple):
     """A waiting room right now: ``parked`` entries waiting for a slot, how long the oldest of
     them has waited (``oldest_wait_s``, 0.0 if none), live hand-overs not yet arrived
-    (``handed``, each holding a reserved slot if it came from the FIFO line) and ``timed``
-    entries not yet due."""
+    (``handed``, each holding a reserved slot if it came from the FIFO line), ``timed``
+    entries not yet due, and copies ``watching`` a running claim."""
 
     parked: int
     oldest_wait_s: float
     handed: int
     timed: int
+    watching: int = 0
 
 
 class SyncBackend(Protocol):
@@ -307,12 +319,15 @@ class SyncBackend(Protocol):
     ) -> RoomAdmission:
         """Take a slot of pool ``key`` for ``token``, or park ``(entry_id, payload)``: one atomic step.
 
-        In order: expired slots, reservations and started marks are pruned. With
-        ``reservation`` (the entry id a handed-over delivery carries): if that id was claimed
-        within ``started_ttl_ms`` -> ``DUPLICATE``; if its reservation is live it becomes
-        ``token``'s slot (lease ``slot_ttl_ms`` from now), its payload is deleted, the id is
-        marked started -> ``CLAIMED``; otherwise (given up) the call goes on as if it had no
-        reservation. Then free slots go to the oldest parked entries first (reserved, returned in
+        In order: expired slots, reservations and claims are pruned. With ``reservation`` (the
+        entry id a handed-over delivery carries): if that id was claimed -> ``DUPLICATE``, except
+        that the first copy arriving while the claimer's slot lives is kept as its watcher (see
+        the section above: ``entry_id``/``payload`` are what is kept), and that a copy arriving
+        after a dead claimer's slot ran out takes the claim over and goes on as below; if its
+        reservation is live it becomes ``token``'s slot (lease ``slot_ttl_ms`` from now), its
+        payload is deleted, ``token`` is recorded as its claimer -> ``CLAIMED``; otherwise (given
+        up) the call goes on as if it had no reservation. End a claimed run with
+        ``room_release(..., claimed=reservation)``. Then free slots go to the oldest parked entries first (reserved, returned in
         ``handed``, at most :data:`HANDOVER_BATCH`); if ``entry_id`` is already parked ->
         ``PARKED`` (a retried call); if a slot is still free, nobody waits and it is leased to
         ``token`` -> ``ACQUIRED``; else the entry is parked at the tail -> ``PARKED``, unless the
@@ -321,11 +336,18 @@ class SyncBackend(Protocol):
         """
         ...
 
-    def room_release(self, key: str, token: str, room: RoomSettings) -> RoomRelease:
+    def room_release(
+        self, key: str, token: str, room: RoomSettings, claimed: str | None = None
+    ) -> RoomRelease:
         """Give back ``token``'s slot (owner-checked, as ``pool_release``) and hand the free
         slots (this one and any freed by expiry) to the oldest parked entries, reserving them:
         their payloads come back in ``handed`` for the caller to publish at once. With nobody
-        parked it wakes a blocking ``pool()`` waiter, as ``pool_release`` does."""
+        parked it wakes a blocking ``pool()`` waiter, as ``pool_release`` does.
+
+        ``claimed``: the reservation this run claimed (``room_acquire``/``room_arrive``), if
+        any: the claim is finished, later copies of it are duplicates and the copy watching it
+        is dropped. Leave it out for a run that claimed nothing. ``room.max_size`` may be 0 here
+        (a timed room's claim lease)."""
         ...
 
     def room_park_until(
@@ -338,10 +360,16 @@ class SyncBackend(Protocol):
         affected, and timed ones never take slots."""
         ...
 
-    def room_arrive(self, key: str, entry_id: str, room: RoomSettings) -> RoomStatus:
-        """A delivery of a timed entry's hand-over arrived: ``CLAIMED`` (its payload deleted, the
-        id marked started), ``DUPLICATE`` (claimed before, within ``started_ttl_ms``), or
-        ``UNKNOWN`` (no such hand-over: given up, or never made)."""
+    def room_arrive(
+        self, key: str, token: str, entry_id: str, payload: bytes, room: RoomSettings, reservation: str
+    ) -> RoomStatus:
+        """A delivery of timed entry ``reservation``'s hand-over arrived: ``CLAIMED`` (payload
+        deleted; ``token`` holds the claim as a lease of ``slot_ttl_ms`` in this room's slot
+        set: renew it with ``pool_extend``, end it with ``room_release(key, token, room,
+        claimed=reservation)``), ``DUPLICATE`` (claimed before: the claim runs or finished; the
+        first copy arriving while it runs is kept as ``(entry_id, payload)`` and is due at once
+        if the claimer dies unfinished), or ``UNKNOWN`` (no such hand-over: given up, or never
+        made; go on as a new delivery)."""
         ...
 
     def room_sweep(self, key: str, registry: str, limit: int) -> RoomSweep:
@@ -408,13 +436,17 @@ class AsyncBackend(Protocol):
         reservation: str | None = None,
     ) -> RoomAdmission: ...
 
-    async def room_release(self, key: str, token: str, room: RoomSettings) -> RoomRelease: ...
+    async def room_release(
+        self, key: str, token: str, room: RoomSettings, claimed: str | None = None
+    ) -> RoomRelease: ...
 
     async def room_park_until(
         self, key: str, entry_id: str, payload: bytes, delay_ms: int, room: RoomSettings
     ) -> RoomAdmission: ...
 
-    async def room_arrive(self, key: str, entry_id: str, room: RoomSettings) -> RoomStatus: ...
+    async def room_arrive(
+        self, key: str, token: str, entry_id: str, payload: bytes, room: RoomSettings, reservation: str
+    ) -> RoomStatus: ...
 
     async def room_sweep(self, key: str, registry: str, limit: int) -> RoomSweep: ...
 

@@ -236,7 +236,9 @@ class ClientBackend:
     ) -> RoomAdmission:
         raise _no_room(self.name, "room_acquire")
 
-    def room_release(self, key: str, token: str, room: RoomSettings) -> RoomRelease:
+    def room_release(
+        self, key: str, token: str, room: RoomSettings, claimed: str | None = None
+    ) -> RoomRelease:
         raise _no_room(self.name, "room_release")
 
     def room_park_until(
@@ -244,7 +246,9 @@ class ClientBackend:
     ) -> RoomAdmission:
         raise _no_room(self.name, "room_park_until")
 
-    def room_arrive(self, key: str, entry_id: str, room: RoomSettings) -> RoomStatus:
+    def room_arrive(
+        self, key: str, token: str, entry_id: str, payload: bytes, room: RoomSettings, reservation: str
+    ) -> RoomStatus:
         raise _no_room(self.name, "room_arrive")
 
     def room_sweep(self, key: str, registry: str, limit: int) -> RoomSweep:
@@ -351,7 +355,9 @@ class AsyncClientBackend:
     ) -> RoomAdmission:
         raise _no_room(self.name, "room_acquire")
 
-    async def room_release(self, key: str, token: str, room: RoomSettings) -> RoomRelease:
+    async def room_release(
+        self, key: str, token: str, room: RoomSettings, claimed: str | None = None
+    ) -> RoomRelease:
         raise _no_room(self.name, "room_release")
 
     async def room_park_until(
@@ -359,7 +365,9 @@ class AsyncClientBackend:
     ) -> RoomAdmission:
         raise _no_room(self.name, "room_park_until")
 
-    async def room_arrive(self, key: str, entry_id: str, room: RoomSettings) -> RoomStatus:
+    async def room_arrive(
+        self, key: str, token: str, entry_id: str, payload: bytes, room: RoomSettings, reservation: str
+    ) -> RoomStatus:
         raise _no_room(self.name, "room_arrive")
 
     async def room_sweep(self, key: str, registry: str, limit: int) -> RoomSweep:
@@ -445,7 +453,9 @@ class ThreadedAsyncBackend:
     ) -> RoomAdmission:
         raise _no_room(self.name, "room_acquire")
 
-    async def room_release(self, key: str, token: str, room: RoomSettings) -> RoomRelease:
+    async def room_release(
+        self, key: str, token: str, room: RoomSettings, claimed: str | None = None
+    ) -> RoomRelease:
         raise _no_room(self.name, "room_release")
 
     async def room_park_until(
@@ -453,7 +463,9 @@ class ThreadedAsyncBackend:
     ) -> RoomAdmission:
         raise _no_room(self.name, "room_park_until")
 
-    async def room_arrive(self, key: str, entry_id: str, room: RoomSettings) -> RoomStatus:
+    async def room_arrive(
+        self, key: str, token: str, entry_id: str, payload: bytes, room: RoomSettings, reservation: str
+    ) -> RoomStatus:
         raise _no_room(self.name, "room_arrive")
 
     async def room_sweep(self, key: str, registry: str, limit: int) -> RoomSweep:

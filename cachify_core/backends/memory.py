@@ -66,6 +66,14 @@ def _check_slots(room: RoomSettings, op: str) -> None:
         raise ValueError(f"{op}: RoomSettings.max_size must be >= 1 for a pool, got {room.max_size}")
 
 
+def _keep_size(state: _Room, room: RoomSettings) -> RoomSettings:
+    """``room`` with the room's stored max_size kept: timed entries and claims never take a
+    pool's slots, so their callers (who may say 0) must not change its size."""
+    if state.conf is not None and state.conf.max_size != room.max_size:
+        return dataclasses.replace(room, max_size=state.conf.max_size)
+    return room
+
+
 def _resolve(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
@@ -83,26 +91,47 @@ class _Handed:
 
 
 class _Room:
-    """One pool's waiting room (the memory twin of the ``{K}:room`` ... ``{K}:conf`` keys)."""
+    """One pool's waiting room (the memory twin of the ``{K}:room`` ... ``{K}:watch`` keys)."""
 
-    __slots__ = ("conf", "handed", "queue", "started", "timed", "timed_heap")
+    __slots__ = (
+        "claims",
+        "conf",
+        "handed",
+        "queue",
+        "started",
+        "started_heap",
+        "timed",
+        "timed_heap",
+        "watch",
+    )
 
     def __init__(self) -> None:
         self.queue: OrderedDict[str, tuple[float, bytes]] = OrderedDict()  # FIFO: (parked at, payload)
         self.timed: dict[str, tuple[float, bytes]] = {}  # entry -> (due, payload)
         self.timed_heap: list[tuple[float, int, str]] = []  # (due, seq, entry); stale ones skipped
         self.handed: dict[str, _Handed] = {}
-        self.started: OrderedDict[str, float] = OrderedDict()  # entry -> remembered until
+        self.started: dict[str, float] = {}  # claimed entry -> remembered until
+        self.started_heap: list[tuple[float, int, str]] = []  # (until, seq, entry); stale ones skipped
+        self.claims: dict[str, str] = {}  # claimed entry -> claimer token ("" finished or replaced)
+        self.watch: dict[str, tuple[str, str, bytes]] = {}  # claimed entry -> (kind, copy id, payload)
         self.conf: RoomSettings | None = None
 
     def held(self) -> int:
-        return len(self.queue) + len(self.timed) + len(self.handed)
+        return len(self.queue) + len(self.timed) + len(self.handed) + len(self.watch)
 
-    def prune(self, now: float) -> None:
-        while self.started and next(iter(self.started.values())) <= now:
-            self.started.popitem(last=False)
-        for entry in [e for e, h in self.handed.items() if h.until <= now]:
-            del self.handed[entry]
+    def remember(self, entry: str, until: float) -> None:
+        self.started[entry] = until
+        heapq.heappush(self.started_heap, (until, next(_timed_seq), entry))
+
+    def park_first(self, entry: str, payload: bytes, now: float) -> None:
+        """Put ``entry`` first in line (it was started before anyone waiting)."""
+        at = now
+        if self.queue:
+            head = next(iter(self.queue.values()))[0]
+            if head <= at:
+                at = head - 1e-6
+        self.queue[entry] = (at, payload)
+        self.queue.move_to_end(entry, last=False)
 
 
 _timed_seq = itertools.count()
@@ -293,8 +322,65 @@ class MemoryStore:
         room = self._rooms.get(key)
         if room is None:
             room = self._rooms[key] = _Room()
-        room.prune(now)
+        self._prune_room(key, room, now)
         return room
+
+    def _claimer_live(self, key: str, room: _Room, entry: str, now: float) -> float | None:
+        """The lease end of ``entry``'s claimer while it still runs."""
+        claimer = room.claims.get(entry)
+        if claimer:
+            ends = self._pools.get(key, {}).get(claimer)
+            if ends is not None and ends > now:
+                return ends
+        return None
+
+    def _resolve_watch(self, key: str, room: _Room, entry: str, now: float) -> None:
+        """The copy watching claim ``entry``: kept while the claimer runs, dropped once it
+        finished, first in line (a timed one: due now) once the claimer died unfinished."""
+        watching = room.watch.get(entry)
+        if watching is None or self._claimer_live(key, room, entry, now) is not None:
+            return
+        del room.watch[entry]
+        kind, copy, payload = watching
+        if room.claims.get(entry):
+            room.claims[entry] = ""  # the copy runs instead; later copies are duplicates
+            if kind == "t":
+                room.timed[copy] = (now, payload)
+                heapq.heappush(room.timed_heap, (now, next(_timed_seq), copy))
+            else:
+                room.park_first(copy, payload, now)
+
+    def _prune_room(self, key: str, room: _Room, now: float) -> None:
+        while room.started_heap and room.started_heap[0][0] <= now:
+            until, _seq, entry = heapq.heappop(room.started_heap)
+            if room.started.get(entry) != until:
+                continue  # a stale heap entry
+            ends = self._claimer_live(key, room, entry, now)
+            if ends is not None:
+                room.remember(entry, ends)  # kept while the claimer runs
+                continue
+            self._resolve_watch(key, room, entry, now)
+            del room.started[entry]
+            room.claims.pop(entry, None)
+        for entry in [e for e, h in room.handed.items() if h.until <= now]:
+            del room.handed[entry]
+
+    def _claimed_again(
+        self, key: str, room: _Room, entry: str, kind: str, copy: str, payload: bytes, now: float
+    ) -> str:
+        """A delivery of claimed ``entry`` arrived again: "duplicate" or "takeover" (base.py)."""
+        if self._claimer_live(key, room, entry, now) is not None:
+            if entry not in room.watch:
+                room.watch[entry] = (kind, copy, payload)
+            return "duplicate"
+        if room.claims.get(entry) and entry not in room.watch:
+            return "takeover"
+        self._resolve_watch(key, room, entry, now)
+        return "duplicate"
+
+    def _claim(self, room: _Room, entry: str, token: str, now: float, settings: RoomSettings) -> None:
+        room.claims[entry] = token
+        room.remember(entry, now + settings.started_ttl_ms / 1000.0)
 
     def _hand_over(self, room: _Room, entry: str, payload: bytes, now: float, conf: RoomSettings) -> Handover:
         room.handed[entry] = _Handed(
@@ -303,7 +389,7 @@ class MemoryStore:
         return Handover(entry, payload)
 
     def _hand_free(
-        self, key: str, room: _Room, slots: dict[str, float], conf: RoomSettings, now: float, batch: int,
+        self, room: _Room, slots: dict[str, float], conf: RoomSettings, now: float, batch: int,
         out: list[Handover],
     ) -> int:  # fmt: skip
         """Reserve free slots for the oldest parked entries (at most ``batch``); the slots still free."""
@@ -359,55 +445,75 @@ class MemoryStore:
         with self._mutex:
             self._maybe_sweep()
             now = _now()
-            if not reservation:
-                waiting = self._rooms.get(key)
-                if waiting is None or not waiting.queue:
-                    # the common case: nobody is parked, so a free slot is ours (as pool_acquire)
-                    live = self._live_slots(key)
-                    if len(live) < room.max_size:
-                        self._slots_of(key)[token] = now + room.slot_ttl_ms / 1000.0
-                        return RoomAdmission(RoomStatus.ACQUIRED)
-            state, slots = self._room(key, now), self._slots_of(key)
+            slot_ends = now + room.slot_ttl_ms / 1000.0
+            waiting = None if reservation else self._rooms.get(key)
+            # the common case: nobody is parked, so a free slot is ours (as pool_acquire)
+            if (
+                not reservation
+                and (waiting is None or not waiting.queue)
+                and len(self._live_slots(key)) < room.max_size
+            ):
+                self._slots_of(key)[token] = slot_ends
+                return RoomAdmission(RoomStatus.ACQUIRED)
+            slots = self._slots_of(key)  # pruned before the room: claimers' slots are current
+            state = self._room(key, now)
             status: RoomStatus | None = None
+            takeover = False
             if reservation:
-                if state.started.get(reservation, 0.0) > now:
-                    status = RoomStatus.DUPLICATE
+                if reservation in state.claims:
+                    verdict = self._claimed_again(key, state, reservation, "s", entry_id, payload, now)
+                    if verdict == "duplicate":
+                        status = RoomStatus.DUPLICATE
+                    else:
+                        takeover = True
                 elif slots.pop("#" + reservation, None) is not None:
-                    slots[token] = now + room.slot_ttl_ms / 1000.0
+                    slots[token] = slot_ends
                     state.handed.pop(reservation, None)
-                    state.started[reservation] = now + room.started_ttl_ms / 1000.0
+                    self._claim(state, reservation, token, now, room)
                     status = RoomStatus.CLAIMED
             already = entry_id in state.queue
             out: list[Handover] = []
-            free = self._hand_free(key, state, slots, room, now, HANDOVER_BATCH, out)
+            free = self._hand_free(state, slots, room, now, HANDOVER_BATCH, out)
             if status is not None:
                 pass
             elif already:
                 status = RoomStatus.PARKED
             elif free > 0 and not state.queue:
-                slots[token] = now + room.slot_ttl_ms / 1000.0
+                slots[token] = slot_ends
                 status = RoomStatus.ACQUIRED
             elif len(state.queue) >= room.max_waiting:
                 status = RoomStatus.FULL
             else:
-                state.queue[entry_id] = (now, payload)
+                at = now
+                if state.queue:
+                    tail = next(reversed(state.queue.values()))[0]
+                    at = max(at, tail)
+                state.queue[entry_id] = (at, payload)
                 status = RoomStatus.PARKED
+            if takeover and status is RoomStatus.ACQUIRED:
+                self._claim(state, reservation or "", token, now, room)
+            elif takeover and status is RoomStatus.PARKED:
+                self._claim(state, reservation or "", "", now, room)
             self._tidy_slots(key, slots)
             self._settle(key, state, room.registry, room)
             return RoomAdmission(status, tuple(out))
 
-    def room_release(self, key: str, token: str, room: RoomSettings) -> RoomRelease:
-        _check_slots(room, "room_release")
+    def room_release(
+        self, key: str, token: str, room: RoomSettings, claimed: str | None = None
+    ) -> RoomRelease:
         with self._mutex:
             now = _now()
             slots = self._live_slots(key)
             released = slots.pop(token, None) is not None
             out: list[Handover] = []
             state = self._rooms.get(key)
-            if state is not None and state.queue:
-                state.prune(now)
+            if state is not None and (state.queue or claimed):
+                self._prune_room(key, state, now)
+                if claimed and state.claims.get(claimed) == token:
+                    state.claims[claimed] = ""
+                    self._resolve_watch(key, state, claimed, now)
                 slots = self._slots_of(key)
-                self._hand_free(key, state, slots, room, now, HANDOVER_BATCH, out)
+                self._hand_free(state, slots, room, now, HANDOVER_BATCH, out)
                 self._settle(key, state, room.registry, room)
             self._tidy_slots(key, slots)
             if released and not out:
@@ -421,6 +527,7 @@ class MemoryStore:
             raise ValueError(f"room_park_until {key!r}: delay_ms must be an int >= 0, got {delay_ms!r}")
         with self._mutex:
             now = _now()
+            self._live_slots(key)
             state = self._room(key, now)
             status = RoomStatus.PARKED
             if entry_id not in state.timed and entry_id not in state.handed:
@@ -430,26 +537,30 @@ class MemoryStore:
                     due = now + delay_ms / 1000.0
                     state.timed[entry_id] = (due, payload)
                     heapq.heappush(state.timed_heap, (due, next(_timed_seq), entry_id))
-            if state.conf is not None and state.conf.max_size != room.max_size:
-                room = dataclasses.replace(room, max_size=state.conf.max_size)  # the pool keeps its size
-            self._settle(key, state, room.registry, room)
+            self._settle(key, state, room.registry, _keep_size(state, room))
             return RoomAdmission(status)
 
-    def room_arrive(self, key: str, entry_id: str, room: RoomSettings) -> RoomStatus:
+    def room_arrive(
+        self, key: str, token: str, entry_id: str, payload: bytes, room: RoomSettings, reservation: str
+    ) -> RoomStatus:
         with self._mutex:
             now = _now()
+            slots = self._slots_of(key)
             state = self._room(key, now)
             status = RoomStatus.UNKNOWN
-            if state.started.get(entry_id, 0.0) > now:
-                status = RoomStatus.DUPLICATE
-            elif state.handed.pop(entry_id, None) is not None:
-                slots = self._pools.get(key)
-                if slots is not None:
-                    slots.pop("#" + entry_id, None)
-                    self._tidy_slots(key, slots)
-                state.started[entry_id] = now + room.started_ttl_ms / 1000.0
-                status = RoomStatus.CLAIMED
-            self._settle(key, state, room.registry, None)
+            take = False
+            if reservation in state.claims:
+                verdict = self._claimed_again(key, state, reservation, "t", entry_id, payload, now)
+                take = verdict == "takeover"
+                status = RoomStatus.CLAIMED if take else RoomStatus.DUPLICATE
+            elif state.handed.pop(reservation, None) is not None:
+                slots.pop("#" + reservation, None)  # a slot hand-over claimed this way gives its slot up
+                take, status = True, RoomStatus.CLAIMED
+            if take:
+                slots[token] = now + room.slot_ttl_ms / 1000.0
+                self._claim(state, reservation, token, now, room)
+            self._tidy_slots(key, slots)
+            self._settle(key, state, room.registry, _keep_size(state, room))  # a kept copy needs them
             return status
 
     def room_sweep(self, key: str, registry: str, limit: int) -> RoomSweep:
@@ -457,13 +568,14 @@ class MemoryStore:
             raise ValueError(f"room_sweep: limit must be an int >= 1, got {limit!r}")
         with self._mutex:
             now = _now()
+            slots = self._slots_of(key)
             state = self._room(key, now)
+            for entry in list(state.watch)[:limit]:
+                self._resolve_watch(key, state, entry, now)
             out: list[Handover] = []
             conf = state.conf
             if conf is not None:
-                slots = self._slots_of(key)
-                self._hand_free(key, state, slots, conf, now, limit, out)
-                self._tidy_slots(key, slots)
+                self._hand_free(state, slots, conf, now, limit, out)
                 late = sorted((h.lease_end, e) for e, h in state.handed.items() if h.lease_end <= now)
                 for _end, entry in late[:limit]:
                     handed = state.handed[entry]
@@ -471,13 +583,14 @@ class MemoryStore:
                     out.append(Handover(entry, handed.payload))
                 due = 0
                 while state.timed_heap and state.timed_heap[0][0] <= now and due < limit:
-                    _due, _seq, entry = heapq.heappop(state.timed_heap)
+                    due_at, _seq, entry = heapq.heappop(state.timed_heap)
                     timed = state.timed.get(entry)
-                    if timed is None or timed[0] != _due:
+                    if timed is None or timed[0] != due_at:
                         continue  # a stale heap entry
                     del state.timed[entry]
                     out.append(self._hand_over(state, entry, timed[1], now, conf))
                     due += 1
+            self._tidy_slots(key, slots)
             held = self._settle(key, state, registry, None)
             return RoomSweep(tuple(out), held)
 
@@ -486,13 +599,11 @@ class MemoryStore:
             now = _now()
             state = self._rooms.get(key)
             if state is None:
-                return RoomStats(0, 0.0, 0, 0)
+                return RoomStats(0, 0.0, 0, 0, 0)
             oldest = next(iter(state.queue.values()))[0] if state.queue else now
             handed = sum(1 for h in state.handed.values() if h.until > now)
-            # whole ms, as the Redis script reports it
-            return RoomStats(
-                len(state.queue), math.floor((now - oldest) * 1000) / 1000.0, handed, len(state.timed)
-            )
+            wait_s = max(0.0, math.floor((now - oldest) * 1000) / 1000.0)  # whole ms, as on Redis
+            return RoomStats(len(state.queue), wait_s, handed, len(state.timed), len(state.watch))
 
     def rooms(self, registry: str) -> tuple[str, ...]:
         with self._mutex:
@@ -513,7 +624,7 @@ class MemoryStore:
             if not self._live_slots(key):
                 del self._pools[key]
         for key, room in list(self._rooms.items()):  # rooms left with only old started marks
-            room.prune(now)
+            self._prune_room(key, room, now)
             if not room.held() and not room.started:
                 del self._rooms[key]
         self._sweep_every = SWEEP_EVERY_ACQUIRES + len(self._locks) + len(self._pools) + len(self._rooms)
@@ -646,16 +757,20 @@ class AsyncMemoryBackend:
     ) -> RoomAdmission:
         return self.store.room_acquire(key, token, entry_id, payload, room, reservation)
 
-    async def room_release(self, key: str, token: str, room: RoomSettings) -> RoomRelease:
-        return self.store.room_release(key, token, room)
+    async def room_release(
+        self, key: str, token: str, room: RoomSettings, claimed: str | None = None
+    ) -> RoomRelease:
+        return self.store.room_release(key, token, room, claimed)
 
     async def room_park_until(
         self, key: str, entry_id: str, payload: bytes, delay_ms: int, room: RoomSettings
     ) -> RoomAdmission:
         return self.store.room_park_until(key, entry_id, payload, delay_ms, room)
 
-    async def room_arrive(self, key: str, entry_id: str, room: RoomSettings) -> RoomStatus:
-        return self.store.room_arrive(key, entry_id, room)
+    async def room_arrive(
+        self, key: str, token: str, entry_id: str, payload: bytes, room: RoomSettings, reservation: str
+    ) -> RoomStatus:
+        return self.store.room_arrive(key, token, entry_id, payload, room, reservation)
 
     async def room_sweep(self, key: str, registry: str, limit: int) -> RoomSweep:
         return self.store.room_sweep(key, registry, limit)

@@ -224,6 +224,8 @@ def _room_keys(key: str, registry: str | None) -> tuple[str, ...]:
         k + ":conf",
         k + ":waiting",
         k + ":wake",
+        k + ":claims",
+        k + ":watch",
     )
     return keys if registry is None else (*keys, _tag(registry))
 
@@ -253,9 +255,11 @@ def _room_acquire(
     return ROOM_ACQUIRE, _room_keys(key, registry), args
 
 
-def _room_release(key: str, token: str, room: RoomSettings, registry: str | None) -> _Call:
-    _check_slots(room, "room_release")
-    return ROOM_RELEASE, _room_keys(key, registry), (key, token, _settings(room), HANDOVER_BATCH)
+def _room_release(
+    key: str, token: str, room: RoomSettings, claimed: str | None, registry: str | None
+) -> _Call:
+    args = (key, token, _settings(room), HANDOVER_BATCH, claimed or "")
+    return ROOM_RELEASE, _room_keys(key, registry), args
 
 
 def _room_park_until(
@@ -267,8 +271,17 @@ def _room_park_until(
     return ROOM_PARK_UNTIL, _room_keys(key, registry), args
 
 
-def _room_arrive(key: str, entry_id: str, room: RoomSettings, registry: str | None) -> _Call:
-    return ROOM_ARRIVE, _room_keys(key, registry), (key, entry_id, _settings(room))
+def _room_arrive(
+    key: str,
+    token: str,
+    entry_id: str,
+    payload: bytes,
+    room: RoomSettings,
+    reservation: str,
+    registry: str | None,
+) -> _Call:
+    args = (key, token, entry_id, payload, _settings(room), reservation)
+    return ROOM_ARRIVE, _room_keys(key, registry), args
 
 
 def check_limit(limit: object) -> int:
@@ -301,8 +314,8 @@ def _room_reply(reply: Any) -> _RoomReply:
 
 
 def _room_stats_reply(reply: Any) -> RoomStats:
-    parked, wait_ms, handed, timed = (int(x) for x in reply)
-    return RoomStats(parked, wait_ms / 1000.0, handed, timed)
+    parked, wait_ms, handed, timed, watching = (int(x) for x in reply)
+    return RoomStats(parked, wait_ms / 1000.0, handed, timed, watching)
 
 
 def _rooms_reply(reply: Any) -> tuple[str, ...]:
@@ -483,8 +496,10 @@ class RedisBackend:
         reply = self._listed(key, room.registry, _room_reply(self._script("room_acquire", call)))
         return RoomAdmission(_ROOM_STATUS[reply.code], reply.handed)
 
-    def room_release(self, key: str, token: str, room: RoomSettings) -> RoomRelease:
-        call = _room_release(key, token, room, self._registry(room.registry))
+    def room_release(
+        self, key: str, token: str, room: RoomSettings, claimed: str | None = None
+    ) -> RoomRelease:
+        call = _room_release(key, token, room, claimed, self._registry(room.registry))
         reply = _room_reply(self._script("room_release", call))
         return RoomRelease(reply.code == 1, reply.handed)
 
@@ -495,9 +510,12 @@ class RedisBackend:
         reply = self._listed(key, room.registry, _room_reply(self._script("room_park_until", call)))
         return RoomAdmission(_ROOM_STATUS[reply.code], reply.handed)
 
-    def room_arrive(self, key: str, entry_id: str, room: RoomSettings) -> RoomStatus:
-        call = _room_arrive(key, entry_id, room, self._registry(room.registry))
-        return _ROOM_STATUS[_room_reply(self._script("room_arrive", call)).code]
+    def room_arrive(
+        self, key: str, token: str, entry_id: str, payload: bytes, room: RoomSettings, reservation: str
+    ) -> RoomStatus:
+        call = _room_arrive(key, token, entry_id, payload, room, reservation, self._registry(room.registry))
+        reply = self._listed(key, room.registry, _room_reply(self._script("room_arrive", call)))
+        return _ROOM_STATUS[reply.code]
 
     def room_sweep(self, key: str, registry: str, limit: int) -> RoomSweep:
         reply = _room_reply(self._script("room_sweep", _room_sweep(key, limit, self._registry(registry))))
@@ -514,7 +532,7 @@ class RedisBackend:
         if version is None:
             return
         stats = self.room_stats(key)
-        if not (stats.parked or stats.handed or stats.timed):
+        if not (stats.parked or stats.handed or stats.timed or stats.watching):
             self._script("room_sweep", (ROOMS_UNLIST, (_tag(registry),), (key, _text(version))))
 
     def room_stats(self, key: str) -> RoomStats:
@@ -671,8 +689,10 @@ class AsyncRedisBackend:
         reply = await self._listed(key, room.registry, _room_reply(await self._script("room_acquire", call)))
         return RoomAdmission(_ROOM_STATUS[reply.code], reply.handed)
 
-    async def room_release(self, key: str, token: str, room: RoomSettings) -> RoomRelease:
-        call = _room_release(key, token, room, self._registry(room.registry))
+    async def room_release(
+        self, key: str, token: str, room: RoomSettings, claimed: str | None = None
+    ) -> RoomRelease:
+        call = _room_release(key, token, room, claimed, self._registry(room.registry))
         reply = _room_reply(await self._script("room_release", call))
         return RoomRelease(reply.code == 1, reply.handed)
 
@@ -685,9 +705,12 @@ class AsyncRedisBackend:
         )
         return RoomAdmission(_ROOM_STATUS[reply.code], reply.handed)
 
-    async def room_arrive(self, key: str, entry_id: str, room: RoomSettings) -> RoomStatus:
-        call = _room_arrive(key, entry_id, room, self._registry(room.registry))
-        return _ROOM_STATUS[_room_reply(await self._script("room_arrive", call)).code]
+    async def room_arrive(
+        self, key: str, token: str, entry_id: str, payload: bytes, room: RoomSettings, reservation: str
+    ) -> RoomStatus:
+        call = _room_arrive(key, token, entry_id, payload, room, reservation, self._registry(room.registry))
+        reply = await self._listed(key, room.registry, _room_reply(await self._script("room_arrive", call)))
+        return _ROOM_STATUS[reply.code]
 
     async def room_sweep(self, key: str, registry: str, limit: int) -> RoomSweep:
         call = _room_sweep(key, limit, self._registry(registry))
@@ -704,7 +727,7 @@ class AsyncRedisBackend:
         if version is None:
             return
         stats = await self.room_stats(key)
-        if not (stats.parked or stats.handed or stats.timed):
+        if not (stats.parked or stats.handed or stats.timed or stats.watching):
             await self._script("room_sweep", (ROOMS_UNLIST, (_tag(registry),), (key, _text(version))))
 
     async def room_stats(self, key: str) -> RoomStats:

@@ -11,8 +11,14 @@
 -- ARGV[7]  most hand-overs this call makes
 -- returns  {status, held, parked_new, id1, payload1, ...}: status 1 acquired, 2 claimed,
 --          3 duplicate, 4 parked, 5 full (nothing parked); held: entries the room holds
---          after the call; parked_new: 1 if this call parked the entry; then the hand-overs
---          this call made, for the caller to publish
+--          after the call; parked_new: 1 if this call stored the entry (parked, or kept as the
+--          copy watching a running claim); then the hand-overs this call made, to publish
+--
+-- A reservation already claimed: while its claimer's slot lives the delivery is a duplicate
+-- (the first such copy is kept: it runs if the claimer dies unfinished); once the claimer
+-- finished (room_release with its id) or a copy took its place, a duplicate; if the claimer
+-- died unfinished (slot ran out, nobody watching) this delivery takes the claim over and goes
+-- the normal way (acquired: it is the claimer now; parked: its own entry carries on).
 local token, entry, payload = ARGV[2], ARGV[3], ARGV[4]
 local max_size, slot_ttl, lease, started_ttl, max_waiting = settings(ARGV[5])
 local rid, batch = ARGV[6], tonumber(ARGV[7])
@@ -28,10 +34,15 @@ if rid == '' and redis.call('EXISTS', ROOM) == 0 then
 end
 local conf = ARGV[5]
 prune()
-local status
+local status, takeover, parked_new = nil, false, 0
 if rid ~= '' then
-  if redis.call('ZSCORE', STARTED, rid) then
-    status = 3
+  if redis.call('HEXISTS', CLAIMS, rid) == 1 then
+    local verdict, stored = claimed_again(rid, 's', entry, payload)
+    if verdict == 'duplicate' then
+      status, parked_new = 3, stored
+    else
+      takeover = true
+    end
   elseif redis.call('ZSCORE', SLOTS, '#' .. rid) then
     -- the reserved slot becomes the token's running lease; the hand-over is confirmed
     redis.call('ZREM', SLOTS, '#' .. rid)
@@ -39,7 +50,7 @@ if rid ~= '' then
     redis.call('ZREM', HANDED, rid)
     redis.call('ZREM', UNTIL, rid)
     redis.call('HDEL', PARKED, rid)
-    redis.call('ZADD', STARTED, now + started_ttl, rid)
+    claim(rid, token, started_ttl)
     keep_slots()
     status = 2
   end
@@ -48,7 +59,6 @@ local already = redis.call('ZSCORE', ROOM, entry)
 local out = {}
 -- free slots go to the oldest waiters first: a newcomer never jumps the queue
 local free = hand_free(max_size, slot_ttl, lease, batch, out)
-local parked_new = 0
 if status then
   -- decided above
 elseif already then
@@ -70,5 +80,10 @@ else
   redis.call('HSET', PARKED, entry, payload)
   status = 4
   parked_new = 1
+end
+if takeover and status == 1 then
+  claim(rid, token, started_ttl)
+elseif takeover and status == 4 then
+  claim(rid, '', started_ttl)  -- its parked entry carries on; later copies are duplicates
 end
 return reply(status, settle(conf), parked_new, out)

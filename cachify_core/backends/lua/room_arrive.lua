@@ -1,23 +1,41 @@
--- A timed entry's published delivery arrived: confirm its hand-over once: room_arrive.
+-- A timed entry's published delivery arrived: claim its hand-over once: room_arrive.
 --
 -- KEYS     as room_lib.lua
 -- ARGV[1]  pool key (untagged)
--- ARGV[2]  entry id the delivery carries
--- ARGV[3]  SETTINGS (room_lib.lua): started_ttl_ms is how long the claim is remembered
--- returns  {status, held, 0}: status 2 claimed (hand-over confirmed, payload deleted, id
---          remembered as started), 3 duplicate (claimed before), 6 unknown (no such hand-over)
-local entry = ARGV[2]
-local _, _, _, started_ttl = settings(ARGV[3])
+-- ARGV[2]  token: the claim's lease in this room's slot set (slot_ttl_ms; renew it with
+--          pool_extend, end it with room_release naming the claimed id)
+-- ARGV[3]  id of this delivery, should it be kept as the copy watching a running claim
+-- ARGV[4]  its payload
+-- ARGV[5]  SETTINGS (room_lib.lua)
+-- ARGV[6]  the timed entry id the delivery carries (its reservation)
+-- returns  {status, held, parked_new}: status 2 claimed (hand-over confirmed, payload deleted,
+--          the token holds the claim; also when the claimer died unfinished and this delivery
+--          takes over), 3 duplicate (the claim runs or finished; the first copy arriving while
+--          it runs is kept, due at once if the claimer dies), 6 unknown (no such hand-over)
+local token, copy, payload, rid = ARGV[2], ARGV[3], ARGV[4], ARGV[6]
+local _, slot_ttl, _, started_ttl = settings(ARGV[5])
+local conf = keep_size(ARGV[5])  -- a kept copy needs the settings for the sweep
 prune()
-local status = 6
-if redis.call('ZSCORE', STARTED, entry) then
-  status = 3
-elseif redis.call('ZSCORE', HANDED, entry) then
-  redis.call('ZREM', HANDED, entry)
-  redis.call('ZREM', UNTIL, entry)
-  redis.call('HDEL', PARKED, entry)
-  redis.call('ZREM', SLOTS, '#' .. entry)  -- a slot hand-over claimed this way frees its slot
-  redis.call('ZADD', STARTED, now + started_ttl, entry)
+local status, parked_new = 6, 0
+local function take()
+  redis.call('ZADD', SLOTS, now + slot_ttl, token)
+  keep_slots()
+  claim(rid, token, started_ttl)
+end
+if redis.call('HEXISTS', CLAIMS, rid) == 1 then
+  local verdict, stored = claimed_again(rid, 't', copy, payload)
+  if verdict == 'duplicate' then
+    status, parked_new = 3, stored
+  else
+    take()
+    status = 2
+  end
+elseif redis.call('ZSCORE', HANDED, rid) then
+  redis.call('ZREM', HANDED, rid)
+  redis.call('ZREM', UNTIL, rid)
+  redis.call('HDEL', PARKED, rid)
+  redis.call('ZREM', SLOTS, '#' .. rid)  -- a slot hand-over claimed this way gives its slot up
+  take()
   status = 2
 end
-return reply(status, settle(nil), 0, {})
+return reply(status, settle(conf), parked_new, {})

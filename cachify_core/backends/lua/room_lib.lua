@@ -12,7 +12,12 @@
 --   KEYS[8]  K:conf       string: the room's settings, as the SETTINGS argument below
 --   KEYS[9]  K:waiting    flag of blocking pool() waiters (see pool_acquire.lua)
 --   KEYS[10] K:wake       their wake list
---   KEYS[11] registry     zset "{<registry>}": pool key -> version. Only on a single server:
+--   KEYS[11] K:claims     hash: claimed entry id -> the claimer's slot token ("" once it finished,
+--                         or once another copy took its place)
+--   KEYS[12] K:watch      hash: claimed entry id -> "<kind>:<copy id>", a copy that arrived while
+--                         the claimer ran (kind "s": waits for a slot, "t": a timed entry); its
+--                         payload is in K:parked
+--   KEYS[13] registry     zset "{<registry>}": pool key -> version. Only on a single server:
 --                         on Redis Cluster it lives in another slot and the client keeps it.
 -- ARGV[1] of every room script: the pool key without its tag (the registry's member).
 -- SETTINGS (an argument of most room scripts) is one string, as RoomSettings in base.py:
@@ -20,7 +25,7 @@
 -- Times are the server's (TIME), in ms.
 local SLOTS, ROOM, TIMED, PARKED = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local HANDED, UNTIL, STARTED, CONF = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
-local WAITING, WAKE, REGISTRY = KEYS[9], KEYS[10], KEYS[11]
+local WAITING, WAKE, CLAIMS, WATCH, REGISTRY = KEYS[9], KEYS[10], KEYS[11], KEYS[12], KEYS[13]
 local NAME = ARGV[1]
 local NO_EXPIRY = 4503599627370496  -- 2^52 ms, as pool_acquire.lua
 local PRUNE_BATCH = 64
@@ -34,11 +39,76 @@ local function settings(text)
   return tonumber(size), tonumber(ttl), tonumber(lease), tonumber(started), tonumber(waiting)
 end
 
--- Expired slots and reservations, old started marks, hand-overs past their life (their
+-- The claimer of `rid` while it still runs: its slot's lease end, else false.
+local function claimer_live(rid)
+  local claimer = redis.call('HGET', CLAIMS, rid)
+  if claimer and claimer ~= '' then
+    local ends = redis.call('ZSCORE', SLOTS, claimer)
+    if ends and tonumber(ends) > now then
+      return tonumber(ends)
+    end
+  end
+  return false
+end
+
+-- Put `id` (its payload already in PARKED) first in line: it was started before anyone waiting.
+local function park_first(id)
+  local at = now
+  local head = redis.call('ZRANGE', ROOM, 0, 0, 'WITHSCORES')[2]
+  if head and tonumber(head) <= at then
+    at = tonumber(head) - 1 / 1024
+  end
+  redis.call('ZADD', ROOM, at, id)
+end
+
+-- The copy watching claim `rid`: kept while the claimer runs; dropped once it finished; put
+-- first in line (or due now, for a timed entry) once the claimer died unfinished.
+local function resolve_watch(rid)
+  local watching = redis.call('HGET', WATCH, rid)
+  if not watching or claimer_live(rid) then
+    return
+  end
+  redis.call('HDEL', WATCH, rid)
+  local kind, copy = string.sub(watching, 1, 1), string.sub(watching, 3)
+  local claimer = redis.call('HGET', CLAIMS, rid)
+  if claimer and claimer ~= '' then
+    redis.call('HSET', CLAIMS, rid, '')  -- the copy runs instead; later copies are duplicates
+    if kind == 't' then
+      redis.call('ZADD', TIMED, now, copy)
+    else
+      park_first(copy)
+    end
+  else
+    redis.call('HDEL', PARKED, copy)
+  end
+end
+
+-- SETTINGS `text` with the room's stored max_size kept, if it has one: timed entries and claims
+-- never take a pool's slots, so their callers (who may say 0) must not change its size.
+local function keep_size(text)
+  local size = string.match(redis.call('GET', CONF) or '', '^(%d+):')
+  if size then
+    return size .. string.match(text, '^%d+(:.*)$')
+  end
+  return text
+end
+
+-- Expired slots and reservations; started marks past their time (kept while the claimer runs,
+-- else forgotten, after settling the copy watching them); hand-overs past their life (their
 -- reservation ended at the same moment; the payload goes with them).
 local function prune()
   redis.call('ZREMRANGEBYSCORE', SLOTS, '-inf', now)
-  redis.call('ZREMRANGEBYSCORE', STARTED, '-inf', now)
+  local old = redis.call('ZRANGEBYSCORE', STARTED, '-inf', now, 'LIMIT', 0, PRUNE_BATCH)
+  for _, rid in ipairs(old) do
+    local ends = claimer_live(rid)
+    if ends then
+      redis.call('ZADD', STARTED, ends, rid)
+    else
+      resolve_watch(rid)
+      redis.call('ZREM', STARTED, rid)
+      redis.call('HDEL', CLAIMS, rid)
+    end
+  end
   local gone = redis.call('ZRANGEBYSCORE', UNTIL, '-inf', now, 'LIMIT', 0, PRUNE_BATCH)
   if #gone > 0 then
     redis.call('ZREM', UNTIL, unpack(gone))
@@ -98,7 +168,7 @@ end
 -- After a change: store the settings, set lifetimes (nothing expires while an entry waits),
 -- keep the registry exact (single server). Returns the entries the room still holds.
 local function settle(conf)
-  local waiting = redis.call('ZCARD', ROOM) + redis.call('ZCARD', TIMED)
+  local waiting = redis.call('ZCARD', ROOM) + redis.call('ZCARD', TIMED) + redis.call('HLEN', WATCH)
   local held = waiting + redis.call('ZCARD', HANDED)
   local last = redis.call('ZRANGE', UNTIL, -1, -1, 'WITHSCORES')[2]
   if held > 0 and conf then
@@ -107,6 +177,7 @@ local function settle(conf)
   if waiting > 0 then
     redis.call('PERSIST', PARKED)
     redis.call('PERSIST', CONF)
+    redis.call('PERSIST', CLAIMS)
   elseif last then
     redis.call('PEXPIREAT', PARKED, tonumber(last))
     redis.call('PEXPIREAT', CONF, tonumber(last))
@@ -119,7 +190,15 @@ local function settle(conf)
   end
   local mark = redis.call('ZRANGE', STARTED, -1, -1, 'WITHSCORES')[2]
   if mark then
-    redis.call('PEXPIREAT', STARTED, tonumber(mark))
+    -- a running claimer's mark is moved on by the next prune; until then its lease bounds it
+    local last_slot = redis.call('ZREVRANGEBYSCORE', SLOTS, '(' .. NO_EXPIRY, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)[2]
+    local ends = math.max(tonumber(mark), tonumber(last_slot or 0))
+    if ends < NO_EXPIRY then
+      redis.call('PEXPIREAT', STARTED, ends)
+      if waiting == 0 then
+        redis.call('PEXPIREAT', CLAIMS, ends)
+      end
+    end
   end
   if REGISTRY then
     if held > 0 then
@@ -129,6 +208,33 @@ local function settle(conf)
     end
   end
   return held
+end
+
+-- A delivery of claimed entry `rid` arrived again, as copy (`kind`, `copy`, `payload`):
+-- 'duplicate' (the claimer runs: the first such copy is kept to watch it; or the claim finished,
+-- or a copy already took its place), or 'takeover' (the claimer died unfinished: this copy runs
+-- instead). Returns the verdict and whether a copy was stored.
+local function claimed_again(rid, kind, copy, payload)
+  if claimer_live(rid) then
+    if redis.call('HEXISTS', WATCH, rid) == 0 then
+      redis.call('HSET', WATCH, rid, kind .. ':' .. copy)
+      redis.call('HSET', PARKED, copy, payload)
+      return 'duplicate', 1
+    end
+    return 'duplicate', 0
+  end
+  local claimer = redis.call('HGET', CLAIMS, rid)
+  if claimer and claimer ~= '' and redis.call('HEXISTS', WATCH, rid) == 0 then
+    return 'takeover', 0
+  end
+  resolve_watch(rid)
+  return 'duplicate', 0
+end
+
+-- Record `token` as the claimer of `rid` (remembered at least `started_ttl` ms).
+local function claim(rid, token, started_ttl)
+  redis.call('HSET', CLAIMS, rid, token)
+  redis.call('ZADD', STARTED, now + started_ttl, rid)
 end
 
 -- The reply of every mutating room script: {status, held, parked_new, id, payload, ...}.

@@ -11,12 +11,7 @@
 -- returns  {status, held, parked_new}: status 4 parked (or already was: its due time is
 --          kept), 5 full (nothing parked)
 local entry = ARGV[2]
--- a pool room keeps its size: timed entries never take slots, so they must not change it
-local size = string.match(redis.call('GET', CONF) or '', '^(%d+):')
-local conf = ARGV[5]
-if size then
-  conf = size .. string.match(ARGV[5], '^%d+(:.*)$')
-end
+local conf = keep_size(ARGV[5])
 local _, _, _, _, max_waiting = settings(ARGV[5])
 prune()
 local status, parked_new = 4, 0

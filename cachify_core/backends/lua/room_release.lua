@@ -6,6 +6,8 @@
 -- ARGV[3]  SETTINGS (room_lib.lua); max_size >= 1; slot_ttl_ms is the lease of the
 --          reservations made
 -- ARGV[4]  most hand-overs this call makes
+-- ARGV[5]  the reservation the token's run claimed, or "": that claim is finished (copies of
+--          it that arrive later are duplicates, a copy kept watching it is dropped)
 -- returns  {released, held, 0, id1, payload1, ...}: released 1 if the token held a live slot
 --          (0: expired or never taken; nothing of anyone else's is removed), held: entries
 --          the room still holds, then the hand-overs made, for the caller to publish
@@ -26,7 +28,12 @@ local function wake()
     redis.call('PEXPIRE', WAKE, waiting_ms)
   end
 end
-if redis.call('EXISTS', ROOM) == 0 then
+local claimed = ARGV[5]
+if claimed ~= '' and redis.call('HGET', CLAIMS, claimed) == ARGV[2] then
+  redis.call('HSET', CLAIMS, claimed, '')
+  resolve_watch(claimed)
+end
+if claimed == '' and redis.call('EXISTS', ROOM) == 0 then
   -- the common case: nobody is parked, nothing to hand over (as pool_release.lua)
   keep_slots()
   if released == 1 then

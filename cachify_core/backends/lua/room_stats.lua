@@ -2,7 +2,8 @@
 --
 -- KEYS     as room_lib.lua
 -- ARGV[1]  pool key (untagged)
--- returns  {parked, oldest parked entry's wait in ms (0 if none), live hand-overs, timed}
+-- returns  {parked, oldest parked entry's wait in ms (0 if none), live hand-overs, timed,
+--          copies watching a running claim}
 local oldest = redis.call('ZRANGE', ROOM, 0, 0, 'WITHSCORES')[2]
 local wait_ms = 0
 if oldest then
@@ -13,4 +14,5 @@ return {
   wait_ms,
   redis.call('ZCOUNT', UNTIL, '(' .. now, '+inf'),
   redis.call('ZCARD', TIMED),
+  redis.call('HLEN', WATCH),
 }

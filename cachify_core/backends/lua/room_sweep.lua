@@ -6,9 +6,15 @@
 -- returns  {0, held, 0, id1, payload1, ...}: held: entries the room still holds (0: drained,
 --          and left the registry on a single server); then, for the caller to publish: free
 --          slots handed to the oldest parked entries, hand-overs whose lease had passed (lease
---          renewed), timed entries now due
+--          renewed), timed entries now due; copies watching a claim whose claimer died
+--          unfinished go first in line
 local limit = tonumber(ARGV[2])
 prune()
+-- copies watching claims: dropped if the claim finished, first in line if the claimer died
+local watched = redis.call('HKEYS', WATCH)
+for i = 1, math.min(#watched, limit) do
+  resolve_watch(watched[i])
+end
 local out = {}
 local conf = redis.call('GET', CONF)
 if conf then

@@ -92,8 +92,18 @@ def _source(name: str) -> str:
     return resources.files("cachify_core.backends.lua").joinpath(f"{name}.lua").read_text("utf-8")
 
 
-def _load(name: str, prelude: str = "") -> _Script:
-    source = (_source(prelude) + "\n" if prelude else "") + _source(name)
+def _load(name: str) -> _Script:
+    source = _source(name)
+    return _Script(name, source, hashlib.sha1(source.encode("utf-8")).hexdigest())
+
+
+def _load_room(name: str) -> _Script:
+    """A room script: ``room_core.lua`` first, ``room_lib.lua`` where it says ``--@room_lib``
+    (after its fast path, which then does not build helpers it does not use)."""
+    body = _source(name)
+    if body.count("--@room_lib") > 1:
+        raise RuntimeError(f"{name}.lua: more than one --@room_lib marker")
+    source = _source("room_core") + "\n" + body.replace("--@room_lib", _source("room_lib"))
     return _Script(name, source, hashlib.sha1(source.encode("utf-8")).hexdigest())
 
 
@@ -105,12 +115,12 @@ POOL_ACQUIRE = _load("pool_acquire")
 POOL_RELEASE = _load("pool_release")
 POOL_EXTEND = _load("pool_extend")
 POOL_SIZE = _load("pool_size")
-ROOM_ACQUIRE = _load("room_acquire", "room_lib")
-ROOM_RELEASE = _load("room_release", "room_lib")
-ROOM_PARK_UNTIL = _load("room_park_until", "room_lib")
-ROOM_ARRIVE = _load("room_arrive", "room_lib")
-ROOM_SWEEP = _load("room_sweep", "room_lib")
-ROOM_STATS = _load("room_stats", "room_lib")
+ROOM_ACQUIRE = _load_room("room_acquire")
+ROOM_RELEASE = _load_room("room_release")
+ROOM_PARK_UNTIL = _load_room("room_park_until")
+ROOM_ARRIVE = _load_room("room_arrive")
+ROOM_SWEEP = _load_room("room_sweep")
+ROOM_STATS = _load_room("room_stats")
 ROOMS_UNLIST = _load("rooms_unlist")
 
 # A call is (script, keys, args); both twins build it here and only differ in how they send it.

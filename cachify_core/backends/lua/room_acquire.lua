@@ -1,11 +1,11 @@
 -- Take a slot, claim a reservation, or park: room_acquire (base.py has the full contract).
 --
--- KEYS     as room_lib.lua
+-- KEYS     as room_core.lua
 -- ARGV[1]  pool key (untagged)
 -- ARGV[2]  token of the would-be holder
 -- ARGV[3]  entry id to park under
 -- ARGV[4]  payload to park
--- ARGV[5]  SETTINGS (room_lib.lua); max_size >= 1; slot_ttl_ms is the lease of the slot
+-- ARGV[5]  SETTINGS (room_core.lua); max_size >= 1; slot_ttl_ms is the lease of the slot
 --          taken and of reservations made; max_waiting bounds the parked entries
 -- ARGV[6]  reservation id the delivery carries, or "" for none
 -- ARGV[7]  most hand-overs this call makes
@@ -32,6 +32,7 @@ if rid == '' and redis.call('EXISTS', ROOM) == 0 then
     return {1, redis.call('ZCARD', TIMED) + redis.call('ZCARD', HANDED), 0}
   end
 end
+--@room_lib
 local conf = ARGV[5]
 prune()
 local status, takeover, parked_new = nil, false, 0

@@ -1,17 +1,18 @@
 -- A timed entry's published delivery arrived: claim its hand-over once: room_arrive.
 --
--- KEYS     as room_lib.lua
+-- KEYS     as room_core.lua
 -- ARGV[1]  pool key (untagged)
 -- ARGV[2]  token: the claim's lease in this room's slot set (slot_ttl_ms; renew it with
 --          pool_extend, end it with room_release naming the claimed id)
 -- ARGV[3]  id of this delivery, should it be kept as the copy watching a running claim
 -- ARGV[4]  its payload
--- ARGV[5]  SETTINGS (room_lib.lua)
+-- ARGV[5]  SETTINGS (room_core.lua)
 -- ARGV[6]  the timed entry id the delivery carries (its reservation)
 -- returns  {status, held, parked_new}: status 2 claimed (hand-over confirmed, payload deleted,
 --          the token holds the claim; also when the claimer died unfinished and this delivery
 --          takes over), 3 duplicate (the claim runs or finished; the first copy arriving while
 --          it runs is kept, due at once if the claimer dies), 6 unknown (no such hand-over)
+--@room_lib
 local token, copy, payload, rid = ARGV[2], ARGV[3], ARGV[4], ARGV[6]
 local _, slot_ttl, _, started_ttl = settings(ARGV[5])
 local conf = keep_size(ARGV[5])  -- a kept copy needs the settings for the sweep

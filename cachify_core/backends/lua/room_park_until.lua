@@ -1,15 +1,16 @@
 -- Park a timed entry, due after a delay: room_park_until.
 --
--- KEYS     as room_lib.lua
+-- KEYS     as room_core.lua
 -- ARGV[1]  pool key (untagged)
 -- ARGV[2]  entry id
 -- ARGV[3]  payload
 -- ARGV[4]  delay in ms from now (>= 0)
--- ARGV[5]  SETTINGS (room_lib.lua); max_size >= 0 (timed entries never take slots, and a
+-- ARGV[5]  SETTINGS (room_core.lua); max_size >= 0 (timed entries never take slots, and a
 --          room's stored size is kept); slot_ttl_ms is the life of the hand-over once due;
 --          max_waiting bounds the timed entries
 -- returns  {status, held, parked_new}: status 4 parked (or already was: its due time is
 --          kept), 5 full (nothing parked)
+--@room_lib
 local entry = ARGV[2]
 local conf = keep_size(ARGV[5])
 local _, _, _, _, max_waiting = settings(ARGV[5])

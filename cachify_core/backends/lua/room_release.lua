@@ -1,9 +1,9 @@
 -- Give back a slot and hand the free slots to the oldest parked entries: room_release.
 --
--- KEYS     as room_lib.lua
+-- KEYS     as room_core.lua
 -- ARGV[1]  pool key (untagged)
 -- ARGV[2]  token of the caller
--- ARGV[3]  SETTINGS (room_lib.lua); max_size >= 1; slot_ttl_ms is the lease of the
+-- ARGV[3]  SETTINGS (room_core.lua); max_size >= 0; slot_ttl_ms is the lease of the
 --          reservations made
 -- ARGV[4]  most hand-overs this call makes
 -- ARGV[5]  the reservation the token's run claimed, or "": that claim is finished (copies of
@@ -29,10 +29,6 @@ local function wake()
   end
 end
 local claimed = ARGV[5]
-if claimed ~= '' and redis.call('HGET', CLAIMS, claimed) == ARGV[2] then
-  redis.call('HSET', CLAIMS, claimed, '')
-  resolve_watch(claimed)
-end
 if claimed == '' and redis.call('EXISTS', ROOM) == 0 then
   -- the common case: nobody is parked, nothing to hand over (as pool_release.lua)
   keep_slots()
@@ -40,6 +36,11 @@ if claimed == '' and redis.call('EXISTS', ROOM) == 0 then
     wake()
   end
   return {released, redis.call('ZCARD', TIMED) + redis.call('ZCARD', HANDED), 0}
+end
+--@room_lib
+if claimed ~= '' and redis.call('HGET', CLAIMS, claimed) == ARGV[2] then
+  redis.call('HSET', CLAIMS, claimed, '')
+  resolve_watch(claimed)
 end
 prune()
 local out = {}

@@ -1,6 +1,6 @@
 -- What a waiting room holds (read-only): room_stats.
 --
--- KEYS     as room_lib.lua
+-- KEYS     as room_core.lua
 -- ARGV[1]  pool key (untagged)
 -- returns  {parked, oldest parked entry's wait in ms (0 if none), live hand-overs, timed,
 --          copies watching a running claim}

@@ -1,6 +1,6 @@
 -- Move a room on without a release: room_sweep (the settings come from K:conf).
 --
--- KEYS     as room_lib.lua
+-- KEYS     as room_core.lua
 -- ARGV[1]  pool key (untagged)
 -- ARGV[2]  limit: most hand-overs of each kind this call makes (>= 1)
 -- returns  {0, held, 0, id1, payload1, ...}: held: entries the room still holds (0: drained,
@@ -8,6 +8,7 @@
 --          slots handed to the oldest parked entries, hand-overs whose lease had passed (lease
 --          renewed), timed entries now due; copies watching a claim whose claimer died
 --          unfinished go first in line
+--@room_lib
 local limit = tonumber(ARGV[2])
 prune()
 -- copies watching claims: dropped if the claim finished, first in line if the claimer died

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing_extensions import assert_type
 
 from cachify_core import Cachify, cached, init_cachify, lock, once, pool, pooled
+from cachify_core.backends import RoomStats
 
 instance: Cachify = init_cachify(is_global=False)
 
@@ -44,6 +45,8 @@ def check() -> None:
         assert_type(held, lock)
     with pool("p", 3) as slot:
         assert_type(slot.size(), int)
+        assert_type(slot.waiting(), RoomStats)
+        assert_type(slot.waiting().oldest_wait_s, float)
 
 
 async def check_async() -> None:
@@ -52,3 +55,4 @@ async def check_async() -> None:
     assert_type(await async_locked.is_locked(2), bool)
     assert_type(await async_pooled.size("x"), int)
     assert_type(await async_pooled("y"), bytes)
+    assert_type(await instance.pool("p", 2).awaiting(), RoomStats)

@@ -346,8 +346,11 @@ class SyncBackend(Protocol):
 
         ``claimed``: the reservation this run claimed (``room_acquire``/``room_arrive``), if
         any: the claim is finished, later copies of it are duplicates and the copy watching it
-        is dropped. Leave it out for a run that claimed nothing. ``room.max_size`` may be 0 here
-        (a timed room's claim lease)."""
+        is dropped. Leave it out for a run that claimed nothing, and for a run that ends in a
+        framework retry whose message still carries the reservation (that retry must not be
+        taken for a duplicate: without ``claimed`` it takes the claim over when it arrives;
+        better still, the retry's message drops the reservation). ``room.max_size`` may be 0
+        here (a timed room's claim lease)."""
         ...
 
     def room_park_until(

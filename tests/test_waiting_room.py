@@ -237,9 +237,12 @@ async def test_arrival_claims_the_reservation_once(cachify: Cachify, kind: str) 
     assert await room.sweep() == RoomSweep((), 0)
 
 
-async def test_an_unclaimed_reservation_expires_and_the_sweep_gives_the_slot_to_the_next(
+async def test_an_unclaimed_reservation_runs_out_and_its_entry_is_handed_over_again(
     cachify: Cachify, kind: str
 ) -> None:
+    """A hand-over whose publish is lost (and whose lease outlives its reservation, so no sweep
+    republished it): its slot frees within slot_ttl_ms and the entry, first in line again, gets
+    it back; a late delivery of it is matched to it, never run as a second task."""
     room = Room(cachify, kind, "lost", slot_ttl_ms=300, handover_lease_ms=10_000)
     assert (await room.acquire("t0", "e0")).status is RoomStatus.ACQUIRED
     assert (await room.acquire("t1", "e1")).status is RoomStatus.PARKED
@@ -247,11 +250,50 @@ async def test_an_unclaimed_reservation_expires_and_the_sweep_gives_the_slot_to_
     handed_at = time.monotonic()
     assert ids((await room.release("t0")).handed) == ["e1"]  # ...and that publish is lost
     result, at = await room.swept_until(lambda r: r.handed != ())
-    assert result == RoomSweep(held_by(room, "e2"), 1)
+    assert result == RoomSweep(held_by(room, "e1"), 2)  # e1 again, not e2: it waited longest
     assert at - handed_at >= 0.3 - CLOCK_SLACK_S  # not before e1's reservation ran out
-    assert (await room.stats()).handed == 1
-    # e1 turns up after all: its reservation is gone, so it is a newcomer (the slot is e2's)
-    assert (await room.acquire("late", "e1-again", reservation="e1")).status is RoomStatus.PARKED
+    assert (await room.stats()).parked == 1
+    assert (await room.acquire("run", "x", reservation="e1")).status is RoomStatus.CLAIMED
+    assert (await room.acquire("dup", "y", reservation="e1")).status is RoomStatus.DUPLICATE
+
+
+async def test_a_late_delivery_of_an_entry_back_in_line_is_matched_to_it(cachify: Cachify, kind: str) -> None:
+    room = Room(cachify, kind, "back", slot_ttl_ms=300, handover_lease_ms=10_000)
+    assert (await room.acquire("t0", "e0")).status is RoomStatus.ACQUIRED
+    assert (await room.acquire("t1", "e1")).status is RoomStatus.PARKED
+    assert ids((await room.release("t0")).handed) == ["e1"]
+    assert (await room.acquire("t2", "e2")).status is RoomStatus.PARKED
+    assert (await room.acquire("holder", "e3")).status is RoomStatus.PARKED
+    # another holder takes the slot e1's reservation frees (a plain pool() user, say)
+    deadline = time.monotonic() + WAIT_S
+    while not await room.plain_acquire("plain"):
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    stats = await room.stats()
+    assert (stats.parked, stats.handed) == (3, 0)  # e1 is back in line, first
+    # e1's delivery arrives while no slot is free: acknowledged, e1 keeps its place
+    assert (await room.acquire("late", "e1-copy", reservation="e1")).status is RoomStatus.PARKED
+    assert (await room.stats()).parked == 3
+    assert await room.release("plain") == RoomRelease(True, held_by(room, "e1"))
+
+
+async def test_cancel_drops_an_entry_and_frees_its_reservation(cachify: Cachify, kind: str) -> None:
+    room = Room(cachify, kind, "cancel")
+    assert (await room.acquire("t0", "e0")).status is RoomStatus.ACQUIRED
+    for entry in ("e1", "e2", "e3"):
+        assert (await room.acquire(f"t-{entry}", entry)).status is RoomStatus.PARKED
+    assert ids((await room.release("t0")).handed) == ["e1"]
+    # e1's delivery finds a cached result and will not run: its reservation goes to e2
+    assert await room._call("room_cancel", room.key, "e1", room.settings) == RoomRelease(
+        True, held_by(room, "e2")
+    )
+    assert await room._call("room_cancel", room.key, "e3", room.settings) == RoomRelease(True, ())
+    assert await room._call("room_cancel", room.key, "e3", room.settings) == RoomRelease(False, ())
+    stats = await room.stats()
+    assert (stats.parked, stats.handed) == (0, 1)
+    assert (await room.acquire("run", "x", reservation="e2")).status is RoomStatus.CLAIMED
+    assert await room.release("run", claimed="e2") == RoomRelease(True, ())
+    assert await room.sweep() == RoomSweep((), 0)
 
 
 async def test_a_dead_holders_slot_moves_the_queue_through_the_sweep(cachify: Cachify, kind: str) -> None:
@@ -425,17 +467,28 @@ def test_room_keys_never_expire_while_entries_wait(cachify: Cachify, backend: st
         ":conf": -1,
     }
     assert 0 < client.pttl(tag) <= 300  # the slots keep their own lifetime
-    # the holder dies; its lease and then the hand-over's reservation run out, untouched:
-    # what is left expires by itself
+    # the holder dies and its lease runs out; the sweep hands e1 over, whose publish is lost:
+    # its reservation runs out too, and nothing of the room expires meanwhile
     deadline = time.monotonic() + WAIT_S
     while client.exists(tag):
         assert time.monotonic() < deadline
         time.sleep(0.01)
     assert asyncio.run(room.sweep()).handed == held_by(room, "e1")
     deadline = time.monotonic() + WAIT_S
-    while leftover := [k for k in client.keys(glob(tag) + "*") if not k.endswith(b":started")]:
-        assert time.monotonic() < deadline, leftover
-        time.sleep(0.02)
+    while client.exists(tag):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert {k: client.pttl(tag + k) for k in (":handed", ":parked", ":conf")} == {
+        ":handed": -1,
+        ":parked": -1,
+        ":conf": -1,
+    }
+    # the entry is dropped (its delivery will not run): what is left goes, the registry too
+    assert asyncio.run(room._call("room_cancel", room.key, "e1", room.settings)).released
+    leftover = [k for k in client.keys(glob(tag) + "*") if not k.endswith(b":started")]
+    assert leftover == []
+    assert asyncio.run(room.sweep()) == RoomSweep((), 0)  # on Cluster the sweep unlists it
+    assert client.exists("{" + room.registry + "}") == 0
 
 
 def glob(text: str) -> str:

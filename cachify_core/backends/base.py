@@ -78,8 +78,13 @@ class CacheRead(NamedTuple):
 # * every hand-over carries a **lease** of ``handover_lease_ms``: unless the delivery *arrives*
 #   (``room_acquire`` with ``reservation=entry_id``, or ``room_arrive`` for a timed entry) within
 #   it, ``room_sweep`` returns the payload again and renews the lease (so two sweepers do not
-#   both re-publish within one lease). A hand-over is given up ``slot_ttl_ms`` after it was made
-#   (its payload deleted, its reservation expired): a delivery arriving later is simply new.
+#   both re-publish within one lease). A reservation that runs out unclaimed (``slot_ttl_ms``
+#   after the hand-over) frees its slot, and its entry goes back first in line under the same
+#   id: it is handed over again when a slot frees, and a delivery of it that still arrives is
+#   matched to it (it claims a free slot as that entry, or is acknowledged while the entry
+#   keeps its place). A timed hand-over is republished every lease until claimed. So a lost
+#   publish loses nothing; an entry whose delivery will not run is dropped with
+#   ``room_cancel``.
 # * an arrival **claims** the hand-over: the payload is deleted and the entry id is remembered
 #   as claimed by the arriving delivery's token (its slot) for at least ``started_ttl_ms``, and
 #   as long as that slot lives. A later arrival of the same id is a ``DUPLICATE`` (acknowledge,
@@ -325,8 +330,10 @@ class SyncBackend(Protocol):
         the section above: ``entry_id``/``payload`` are what is kept), and that a copy arriving
         after a dead claimer's slot ran out takes the claim over and goes on as below; if its
         reservation is live it becomes ``token``'s slot (lease ``slot_ttl_ms`` from now), its
-        payload is deleted, ``token`` is recorded as its claimer -> ``CLAIMED``; otherwise (given
-        up) the call goes on as if it had no reservation. End a claimed run with
+        payload is deleted, ``token`` is recorded as its claimer -> ``CLAIMED``; if its entry is
+        back in line (the reservation ran out unclaimed) it takes a free slot as that entry when
+        it is first in line (``CLAIMED``), else it stays there (``PARKED``: acknowledge);
+        otherwise (cancelled, or never made) the call goes on as if it had no reservation. End a claimed run with
         ``room_release(..., claimed=reservation)``. Then free slots go to the oldest parked entries first (reserved, returned in
         ``handed``, at most :data:`HANDOVER_BATCH`); if ``entry_id`` is already parked ->
         ``PARKED`` (a retried call); if a slot is still free, nobody waits and it is leased to
@@ -351,6 +358,14 @@ class SyncBackend(Protocol):
         taken for a duplicate: without ``claimed`` it takes the claim over when it arrives;
         better still, the retry's message drops the reservation). ``room.max_size`` may be 0
         here (a timed room's claim lease)."""
+        ...
+
+    def room_cancel(self, key: str, entry_id: str, room: RoomSettings) -> RoomRelease:
+        """Drop entry ``entry_id`` (parked, timed or handed over) whose delivery will not run (a
+        cache hit, a drop, an error before the run): its payload is deleted and its reservation
+        freed, and the free slots go to the oldest parked entries (``handed``, to publish).
+        ``released``: the room held the entry. Without it, an unclaimed hand-over keeps coming
+        back (that is what makes a lost publish lose nothing)."""
         ...
 
     def room_park_until(
@@ -442,6 +457,8 @@ class AsyncBackend(Protocol):
     async def room_release(
         self, key: str, token: str, room: RoomSettings, claimed: str | None = None
     ) -> RoomRelease: ...
+
+    async def room_cancel(self, key: str, entry_id: str, room: RoomSettings) -> RoomRelease: ...
 
     async def room_park_until(
         self, key: str, entry_id: str, payload: bytes, delay_ms: int, room: RoomSettings

@@ -241,6 +241,9 @@ class ClientBackend:
     ) -> RoomRelease:
         raise _no_room(self.name, "room_release")
 
+    def room_cancel(self, key: str, entry_id: str, room: RoomSettings) -> RoomRelease:
+        raise _no_room(self.name, "room_cancel")
+
     def room_park_until(
         self, key: str, entry_id: str, payload: bytes, delay_ms: int, room: RoomSettings
     ) -> RoomAdmission:
@@ -360,6 +363,9 @@ class AsyncClientBackend:
     ) -> RoomRelease:
         raise _no_room(self.name, "room_release")
 
+    async def room_cancel(self, key: str, entry_id: str, room: RoomSettings) -> RoomRelease:
+        raise _no_room(self.name, "room_cancel")
+
     async def room_park_until(
         self, key: str, entry_id: str, payload: bytes, delay_ms: int, room: RoomSettings
     ) -> RoomAdmission:
@@ -457,6 +463,9 @@ class ThreadedAsyncBackend:
         self, key: str, token: str, room: RoomSettings, claimed: str | None = None
     ) -> RoomRelease:
         raise _no_room(self.name, "room_release")
+
+    async def room_cancel(self, key: str, entry_id: str, room: RoomSettings) -> RoomRelease:
+        raise _no_room(self.name, "room_cancel")
 
     async def room_park_until(
         self, key: str, entry_id: str, payload: bytes, delay_ms: int, room: RoomSettings

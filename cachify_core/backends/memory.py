@@ -80,7 +80,8 @@ def _resolve(fut: asyncio.Future[None]) -> None:
 
 
 class _Handed:
-    """A hand-over not yet arrived: republish after ``lease_end``, give up at ``until``."""
+    """A hand-over not yet arrived: republish after ``lease_end``; its reservation ends at
+    ``until`` (then it goes back first in line; a timed one has none: ``inf``)."""
 
     __slots__ = ("lease_end", "payload", "until")
 
@@ -362,8 +363,9 @@ class MemoryStore:
             self._resolve_watch(key, room, entry, now)
             del room.started[entry]
             room.claims.pop(entry, None)
-        for entry in [e for e, h in room.handed.items() if h.until <= now]:
-            del room.handed[entry]
+        gone = sorted(((h.until, e) for e, h in room.handed.items() if h.until <= now), reverse=True)
+        for _until, entry in gone:  # back first in line, the longest given up ending first
+            room.park_first(entry, room.handed.pop(entry).payload, now)
 
     def _claimed_again(
         self, key: str, room: _Room, entry: str, kind: str, copy: str, payload: bytes, now: float
@@ -382,10 +384,11 @@ class MemoryStore:
         room.claims[entry] = token
         room.remember(entry, now + settings.started_ttl_ms / 1000.0)
 
-    def _hand_over(self, room: _Room, entry: str, payload: bytes, now: float, conf: RoomSettings) -> Handover:
-        room.handed[entry] = _Handed(
-            now + conf.handover_lease_ms / 1000.0, now + conf.slot_ttl_ms / 1000.0, payload
-        )
+    def _hand_over(
+        self, room: _Room, entry: str, payload: bytes, now: float, conf: RoomSettings, reserved: bool = True
+    ) -> Handover:
+        until = now + conf.slot_ttl_ms / 1000.0 if reserved else math.inf
+        room.handed[entry] = _Handed(now + conf.handover_lease_ms / 1000.0, until, payload)
         return Handover(entry, payload)
 
     def _hand_free(
@@ -466,6 +469,16 @@ class MemoryStore:
                         status = RoomStatus.DUPLICATE
                     else:
                         takeover = True
+                elif reservation in state.queue:
+                    # its hand-over ran out unclaimed and it waits first in line again: this is
+                    # its delivery, which takes a free slot as that entry or is acknowledged
+                    if next(iter(state.queue)) == reservation and len(slots) < room.max_size:
+                        del state.queue[reservation]
+                        slots[token] = slot_ends
+                        self._claim(state, reservation, token, now, room)
+                        status = RoomStatus.CLAIMED
+                    else:
+                        status = RoomStatus.PARKED
                 elif slots.pop("#" + reservation, None) is not None:
                     slots[token] = slot_ends
                     state.handed.pop(reservation, None)
@@ -519,6 +532,21 @@ class MemoryStore:
             if released and not out:
                 self._signal(key)
             return RoomRelease(released, tuple(out))
+
+    def room_cancel(self, key: str, entry_id: str, room: RoomSettings) -> RoomRelease:
+        with self._mutex:
+            now = _now()
+            slots = self._slots_of(key)
+            state = self._room(key, now)
+            existed = False
+            for table in (state.queue, state.timed, state.handed):
+                existed = table.pop(entry_id, None) is not None or existed
+            slots.pop("#" + entry_id, None)
+            out: list[Handover] = []
+            self._hand_free(state, slots, room, now, HANDOVER_BATCH, out)
+            self._tidy_slots(key, slots)
+            self._settle(key, state, room.registry, _keep_size(state, room))
+            return RoomRelease(existed, tuple(out))
 
     def room_park_until(
         self, key: str, entry_id: str, payload: bytes, delay_ms: int, room: RoomSettings
@@ -588,7 +616,7 @@ class MemoryStore:
                     if timed is None or timed[0] != due_at:
                         continue  # a stale heap entry
                     del state.timed[entry]
-                    out.append(self._hand_over(state, entry, timed[1], now, conf))
+                    out.append(self._hand_over(state, entry, timed[1], now, conf, reserved=False))
                     due += 1
             self._tidy_slots(key, slots)
             held = self._settle(key, state, registry, None)
@@ -601,9 +629,11 @@ class MemoryStore:
             if state is None:
                 return RoomStats(0, 0.0, 0, 0, 0)
             oldest = next(iter(state.queue.values()))[0] if state.queue else now
-            handed = sum(1 for h in state.handed.values() if h.until > now)
+            # a hand-over whose reservation ran out is parked again (the next call moves it back)
+            back = sum(1 for h in state.handed.values() if h.until <= now)
             wait_s = max(0.0, math.floor((now - oldest) * 1000) / 1000.0)  # whole ms, as on Redis
-            return RoomStats(len(state.queue), wait_s, handed, len(state.timed), len(state.watch))
+            parked = len(state.queue) + back
+            return RoomStats(parked, wait_s, len(state.handed) - back, len(state.timed), len(state.watch))
 
     def rooms(self, registry: str) -> tuple[str, ...]:
         with self._mutex:
@@ -766,6 +796,9 @@ class AsyncMemoryBackend:
         self, key: str, entry_id: str, payload: bytes, delay_ms: int, room: RoomSettings
     ) -> RoomAdmission:
         return self.store.room_park_until(key, entry_id, payload, delay_ms, room)
+
+    async def room_cancel(self, key: str, entry_id: str, room: RoomSettings) -> RoomRelease:
+        return self.store.room_cancel(key, entry_id, room)
 
     async def room_arrive(
         self, key: str, token: str, entry_id: str, payload: bytes, room: RoomSettings, reservation: str

@@ -19,6 +19,7 @@ room_acquire            1    ``room_acquire.lua`` (Cluster: 2 when it parks)
 room_release            1    ``room_release.lua``
 room_park_until         1    ``room_park_until.lua`` (Cluster: 2 when it parks)
 room_arrive             1    ``room_arrive.lua``
+room_cancel             1    ``room_cancel.lua``
 room_sweep              1    ``room_sweep.lua`` (Cluster: +3 when the room drains)
 room_stats / rooms      1    ``room_stats.lua`` / ZRANGE of the registry
 =====================  ====  ====================================================
@@ -120,6 +121,7 @@ ROOM_RELEASE = _load_room("room_release")
 ROOM_PARK_UNTIL = _load_room("room_park_until")
 ROOM_ARRIVE = _load_room("room_arrive")
 ROOM_SWEEP = _load_room("room_sweep")
+ROOM_CANCEL = _load_room("room_cancel")
 ROOM_STATS = _load_room("room_stats")
 ROOMS_UNLIST = _load("rooms_unlist")
 
@@ -279,6 +281,10 @@ def _room_park_until(
         raise ValueError(f"room_park_until {key!r}: delay_ms must be an int >= 0, got {delay_ms!r}")
     args = (key, entry_id, payload, delay_ms, _settings(room))
     return ROOM_PARK_UNTIL, _room_keys(key, registry), args
+
+
+def _room_cancel(key: str, entry_id: str, room: RoomSettings, registry: str | None) -> _Call:
+    return ROOM_CANCEL, _room_keys(key, registry), (key, entry_id, _settings(room), HANDOVER_BATCH)
 
 
 def _room_arrive(
@@ -513,6 +519,12 @@ class RedisBackend:
         reply = _room_reply(self._script("room_release", call))
         return RoomRelease(reply.code == 1, reply.handed)
 
+    def room_cancel(self, key: str, entry_id: str, room: RoomSettings) -> RoomRelease:
+        reply = _room_reply(
+            self._script("room_cancel", _room_cancel(key, entry_id, room, self._registry(room.registry)))
+        )
+        return RoomRelease(reply.code == 1, reply.handed)
+
     def room_park_until(
         self, key: str, entry_id: str, payload: bytes, delay_ms: int, room: RoomSettings
     ) -> RoomAdmission:
@@ -704,6 +716,11 @@ class AsyncRedisBackend:
     ) -> RoomRelease:
         call = _room_release(key, token, room, claimed, self._registry(room.registry))
         reply = _room_reply(await self._script("room_release", call))
+        return RoomRelease(reply.code == 1, reply.handed)
+
+    async def room_cancel(self, key: str, entry_id: str, room: RoomSettings) -> RoomRelease:
+        call = _room_cancel(key, entry_id, room, self._registry(room.registry))
+        reply = _room_reply(await self._script("room_cancel", call))
         return RoomRelease(reply.code == 1, reply.handed)
 
     async def room_park_until(

@@ -18,7 +18,9 @@
 -- (the first such copy is kept: it runs if the claimer dies unfinished); once the claimer
 -- finished (room_release with its id) or a copy took its place, a duplicate; if the claimer
 -- died unfinished (slot ran out, nobody watching) this delivery takes the claim over and goes
--- the normal way (acquired: it is the claimer now; parked: its own entry carries on).
+-- the normal way (acquired: it is the claimer now; parked: its own entry carries on). A
+-- reservation that ran out unclaimed put its entry back first in line: its delivery claims a
+-- free slot as that entry, or is acknowledged (parked) while the entry keeps its place.
 local token, entry, payload = ARGV[2], ARGV[3], ARGV[4]
 local max_size, slot_ttl, lease, started_ttl, max_waiting = settings(ARGV[5])
 local rid, batch = ARGV[6], tonumber(ARGV[7])
@@ -43,6 +45,18 @@ if rid ~= '' then
       status, parked_new = 3, stored
     else
       takeover = true
+    end
+  elseif redis.call('ZSCORE', ROOM, rid) then
+    -- its hand-over ran out unclaimed and it waits first in line again: this is its delivery
+    if redis.call('ZRANGE', ROOM, 0, 0)[1] == rid and redis.call('ZCARD', SLOTS) < max_size then
+      redis.call('ZREM', ROOM, rid)
+      redis.call('HDEL', PARKED, rid)
+      redis.call('ZADD', SLOTS, now + slot_ttl, token)
+      claim(rid, token, started_ttl)
+      keep_slots()
+      status = 2
+    else
+      status = 4  -- it keeps its place; this delivery is acknowledged
     end
   elseif redis.call('ZSCORE', SLOTS, '#' .. rid) then
     -- the reserved slot becomes the token's running lease; the hand-over is confirmed

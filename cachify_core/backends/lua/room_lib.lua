@@ -56,8 +56,9 @@ local function keep_size(text)
 end
 
 -- Expired slots and reservations; started marks past their time (kept while the claimer runs,
--- else forgotten, after settling the copy watching them); hand-overs past their life (their
--- reservation ended at the same moment; the payload goes with them).
+-- else forgotten, after settling the copy watching them); slot hand-overs whose reservation
+-- ran out unclaimed go back first in line under the same id (handed over again when a slot
+-- frees; a delivery of it that still comes is matched to it), so a lost publish loses nothing.
 local function prune()
   redis.call('ZREMRANGEBYSCORE', SLOTS, '-inf', now)
   local old = redis.call('ZRANGEBYSCORE', STARTED, '-inf', now, 'LIMIT', 0, PRUNE_BATCH)
@@ -75,19 +76,25 @@ local function prune()
   if #gone > 0 then
     redis.call('ZREM', UNTIL, unpack(gone))
     redis.call('ZREM', HANDED, unpack(gone))
-    redis.call('HDEL', PARKED, unpack(gone))
+    for i = #gone, 1, -1 do  -- the longest given up ends first
+      if redis.call('HEXISTS', PARKED, gone[i]) == 1 then
+        park_first(gone[i])
+      end
+    end
   end
 end
 
--- Mark `id` handed over (lease and life) and append (id, payload) to `out`; false if it has
--- no payload (cannot happen while the room is kept; then nothing is handed).
+-- Mark `id` handed over (its lease; with `until_ms`, the end of its reservation) and append
+-- (id, payload) to `out`; false if it has no payload (cannot happen while the room is kept).
 local function hand_over(id, lease_ms, until_ms, out)
   local payload = redis.call('HGET', PARKED, id)
   if not payload then
     return false
   end
   redis.call('ZADD', HANDED, now + lease_ms, id)
-  redis.call('ZADD', UNTIL, until_ms, id)
+  if until_ms then
+    redis.call('ZADD', UNTIL, until_ms, id)
+  end
   out[#out + 1] = id
   out[#out + 1] = payload
   return true
@@ -115,39 +122,30 @@ local function hand_free(max_size, slot_ttl_ms, lease_ms, batch, out)
   return free
 end
 
--- After a change: store the settings, set lifetimes (nothing expires while an entry waits),
--- keep the registry exact (single server). Returns the entries the room still holds.
+-- After a change: store the settings, set lifetimes (nothing a room holds expires while it
+-- holds it), keep the registry exact (single server). Returns the entries the room holds
+-- (parked, timed, handed over, watching).
 local function settle(conf)
-  local waiting = redis.call('ZCARD', ROOM) + redis.call('ZCARD', TIMED) + redis.call('HLEN', WATCH)
-  local held = waiting + redis.call('ZCARD', HANDED)
-  local last = redis.call('ZRANGE', UNTIL, -1, -1, 'WITHSCORES')[2]
-  if held > 0 and conf then
-    redis.call('SET', CONF, conf)
-  end
-  if waiting > 0 then
+  local held = redis.call('ZCARD', ROOM) + redis.call('ZCARD', TIMED) + redis.call('HLEN', WATCH)
+    + redis.call('ZCARD', HANDED)
+  if held > 0 then
+    if conf then
+      redis.call('SET', CONF, conf)
+    end
     redis.call('PERSIST', PARKED)
     redis.call('PERSIST', CONF)
     redis.call('PERSIST', CLAIMS)
-  elseif last then
-    redis.call('PEXPIREAT', PARKED, tonumber(last))
-    redis.call('PEXPIREAT', CONF, tonumber(last))
   else
-    redis.call('DEL', PARKED, CONF)
-  end
-  if last then
-    redis.call('PEXPIREAT', HANDED, tonumber(last))
-    redis.call('PEXPIREAT', UNTIL, tonumber(last))
+    redis.call('DEL', PARKED, CONF, UNTIL)
   end
   local mark = redis.call('ZRANGE', STARTED, -1, -1, 'WITHSCORES')[2]
   if mark then
     -- a running claimer's mark is moved on by the next prune; until then its lease bounds it
     local last_slot = redis.call('ZREVRANGEBYSCORE', SLOTS, '(' .. NO_EXPIRY, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)[2]
     local ends = math.max(tonumber(mark), tonumber(last_slot or 0))
-    if ends < NO_EXPIRY then
-      redis.call('PEXPIREAT', STARTED, ends)
-      if waiting == 0 then
-        redis.call('PEXPIREAT', CLAIMS, ends)
-      end
+    redis.call('PEXPIREAT', STARTED, ends)
+    if held == 0 then
+      redis.call('PEXPIREAT', CLAIMS, ends)
     end
   end
   if REGISTRY then

@@ -36,7 +36,7 @@ if conf then
   local due = redis.call('ZRANGEBYSCORE', TIMED, '-inf', now, 'LIMIT', 0, limit)
   if #due > 0 then
     for _, id in ipairs(due) do
-      hand_over(id, lease, now + slot_ttl, out)
+      hand_over(id, lease, nil, out)  -- republished every lease until claimed or cancelled
     end
     redis.call('ZREM', TIMED, unpack(due))
   end

@@ -118,7 +118,7 @@ class CacheRead(NamedTuple):
 # ``{K}:timed``          timed entries: entry id -> due (server ms)
 # ``{K}:parked``         entry id -> payload, for parked, timed and handed-over entries
 # ``{K}:handed``         hand-overs: entry id -> lease end (server ms)
-# ``{K}:until``          hand-overs: entry id -> given up at (server ms)
+# ``{K}:until``          slot hand-overs: entry id -> end of the reservation (server ms)
 # ``{K}:started``        claimed entry ids: entry id -> remembered until (server ms)
 # ``{K}:conf``           the room's settings, for sweepers that know only the key
 # ``{K}:claims``         claimed entry ids -> the claimer's token (``""``: finished, or replaced)
@@ -126,11 +126,10 @@ class CacheRead(NamedTuple):
 # ``{<registry>}``       the registry: rooms with parked, timed, watching or handed-over entries
 # =====================  ====================================================================
 #
-# Lifetimes: ``:room``, ``:timed``, ``:watch``, ``:parked``, ``:claims`` and ``:conf`` never
-# expire while an entry waits
-# (however long); with nothing waiting, what is left of a room expires when its last hand-over
-# is given up, and ``:started`` with its last mark. The registry lists a room while it has
-# parked, timed or handed-over entries. On a single Redis server (and the memory backend) every
+# Lifetimes: nothing a room holds expires while it holds it (however long an entry waits);
+# an empty room leaves only ``:started``/``:claims``, which expire with their last mark (and
+# the claimer's lease). The registry lists a room while it has parked, timed, watching or
+# handed-over entries. On a single Redis server (and the memory backend) every
 # script keeps it exact, atomically; on Redis Cluster the registry is one key in its own hash
 # slot, which a room's script cannot touch, so a park adds the room in a second command and
 # ``room_sweep`` removes a drained room (a version check keeps a concurrent park's room listed):
@@ -196,7 +195,7 @@ class RoomStatus(enum.Enum):
     DUPLICATE = "duplicate"  #: this reservation was claimed: acknowledge, do not run (see above)
     PARKED = "parked"  #: the entry waits in the room (it was parked now, or already was)
     FULL = "full"  #: the room holds ``max_waiting`` entries: nothing was parked
-    UNKNOWN = "unknown"  #: ``room_arrive``: no hand-over of that id (given up, or never made)
+    UNKNOWN = "unknown"  #: ``room_arrive``: no hand-over of that id (cancelled, or never made)
 
 
 class Handover(NamedTuple):
@@ -386,15 +385,17 @@ class SyncBackend(Protocol):
         set: renew it with ``pool_extend``, end it with ``room_release(key, token, room,
         claimed=reservation)``), ``DUPLICATE`` (claimed before: the claim runs or finished; the
         first copy arriving while it runs is kept as ``(entry_id, payload)`` and is due at once
-        if the claimer dies unfinished), or ``UNKNOWN`` (no such hand-over: given up, or never
+        if the claimer dies unfinished), or ``UNKNOWN`` (no such hand-over: cancelled, or never
         made; go on as a new delivery)."""
         ...
 
     def room_sweep(self, key: str, registry: str, limit: int) -> RoomSweep:
         """Move room ``key`` on without a release, with the settings its last park stored:
-        free slots (a dead holder's, expired; a hand-over given up) go to the oldest parked
-        entries; hand-overs whose lease has passed are returned again and their lease renewed;
-        timed entries now due are handed over. At most ``limit`` (>= 1) of each kind per call."""
+        free slots (a dead holder's, expired) go to the oldest parked entries (one whose
+        reservation ran out unclaimed is first again); hand-overs whose lease has passed are
+        returned again and their lease renewed; timed entries now due are handed over; copies
+        watching a claim whose claimer died go first in line. At most ``limit`` (>= 1) of each
+        kind per call."""
         ...
 
     def room_stats(self, key: str) -> RoomStats:

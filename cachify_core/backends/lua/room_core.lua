@@ -9,7 +9,7 @@
 --   KEYS[3]  K:timed      zset: timed entry id -> due (ms)
 --   KEYS[4]  K:parked     hash: entry id -> payload (parked, timed and handed-over entries)
 --   KEYS[5]  K:handed     zset: handed-over entry id -> lease end (ms): republish after it
---   KEYS[6]  K:until      zset: handed-over entry id -> given up at (ms)
+--   KEYS[6]  K:until      zset: slot hand-over id -> end of its reservation (ms): back in line then
 --   KEYS[7]  K:started    zset: claimed entry id -> remembered until (ms)
 --   KEYS[8]  K:conf       string: the room's settings, as the SETTINGS argument below
 --   KEYS[9]  K:waiting    flag of blocking pool() waiters (see pool_acquire.lua)

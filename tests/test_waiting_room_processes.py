@@ -80,16 +80,16 @@ def test_killed_workers_lose_nothing_and_duplicate_only_killed_runs(
         raw.rpush(prefix + "queue", json.dumps({"n": n, "reservation": None}))
     next_id = 0
 
-    def spawn() -> Any:
-        nonlocal next_id
-        proc = start_all(
-            mp_workers_room.acks_late_worker,
-            [(flushed_redis_url, prefix, next_id, total, max_size, slot_ttl_ms)],
-        )[0]
-        next_id += 1
-        return proc
+    workers: dict[Any, int] = {}  # process -> its worker id (its processing list)
 
-    workers = {spawn(): 0, spawn(): 1, spawn(): 2}
+    def spawn() -> None:
+        nonlocal next_id
+        args = (flushed_redis_url, prefix, next_id, total, max_size, slot_ttl_ms)
+        workers[start_all(mp_workers_room.acks_late_worker, [args])[0]] = next_id
+        next_id += 1
+
+    for _ in range(3):
+        spawn()
     killed: list[tuple[int, int]] = []  # (message number, kill time ns)
     try:
         for k in range(kills):
@@ -108,9 +108,10 @@ def test_killed_workers_lose_nothing_and_duplicate_only_killed_runs(
             sigkill(proc)
             killed.append((n, time.monotonic_ns()))
             del workers[proc]
+            raw.delete(f"{prefix}running:{wid}")
             while raw.lmove(f"{prefix}processing:{wid}", prefix + "queue", "RIGHT", "LEFT") is not None:
                 pass  # the broker redelivers what the dead worker held, first in its queue
-            workers[spawn()] = next_id - 1
+            spawn()
         join_all(list(workers), raw, prefix, JOIN_TIMEOUT_S)
     finally:
         for proc in workers:

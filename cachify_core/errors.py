@@ -15,6 +15,7 @@ __all__ = [
     "CachifyLockNotOwnedError",
     "CachifyPoolFullError",
     "CachifyRateLimitedError",
+    "CachifyUnsupportedError",
 ]
 
 
@@ -73,4 +74,12 @@ class CachifyBackendError(CachifyError):
 
     The message names the operation and the server. Locks, ``once`` and pools fail closed on it;
     ``cached`` fails open (calls the function) unless told otherwise.
+    """
+
+
+class CachifyUnsupportedError(CachifyError, NotImplementedError):
+    """The backend cannot do what was asked atomically (e.g. a waiting room on a custom client).
+
+    The message names the backend and the operation; check the backend's capability flag
+    (``supports_waiting_room``) before calling.
     """

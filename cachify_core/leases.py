@@ -7,6 +7,11 @@ holder releases, and dies with the process, so a crashed holder's lease ends wit
 A renewal that finds the lease gone (expired, or force-released) logs a warning and stops (the
 holder can check ``owned()``); a renewal that fails on a backend error is retried within a
 second, so a short outage does not cost the lease.
+
+The same thread runs periodic jobs (``renewer.every``; asyncio: ``every_async``), such as the
+waiting rooms' sweep (:func:`cachify_core.rooms.start_sweeper`): one more entry in its heap,
+run on the same worker threads, so it costs no thread of its own. Like leases, periodic jobs
+do not survive ``fork()``: a child starts its own.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Literal
 
@@ -27,7 +32,7 @@ from .backends import AsyncBackend, SyncBackend
 if TYPE_CHECKING:
     from .instance import Cachify
 
-__all__ = ["Lease", "Renewer", "begin", "end", "renewer", "start_async_renewal"]
+__all__ = ["Lease", "Periodic", "Renewer", "begin", "end", "every_async", "renewer", "start_async_renewal"]
 
 logger = logging.getLogger("cachify")
 
@@ -97,6 +102,29 @@ class Lease:
         )
 
 
+class Periodic:
+    """A job run every ``interval_s`` until ``stop()`` (idempotent, no I/O). A run that raises
+    is logged and the job goes on; runs never overlap (the next is scheduled after one ends)."""
+
+    __slots__ = ("_task", "interval_s", "job", "name", "stopped")
+
+    def __init__(self, name: str, interval_s: float, job: Callable[[], object]) -> None:
+        if isinstance(interval_s, bool) or not isinstance(interval_s, (int, float)) or not interval_s > 0:
+            raise ValueError(
+                f"periodic job {name!r}: interval_s must be a positive number, got {interval_s!r}"
+            )
+        self.name = name
+        self.interval_s = float(interval_s)
+        self.job = job
+        self.stopped = False
+        self._task: asyncio.Task[None] | None = None
+
+    def stop(self) -> None:
+        self.stopped = True
+        if self._task is not None:
+            self._task.cancel()
+
+
 def _renew_sync(lease: Lease, backend: SyncBackend) -> bool:
     if lease.kind == "lock":
         return backend.lock_extend(lease.key, lease.token, lease.ttl_ms)
@@ -114,7 +142,7 @@ class Renewer:
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._heap: list[tuple[float, int, Lease]] = []
+        self._heap: list[tuple[float, int, Lease | Periodic]] = []
         self._seq = itertools.count()
         self._thread: threading.Thread | None = None
         self._stopped = 0  # stopped leases still in the heap (approximately: reset on compaction)
@@ -123,14 +151,32 @@ class Renewer:
     def start(self, backend: SyncBackend, kind: Kind, key: str, token: str, ttl_ms: int) -> Lease:
         lease = Lease(backend, kind, key, token, ttl_ms)
         lease._on_stop = self._stopped_one
+        self._schedule(_now() + lease.interval_s, lease)
+        return lease
+
+    def every(self, name: str, interval_s: float, job: Callable[[], object]) -> Periodic:
+        """Run ``job()`` every ``interval_s`` on this thread's workers, first after one interval."""
+        periodic = Periodic(name, interval_s, job)
+        self._schedule(_now() + periodic.interval_s, periodic)
+        return periodic
+
+    def _schedule(self, due: float, item: Lease | Periodic) -> None:
         with self._cond:
-            heapq.heappush(self._heap, (_now() + lease.interval_s, next(self._seq), lease))
+            heapq.heappush(self._heap, (due, next(self._seq), item))
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="cachify-renewer", daemon=True)
                 self._thread.start()
-            if self._heap[0][2] is lease:  # due before everything else: the thread must wake earlier
+            if self._heap[0][2] is item:  # due before everything else: the thread must wake earlier
                 self._cond.notify()
-        return lease
+
+    def _run_periodic(self, periodic: Periodic) -> None:
+        started = _now()
+        try:
+            periodic.job()
+        except Exception as exc:
+            logger.warning("cachify: periodic job %s failed: %s", periodic.name, exc)
+        if not periodic.stopped:
+            self._schedule(started + periodic.interval_s, periodic)
 
     def _stopped_one(self) -> None:
         """A lease stopped: its heap entry is dead weight until due (up to TTL/3 away). Drop
@@ -147,13 +193,17 @@ class Renewer:
             with self._cond:
                 while not self._heap or self._heap[0][0] > _now():
                     self._cond.wait(None if not self._heap else self._heap[0][0] - _now())
-                _, _, lease = heapq.heappop(self._heap)
-                if lease.stopped:
-                    self._stopped = max(0, self._stopped - 1)
+                _, _, item = heapq.heappop(self._heap)
+                if item.stopped:
+                    if isinstance(item, Lease):
+                        self._stopped = max(0, self._stopped - 1)
                     continue
             # Renewals run on a few worker threads: one stalled call (up to a socket timeout)
             # must not delay every other lease past its expiry.
-            self._executor().submit(self._renew_one, lease)
+            if isinstance(item, Periodic):
+                self._executor().submit(self._run_periodic, item)
+            else:
+                self._executor().submit(self._renew_one, item)
 
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:
@@ -216,6 +266,24 @@ def start_async_renewal(backend: AsyncBackend, kind: Kind, key: str, token: str,
 
     lease._task = asyncio.get_running_loop().create_task(loop(), name=f"cachify-renew:{key}")
     return lease
+
+
+def every_async(name: str, interval_s: float, job: Callable[[], Awaitable[object]]) -> Periodic:
+    """Await ``job()`` every ``interval_s`` from a task on the running loop; ``stop()`` cancels it."""
+    periodic = Periodic(name, interval_s, job)
+
+    async def loop() -> None:
+        while not periodic.stopped:
+            await asyncio.sleep(periodic.interval_s)
+            if periodic.stopped:
+                return
+            try:
+                await job()
+            except Exception as exc:
+                logger.warning("cachify: periodic job %s failed: %s", name, exc)
+
+    periodic._task = asyncio.get_running_loop().create_task(loop(), name=f"cachify-periodic:{name}")
+    return periodic
 
 
 def begin(

@@ -13,6 +13,8 @@ without ``timeout`` a full pool raises at once, as in py-cachify.
 (py-cachify's method) makes every call of the decorated functions share that one pool. Both
 are one decorator underneath. Unlike py-cachify's, neither turns a ``CachifyPoolFullError``
 raised *inside* the function into ``on_full``: only the call's own slot decides that.
+``pool(...).waiting()`` / ``awaiting()`` show the pool's waiting room (deliveries parked until
+a slot frees; see :mod:`cachify_core.backends.base`): parked count, oldest wait, hand-overs.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from types import TracebackType
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
 from . import leases
+from .backends.base import RoomStats
 from .errors import CachifyBackendError, CachifyPoolFullError
 from .instance import Cachify, get_cachify, seconds_to_ms
 from .keys import KeyTemplate
@@ -34,7 +37,7 @@ from .tokens import new_token
 from .waiting import WaitPlan
 from .wrapping import AsyncPoolWrappedF, HolderStacks, SyncPoolWrappedF, attach, is_coroutine_function
 
-__all__ = ["PooledDecorator", "make_pooled", "pool", "pooled"]
+__all__ = ["PooledDecorator", "RoomStats", "make_pooled", "pool", "pooled"]
 
 logger = logging.getLogger("cachify")
 
@@ -244,6 +247,19 @@ class pool(HolderStacks[Held]):
             self._auto_renew,
             self._plan,
         )
+
+    def waiting(self) -> RoomStats:
+        """The pool's waiting room right now (1 round trip): ``parked`` deliveries waiting for a
+        slot, ``oldest_wait_s`` of the longest-waiting one, ``handed`` hand-overs on their way
+        (each holding a reserved slot, counted by ``size()`` too) and ``timed`` entries. All zero
+        on a backend without waiting rooms (custom clients)."""
+        c = self._provider()
+        return c.sync_backend.room_stats(self._full_key(c))
+
+    async def awaiting(self) -> RoomStats:
+        """The asyncio twin of :meth:`waiting`."""
+        c = self._provider()
+        return await c.async_backend.room_stats(self._full_key(c))
 
 
 class PooledDecorator(Protocol):

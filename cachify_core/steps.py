@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Coroutine, Generator, Sequence
 from typing import Any, Protocol, TypeVar
 
-from .backends.base import RateLimit
+from .backends.base import RateLimit, RoomSettings
 from .waiting import WaitPlan
 
 __all__ = [
@@ -73,6 +73,34 @@ class Primitives(Protocol):
     def wait(self, key: str, timeout_s: float) -> Any: ...
 
     def rate_acquire(self, key: str, limits: Sequence[RateLimit], cost: int, consume: bool) -> Any: ...
+
+    def room_acquire(
+        self,
+        key: str,
+        token: str,
+        entry_id: str,
+        payload: bytes,
+        room: RoomSettings,
+        reservation: str | None = None,
+    ) -> Any: ...
+
+    def room_release(self, key: str, token: str, room: RoomSettings, claimed: str | None = None) -> Any: ...
+
+    def room_cancel(self, key: str, entry_id: str, room: RoomSettings) -> Any: ...
+
+    def room_park_until(
+        self, key: str, entry_id: str, payload: bytes, delay_ms: int, room: RoomSettings
+    ) -> Any: ...
+
+    def room_arrive(
+        self, key: str, token: str, entry_id: str, payload: bytes, room: RoomSettings, reservation: str
+    ) -> Any: ...
+
+    def room_sweep(self, key: str, registry: str, limit: int) -> Any: ...
+
+    def room_stats(self, key: str) -> Any: ...
+
+    def rooms(self, registry: str) -> Any: ...
 
 
 #: One backend call (or any I/O, such as running the user's function, which ignores the backend).

@@ -56,6 +56,7 @@ OPERATIONS = {
     "pool": "pool_acquire",
     "pool_wait": "pool_acquire",
     "pool_size": "pool_size",
+    "pool_waiting": "room_stats",
     "pooled": "pool_acquire",
 }
 FEATURES = list(OPERATIONS)
@@ -161,6 +162,7 @@ def sync_operation(c: Cachify, feature: str) -> Callable[[], object]:
         "pool": lambda: hold(c.pool("p", 2)),
         "pool_wait": lambda: hold(c.pool("pw", 1, timeout=1)),
         "pool_size": lambda: c.pool("p", 2).size(),
+        "pool_waiting": lambda: c.pool("p", 2).waiting(),
         "pooled": lambda: pooled_fn(1),
     }[feature]
 
@@ -194,6 +196,7 @@ def async_operation(c: Cachify, feature: str) -> Callable[[], Awaitable[object]]
         "pool": lambda: hold(c.pool("p", 2)),
         "pool_wait": lambda: hold(c.pool("pw", 1, timeout=1)),
         "pool_size": lambda: c.pool("p", 2).asize(),
+        "pool_waiting": lambda: c.pool("p", 2).awaiting(),
         "pooled": lambda: pooled_fn(1),
     }[feature]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing_extensions import assert_type
 
 from cachify_core import Cachify, cached, init_cachify, lock, once, pool, pooled, rate_limit, rate_limited
+from cachify_core.backends import RoomStats
 
 instance: Cachify = init_cachify(is_global=False)
 
@@ -67,6 +68,8 @@ def check() -> None:
         assert_type(held, lock)
     with pool("p", 3) as slot:
         assert_type(slot.size(), int)
+        assert_type(slot.waiting(), RoomStats)
+        assert_type(slot.waiting().oldest_wait_s, float)
     assert_type(sync_rate_limited(1), int)
     assert_type(sync_rate_limited.retry_after(1), float)
     assert_type(sync_rate_limited.remaining(1), int)
@@ -91,6 +94,7 @@ async def check_async() -> None:
     assert_type(sync_raising(b"x"), bytes)
     assert_type(await async_pool_method(1), str)
     assert_type(await async_pool_method.size(1), int)
+    assert_type(await instance.pool("p", 2).awaiting(), RoomStats)
 
 
 rate_limited_cm = rate_limit("cm", "100/m", nowait=True)

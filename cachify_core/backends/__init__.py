@@ -21,7 +21,20 @@ from typing import Any
 
 from ..errors import CachifyInitError
 from ..protocols import AsyncClient, SyncClient
-from .base import AsyncBackend, CacheRead, RateCheck, RateLimit, SyncBackend
+from .base import (
+    AsyncBackend,
+    CacheRead,
+    Handover,
+    RateCheck,
+    RateLimit,
+    RoomAdmission,
+    RoomRelease,
+    RoomSettings,
+    RoomStats,
+    RoomStatus,
+    RoomSweep,
+    SyncBackend,
+)
 from .client import AsyncClientBackend, ClientBackend, ThreadedAsyncBackend
 from .memory import DEFAULT_MAX_ENTRIES, AsyncMemoryBackend, MemoryStore
 from .redis import (
@@ -40,10 +53,17 @@ __all__ = [
     "AsyncMemoryBackend",
     "AsyncRedisBackend",
     "CacheRead",
+    "Handover",
     "MemoryStore",
     "RateCheck",
     "RateLimit",
     "RedisBackend",
+    "RoomAdmission",
+    "RoomRelease",
+    "RoomSettings",
+    "RoomStats",
+    "RoomStatus",
+    "RoomSweep",
     "SyncBackend",
     "resolve_backends",
 ]

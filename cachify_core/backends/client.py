@@ -21,6 +21,11 @@ Semantics are best effort, as py-cachify documents for custom clients:
 * rate limits are **not supported**: a GCRA check must read, compare and write every limit in
   one atomic step, which get/set/delete cannot do without over-admitting under concurrency, so
   ``rate_acquire`` raises ``CachifyInitError`` naming the client (use the memory or Redis backend).
+* no waiting rooms (``supports_waiting_room = False``): parking and handing a slot over must
+  happen in one atomic step with the slot count, which get/set/delete cannot do. Every
+  ``room_*`` mutation raises :class:`CachifyUnsupportedError`; ``room_stats`` and ``rooms``
+  report empty rooms (nothing ever parks here). A task on such a backend falls back to backoff
+  requeue.
 """
 
 from __future__ import annotations
@@ -31,9 +36,19 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import CachifyBackendError, CachifyInitError
+from ..errors import CachifyBackendError, CachifyInitError, CachifyUnsupportedError
 from ..protocols import AsyncClient, SyncClient
-from .base import CacheRead, RateCheck, RateLimit
+from .base import (
+    CacheRead,
+    RateCheck,
+    RateLimit,
+    RoomAdmission,
+    RoomRelease,
+    RoomSettings,
+    RoomStats,
+    RoomStatus,
+    RoomSweep,
+)
 
 __all__ = ["AsyncClientBackend", "ClientBackend", "ThreadedAsyncBackend"]
 
@@ -70,6 +85,17 @@ def _no_rates(name: str) -> CachifyInitError:
         f"rate limits are not supported on {name}: a client offering only get/set/delete cannot check "
         "and count a rate atomically; use the memory backend or Redis (url=... or a redis-py client)"
     )
+
+
+def _no_room(name: str, op: str) -> CachifyUnsupportedError:
+    return CachifyUnsupportedError(
+        f"{op} on {name}: a custom get/set/delete client cannot park or hand over atomically, so it "
+        "has no waiting rooms (backend.supports_waiting_room is False); use Redis or the memory "
+        "backend, or requeue with backoff"
+    )
+
+
+_EMPTY_ROOM = RoomStats(0, 0.0, 0, 0)
 
 
 def _slot_keys(key: str, max_size: int) -> list[str]:
@@ -241,6 +267,47 @@ class ClientBackend:
         time.sleep(max(timeout_s, 0.0))
         return False
 
+    # -- waiting rooms: not on a custom client (see the module docstring) ---------------------
+    supports_waiting_room = False
+
+    def room_acquire(
+        self,
+        key: str,
+        token: str,
+        entry_id: str,
+        payload: bytes,
+        room: RoomSettings,
+        reservation: str | None = None,
+    ) -> RoomAdmission:
+        raise _no_room(self.name, "room_acquire")
+
+    def room_release(
+        self, key: str, token: str, room: RoomSettings, claimed: str | None = None
+    ) -> RoomRelease:
+        raise _no_room(self.name, "room_release")
+
+    def room_cancel(self, key: str, entry_id: str, room: RoomSettings) -> RoomRelease:
+        raise _no_room(self.name, "room_cancel")
+
+    def room_park_until(
+        self, key: str, entry_id: str, payload: bytes, delay_ms: int, room: RoomSettings
+    ) -> RoomAdmission:
+        raise _no_room(self.name, "room_park_until")
+
+    def room_arrive(
+        self, key: str, token: str, entry_id: str, payload: bytes, room: RoomSettings, reservation: str
+    ) -> RoomStatus:
+        raise _no_room(self.name, "room_arrive")
+
+    def room_sweep(self, key: str, registry: str, limit: int) -> RoomSweep:
+        raise _no_room(self.name, "room_sweep")
+
+    def room_stats(self, key: str) -> RoomStats:
+        return _EMPTY_ROOM
+
+    def rooms(self, registry: str) -> tuple[str, ...]:
+        return ()
+
 
 class AsyncClientBackend:
     """Asyncio backend over a :class:`~cachify_core.protocols.AsyncClient`."""
@@ -332,6 +399,47 @@ class AsyncClientBackend:
         await asyncio.sleep(max(timeout_s, 0.0))
         return False
 
+    # -- waiting rooms: not on a custom client (see the module docstring) ---------------------
+    supports_waiting_room = False
+
+    async def room_acquire(
+        self,
+        key: str,
+        token: str,
+        entry_id: str,
+        payload: bytes,
+        room: RoomSettings,
+        reservation: str | None = None,
+    ) -> RoomAdmission:
+        raise _no_room(self.name, "room_acquire")
+
+    async def room_release(
+        self, key: str, token: str, room: RoomSettings, claimed: str | None = None
+    ) -> RoomRelease:
+        raise _no_room(self.name, "room_release")
+
+    async def room_cancel(self, key: str, entry_id: str, room: RoomSettings) -> RoomRelease:
+        raise _no_room(self.name, "room_cancel")
+
+    async def room_park_until(
+        self, key: str, entry_id: str, payload: bytes, delay_ms: int, room: RoomSettings
+    ) -> RoomAdmission:
+        raise _no_room(self.name, "room_park_until")
+
+    async def room_arrive(
+        self, key: str, token: str, entry_id: str, payload: bytes, room: RoomSettings, reservation: str
+    ) -> RoomStatus:
+        raise _no_room(self.name, "room_arrive")
+
+    async def room_sweep(self, key: str, registry: str, limit: int) -> RoomSweep:
+        raise _no_room(self.name, "room_sweep")
+
+    async def room_stats(self, key: str) -> RoomStats:
+        return _EMPTY_ROOM
+
+    async def rooms(self, registry: str) -> tuple[str, ...]:
+        return ()
+
 
 class ThreadedAsyncBackend:
     """The asyncio face of a blocking-only backend: each call runs in a worker thread.
@@ -396,3 +504,44 @@ class ThreadedAsyncBackend:
     async def wait(self, key: str, timeout_s: float) -> bool:
         await asyncio.sleep(max(timeout_s, 0.0))
         return False
+
+    # -- waiting rooms: not on a custom client (see the module docstring) ---------------------
+    supports_waiting_room = False
+
+    async def room_acquire(
+        self,
+        key: str,
+        token: str,
+        entry_id: str,
+        payload: bytes,
+        room: RoomSettings,
+        reservation: str | None = None,
+    ) -> RoomAdmission:
+        raise _no_room(self.name, "room_acquire")
+
+    async def room_release(
+        self, key: str, token: str, room: RoomSettings, claimed: str | None = None
+    ) -> RoomRelease:
+        raise _no_room(self.name, "room_release")
+
+    async def room_cancel(self, key: str, entry_id: str, room: RoomSettings) -> RoomRelease:
+        raise _no_room(self.name, "room_cancel")
+
+    async def room_park_until(
+        self, key: str, entry_id: str, payload: bytes, delay_ms: int, room: RoomSettings
+    ) -> RoomAdmission:
+        raise _no_room(self.name, "room_park_until")
+
+    async def room_arrive(
+        self, key: str, token: str, entry_id: str, payload: bytes, room: RoomSettings, reservation: str
+    ) -> RoomStatus:
+        raise _no_room(self.name, "room_arrive")
+
+    async def room_sweep(self, key: str, registry: str, limit: int) -> RoomSweep:
+        raise _no_room(self.name, "room_sweep")
+
+    async def room_stats(self, key: str) -> RoomStats:
+        return _EMPTY_ROOM
+
+    async def rooms(self, registry: str) -> tuple[str, ...]:
+        return ()

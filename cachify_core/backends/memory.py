@@ -12,6 +12,10 @@ Expired locks, slots and TATs are swept in amortised O(1) per acquire.
 Rate limits are GCRA on ``time.monotonic`` in microseconds (system-wide on Linux, so a TAT
 stays meaningful in a forked child), under the same mutex: exactly the Redis script's logic.
 
+Waiting rooms (``room_*``, contract in base.py) keep the same state as the Redis scripts in
+one :class:`_Room` per pool key, under the same mutex, on the monotonic clock: a reservation is
+a slot named ``"#" + entry_id`` in the pool's table, so plain acquires count it as taken.
+
 Waiting is exact: a failed acquire with ``waiting`` > 0 registers a waiter under the same
 mutex as the release that signals it, so no wake-up is lost; blocking waiters sleep on a
 per-key ``threading.Condition``, asyncio waiters on a future resolved through their own loop.
@@ -21,6 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import heapq
+import itertools
 import math
 import os
 import threading
@@ -29,7 +36,19 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
 
-from .base import CacheRead, RateCheck, RateLimit
+from .base import (
+    HANDOVER_BATCH,
+    CacheRead,
+    Handover,
+    RateCheck,
+    RateLimit,
+    RoomAdmission,
+    RoomRelease,
+    RoomSettings,
+    RoomStats,
+    RoomStatus,
+    RoomSweep,
+)
 
 __all__ = ["DEFAULT_MAX_ENTRIES", "AsyncMemoryBackend", "MemoryStore"]
 
@@ -48,9 +67,81 @@ def _deadline(ttl_ms: int | None) -> float:
     return math.inf if ttl_ms is None else _now() + ttl_ms / 1000.0
 
 
+def _check_slots(room: RoomSettings, op: str) -> None:
+    if room.max_size < 1:
+        raise ValueError(f"{op}: RoomSettings.max_size must be >= 1 for a pool, got {room.max_size}")
+
+
+def _keep_size(state: _Room, room: RoomSettings) -> RoomSettings:
+    """``room`` with the room's stored max_size kept: timed entries and claims never take a
+    pool's slots, so their callers (who may say 0) must not change its size."""
+    if state.conf is not None and state.conf.max_size != room.max_size:
+        return dataclasses.replace(room, max_size=state.conf.max_size)
+    return room
+
+
 def _resolve(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
+
+
+class _Handed:
+    """A hand-over not yet arrived: republish after ``lease_end``; its reservation ends at
+    ``until`` (then it goes back first in line; a timed one has none: ``inf``)."""
+
+    __slots__ = ("lease_end", "payload", "until")
+
+    def __init__(self, lease_end: float, until: float, payload: bytes) -> None:
+        self.lease_end = lease_end
+        self.until = until
+        self.payload = payload
+
+
+class _Room:
+    """One pool's waiting room (the memory twin of the ``{K}:room`` ... ``{K}:watch`` keys)."""
+
+    __slots__ = (
+        "claims",
+        "conf",
+        "handed",
+        "queue",
+        "started",
+        "started_heap",
+        "timed",
+        "timed_heap",
+        "watch",
+    )
+
+    def __init__(self) -> None:
+        self.queue: OrderedDict[str, tuple[float, bytes]] = OrderedDict()  # FIFO: (parked at, payload)
+        self.timed: dict[str, tuple[float, bytes]] = {}  # entry -> (due, payload)
+        self.timed_heap: list[tuple[float, int, str]] = []  # (due, seq, entry); stale ones skipped
+        self.handed: dict[str, _Handed] = {}
+        self.started: dict[str, float] = {}  # claimed entry -> remembered until
+        self.started_heap: list[tuple[float, int, str]] = []  # (until, seq, entry); stale ones skipped
+        self.claims: dict[str, str] = {}  # claimed entry -> claimer token ("" finished or replaced)
+        self.watch: dict[str, tuple[str, str, bytes]] = {}  # claimed entry -> (kind, copy id, payload)
+        self.conf: RoomSettings | None = None
+
+    def held(self) -> int:
+        return len(self.queue) + len(self.timed) + len(self.handed) + len(self.watch)
+
+    def remember(self, entry: str, until: float) -> None:
+        self.started[entry] = until
+        heapq.heappush(self.started_heap, (until, next(_timed_seq), entry))
+
+    def park_first(self, entry: str, payload: bytes, now: float) -> None:
+        """Put ``entry`` first in line (it was started before anyone waiting)."""
+        at = now
+        if self.queue:
+            head = next(iter(self.queue.values()))[0]
+            if head <= at:
+                at = head - 1e-6
+        self.queue[entry] = (at, payload)
+        self.queue.move_to_end(entry, last=False)
+
+
+_timed_seq = itertools.count()
 
 
 _stores: weakref.WeakSet[MemoryStore] = weakref.WeakSet()
@@ -76,6 +167,8 @@ class MemoryStore:
         self._locks: dict[str, tuple[str, float]] = {}
         self._pools: dict[str, dict[str, float]] = {}
         self._rates: dict[str, int] = {}  # "<key>:<limit name>" -> TAT, monotonic µs
+        self._rooms: dict[str, _Room] = {}
+        self._registries: dict[str, set[str]] = {}
         self._waiters: dict[str, int] = {}
         self._signals: dict[str, int] = {}
         self._conds: dict[str, threading.Condition] = {}
@@ -252,6 +345,329 @@ class MemoryStore:
             )
         return RateCheck(allowed, 0 if allowed else -(-over_us // 1000), max(remaining, 0))
 
+    # -- waiting rooms (contract: base.py) ---------------------------------------------------
+    supports_waiting_room = True
+
+    def _room(self, key: str, now: float) -> _Room:
+        room = self._rooms.get(key)
+        if room is None:
+            room = self._rooms[key] = _Room()
+        self._prune_room(key, room, now)
+        return room
+
+    def _claimer_live(self, key: str, room: _Room, entry: str, now: float) -> float | None:
+        """The lease end of ``entry``'s claimer while it still runs."""
+        claimer = room.claims.get(entry)
+        if claimer:
+            ends = self._pools.get(key, {}).get(claimer)
+            if ends is not None and ends > now:
+                return ends
+        return None
+
+    def _resolve_watch(self, key: str, room: _Room, entry: str, now: float) -> None:
+        """The copy watching claim ``entry``: kept while the claimer runs, dropped once it
+        finished, first in line (a timed one: due now) once the claimer died unfinished."""
+        watching = room.watch.get(entry)
+        if watching is None or self._claimer_live(key, room, entry, now) is not None:
+            return
+        del room.watch[entry]
+        kind, copy, payload = watching
+        if room.claims.get(entry):
+            room.claims[entry] = ""  # the copy runs instead; later copies are duplicates
+            if kind == "t":
+                room.timed[copy] = (now, payload)
+                heapq.heappush(room.timed_heap, (now, next(_timed_seq), copy))
+            else:
+                room.park_first(copy, payload, now)
+
+    def _prune_room(self, key: str, room: _Room, now: float) -> None:
+        while room.started_heap and room.started_heap[0][0] <= now:
+            until, _seq, entry = heapq.heappop(room.started_heap)
+            if room.started.get(entry) != until:
+                continue  # a stale heap entry
+            ends = self._claimer_live(key, room, entry, now)
+            if ends is not None:
+                room.remember(entry, ends)  # kept while the claimer runs
+                continue
+            self._resolve_watch(key, room, entry, now)
+            del room.started[entry]
+            room.claims.pop(entry, None)
+        gone = sorted(((h.until, e) for e, h in room.handed.items() if h.until <= now), reverse=True)
+        for _until, entry in gone:  # back first in line, the longest given up ending first
+            room.park_first(entry, room.handed.pop(entry).payload, now)
+
+    def _claimed_again(
+        self, key: str, room: _Room, entry: str, kind: str, copy: str, payload: bytes, now: float
+    ) -> str:
+        """A delivery of claimed ``entry`` arrived again: "duplicate" or "takeover" (base.py)."""
+        if self._claimer_live(key, room, entry, now) is not None:
+            if entry not in room.watch:
+                room.watch[entry] = (kind, copy, payload)
+            return "duplicate"
+        if room.claims.get(entry) and entry not in room.watch:
+            return "takeover"
+        self._resolve_watch(key, room, entry, now)
+        return "duplicate"
+
+    def _claim(self, room: _Room, entry: str, token: str, now: float, settings: RoomSettings) -> None:
+        room.claims[entry] = token
+        room.remember(entry, now + settings.started_ttl_ms / 1000.0)
+
+    def _hand_over(
+        self, room: _Room, entry: str, payload: bytes, now: float, conf: RoomSettings, reserved: bool = True
+    ) -> Handover:
+        until = now + conf.slot_ttl_ms / 1000.0 if reserved else math.inf
+        room.handed[entry] = _Handed(now + conf.handover_lease_ms / 1000.0, until, payload)
+        return Handover(entry, payload)
+
+    def _hand_free(
+        self, room: _Room, slots: dict[str, float], conf: RoomSettings, now: float, batch: int,
+        out: list[Handover],
+    ) -> int:  # fmt: skip
+        """Reserve free slots for the oldest parked entries (at most ``batch``); the slots still free."""
+        free = conf.max_size - len(slots)
+        while free > 0 and batch > 0 and room.queue:
+            entry, (_at, payload) = room.queue.popitem(last=False)
+            slots["#" + entry] = now + conf.slot_ttl_ms / 1000.0
+            out.append(self._hand_over(room, entry, payload, now, conf))
+            free -= 1
+            batch -= 1
+        return free
+
+    def _settle(self, key: str, room: _Room, registry: str | None, conf: RoomSettings | None) -> int:
+        held = room.held()
+        if held and conf is not None:
+            room.conf = conf
+        if registry is not None:
+            listed = self._registries.get(registry)
+            if held:
+                if listed is None:
+                    listed = self._registries[registry] = set()
+                listed.add(key)
+            elif listed is not None:
+                listed.discard(key)
+                if not listed:
+                    del self._registries[registry]
+        if not held and not room.started:
+            del self._rooms[key]
+        elif not held:
+            room.conf = None
+        return held
+
+    def _slots_of(self, key: str) -> dict[str, float]:
+        slots = self._live_slots(key)
+        if not slots:
+            slots = self._pools[key] = {}
+        return slots
+
+    def _tidy_slots(self, key: str, slots: dict[str, float]) -> None:
+        if not slots:
+            self._pools.pop(key, None)
+
+    def room_acquire(
+        self,
+        key: str,
+        token: str,
+        entry_id: str,
+        payload: bytes,
+        room: RoomSettings,
+        reservation: str | None = None,
+    ) -> RoomAdmission:
+        _check_slots(room, "room_acquire")
+        with self._mutex:
+            self._maybe_sweep()
+            now = _now()
+            slot_ends = now + room.slot_ttl_ms / 1000.0
+            waiting = None if reservation else self._rooms.get(key)
+            # the common case: nobody is parked, so a free slot is ours (as pool_acquire)
+            if (
+                not reservation
+                and (waiting is None or not waiting.queue)
+                and len(self._live_slots(key)) < room.max_size
+            ):
+                self._slots_of(key)[token] = slot_ends
+                return RoomAdmission(RoomStatus.ACQUIRED)
+            slots = self._slots_of(key)  # pruned before the room: claimers' slots are current
+            state = self._room(key, now)
+            status: RoomStatus | None = None
+            takeover = False
+            if reservation:
+                if reservation in state.claims:
+                    verdict = self._claimed_again(key, state, reservation, "s", entry_id, payload, now)
+                    if verdict == "duplicate":
+                        status = RoomStatus.DUPLICATE
+                    else:
+                        takeover = True
+                elif reservation in state.queue:
+                    # its hand-over ran out unclaimed and it waits first in line again: this is
+                    # its delivery, which takes a free slot as that entry or is acknowledged
+                    if next(iter(state.queue)) == reservation and len(slots) < room.max_size:
+                        del state.queue[reservation]
+                        slots[token] = slot_ends
+                        self._claim(state, reservation, token, now, room)
+                        status = RoomStatus.CLAIMED
+                    else:
+                        status = RoomStatus.PARKED
+                elif slots.pop("#" + reservation, None) is not None:
+                    slots[token] = slot_ends
+                    state.handed.pop(reservation, None)
+                    self._claim(state, reservation, token, now, room)
+                    status = RoomStatus.CLAIMED
+            already = entry_id in state.queue
+            out: list[Handover] = []
+            free = self._hand_free(state, slots, room, now, HANDOVER_BATCH, out)
+            if status is not None:
+                pass
+            elif already:
+                status = RoomStatus.PARKED
+            elif free > 0 and not state.queue:
+                slots[token] = slot_ends
+                status = RoomStatus.ACQUIRED
+            elif len(state.queue) >= room.max_waiting:
+                status = RoomStatus.FULL
+            else:
+                at = now
+                if state.queue:
+                    tail = next(reversed(state.queue.values()))[0]
+                    at = max(at, tail)
+                state.queue[entry_id] = (at, payload)
+                status = RoomStatus.PARKED
+            if takeover and status is RoomStatus.ACQUIRED:
+                self._claim(state, reservation or "", token, now, room)
+            elif takeover and status is RoomStatus.PARKED:
+                self._claim(state, reservation or "", "", now, room)
+            self._tidy_slots(key, slots)
+            self._settle(key, state, room.registry, room)
+            return RoomAdmission(status, tuple(out))
+
+    def room_release(
+        self, key: str, token: str, room: RoomSettings, claimed: str | None = None
+    ) -> RoomRelease:
+        with self._mutex:
+            now = _now()
+            slots = self._live_slots(key)
+            released = slots.pop(token, None) is not None
+            out: list[Handover] = []
+            state = self._rooms.get(key)
+            if state is not None and (state.queue or claimed):
+                self._prune_room(key, state, now)
+                if claimed and state.claims.get(claimed) == token:
+                    state.claims[claimed] = ""
+                    self._resolve_watch(key, state, claimed, now)
+                slots = self._slots_of(key)
+                self._hand_free(state, slots, room, now, HANDOVER_BATCH, out)
+                self._settle(key, state, room.registry, room)
+            self._tidy_slots(key, slots)
+            if released and not out:
+                self._signal(key)
+            return RoomRelease(released, tuple(out))
+
+    def room_cancel(self, key: str, entry_id: str, room: RoomSettings) -> RoomRelease:
+        with self._mutex:
+            now = _now()
+            slots = self._slots_of(key)
+            state = self._room(key, now)
+            existed = False
+            for table in (state.queue, state.timed, state.handed):
+                existed = table.pop(entry_id, None) is not None or existed
+            slots.pop("#" + entry_id, None)
+            out: list[Handover] = []
+            self._hand_free(state, slots, room, now, HANDOVER_BATCH, out)
+            self._tidy_slots(key, slots)
+            self._settle(key, state, room.registry, _keep_size(state, room))
+            return RoomRelease(existed, tuple(out))
+
+    def room_park_until(
+        self, key: str, entry_id: str, payload: bytes, delay_ms: int, room: RoomSettings
+    ) -> RoomAdmission:
+        if isinstance(delay_ms, bool) or not isinstance(delay_ms, int) or delay_ms < 0:
+            raise ValueError(f"room_park_until {key!r}: delay_ms must be an int >= 0, got {delay_ms!r}")
+        with self._mutex:
+            now = _now()
+            self._live_slots(key)
+            state = self._room(key, now)
+            status = RoomStatus.PARKED
+            if entry_id not in state.timed and entry_id not in state.handed:
+                if len(state.timed) >= room.max_waiting:
+                    status = RoomStatus.FULL
+                else:
+                    due = now + delay_ms / 1000.0
+                    state.timed[entry_id] = (due, payload)
+                    heapq.heappush(state.timed_heap, (due, next(_timed_seq), entry_id))
+            self._settle(key, state, room.registry, _keep_size(state, room))
+            return RoomAdmission(status)
+
+    def room_arrive(
+        self, key: str, token: str, entry_id: str, payload: bytes, room: RoomSettings, reservation: str
+    ) -> RoomStatus:
+        with self._mutex:
+            now = _now()
+            slots = self._slots_of(key)
+            state = self._room(key, now)
+            status = RoomStatus.UNKNOWN
+            take = False
+            if reservation in state.claims:
+                verdict = self._claimed_again(key, state, reservation, "t", entry_id, payload, now)
+                take = verdict == "takeover"
+                status = RoomStatus.CLAIMED if take else RoomStatus.DUPLICATE
+            elif state.handed.pop(reservation, None) is not None:
+                slots.pop("#" + reservation, None)  # a slot hand-over claimed this way gives its slot up
+                take, status = True, RoomStatus.CLAIMED
+            if take:
+                slots[token] = now + room.slot_ttl_ms / 1000.0
+                self._claim(state, reservation, token, now, room)
+            self._tidy_slots(key, slots)
+            self._settle(key, state, room.registry, _keep_size(state, room))  # a kept copy needs them
+            return status
+
+    def room_sweep(self, key: str, registry: str, limit: int) -> RoomSweep:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"room_sweep: limit must be an int >= 1, got {limit!r}")
+        with self._mutex:
+            now = _now()
+            slots = self._slots_of(key)
+            state = self._room(key, now)
+            for entry in list(state.watch)[:limit]:
+                self._resolve_watch(key, state, entry, now)
+            out: list[Handover] = []
+            conf = state.conf
+            if conf is not None:
+                self._hand_free(state, slots, conf, now, limit, out)
+                late = sorted((h.lease_end, e) for e, h in state.handed.items() if h.lease_end <= now)
+                for _end, entry in late[:limit]:
+                    handed = state.handed[entry]
+                    handed.lease_end = now + conf.handover_lease_ms / 1000.0
+                    out.append(Handover(entry, handed.payload))
+                due = 0
+                while state.timed_heap and state.timed_heap[0][0] <= now and due < limit:
+                    due_at, _seq, entry = heapq.heappop(state.timed_heap)
+                    timed = state.timed.get(entry)
+                    if timed is None or timed[0] != due_at:
+                        continue  # a stale heap entry
+                    del state.timed[entry]
+                    out.append(self._hand_over(state, entry, timed[1], now, conf, reserved=False))
+                    due += 1
+            self._tidy_slots(key, slots)
+            held = self._settle(key, state, registry, None)
+            return RoomSweep(tuple(out), held)
+
+    def room_stats(self, key: str) -> RoomStats:
+        with self._mutex:
+            now = _now()
+            state = self._rooms.get(key)
+            if state is None:
+                return RoomStats(0, 0.0, 0, 0, 0)
+            oldest = next(iter(state.queue.values()))[0] if state.queue else now
+            # a hand-over whose reservation ran out is parked again (the next call moves it back)
+            back = sum(1 for h in state.handed.values() if h.until <= now)
+            wait_s = max(0.0, math.floor((now - oldest) * 1000) / 1000.0)  # whole ms, as on Redis
+            parked = len(state.queue) + back
+            return RoomStats(parked, wait_s, len(state.handed) - back, len(state.timed), len(state.watch))
+
+    def rooms(self, registry: str) -> tuple[str, ...]:
+        with self._mutex:
+            return tuple(sorted(self._registries.get(registry, ())))
+
     # -- housekeeping --------------------------------------------------------------------
     def _maybe_sweep(self) -> None:
         self._acquires_since_sweep += 1
@@ -270,6 +686,11 @@ class MemoryStore:
         for key in [k for k, tat in self._rates.items() if tat <= now_us]:
             del self._rates[key]
         self._sweep_every = SWEEP_EVERY_ACQUIRES + len(self._locks) + len(self._pools) + len(self._rates)
+        for key, room in list(self._rooms.items()):  # rooms left with only old started marks
+            self._prune_room(key, room, now)
+            if not room.held() and not room.started:
+                del self._rooms[key]
+        self._sweep_every = SWEEP_EVERY_ACQUIRES + len(self._locks) + len(self._pools) + len(self._rooms)
 
     # -- waiting -------------------------------------------------------------------------
     def _signal(self, key: str) -> None:
@@ -390,6 +811,46 @@ class AsyncMemoryBackend:
 
     async def wait(self, key: str, timeout_s: float) -> bool:
         return await self.store.await_signal(key, timeout_s)
+
+    supports_waiting_room = True
+
+    async def room_acquire(
+        self,
+        key: str,
+        token: str,
+        entry_id: str,
+        payload: bytes,
+        room: RoomSettings,
+        reservation: str | None = None,
+    ) -> RoomAdmission:
+        return self.store.room_acquire(key, token, entry_id, payload, room, reservation)
+
+    async def room_release(
+        self, key: str, token: str, room: RoomSettings, claimed: str | None = None
+    ) -> RoomRelease:
+        return self.store.room_release(key, token, room, claimed)
+
+    async def room_park_until(
+        self, key: str, entry_id: str, payload: bytes, delay_ms: int, room: RoomSettings
+    ) -> RoomAdmission:
+        return self.store.room_park_until(key, entry_id, payload, delay_ms, room)
+
+    async def room_cancel(self, key: str, entry_id: str, room: RoomSettings) -> RoomRelease:
+        return self.store.room_cancel(key, entry_id, room)
+
+    async def room_arrive(
+        self, key: str, token: str, entry_id: str, payload: bytes, room: RoomSettings, reservation: str
+    ) -> RoomStatus:
+        return self.store.room_arrive(key, token, entry_id, payload, room, reservation)
+
+    async def room_sweep(self, key: str, registry: str, limit: int) -> RoomSweep:
+        return self.store.room_sweep(key, registry, limit)
+
+    async def room_stats(self, key: str) -> RoomStats:
+        return self.store.room_stats(key)
+
+    async def rooms(self, registry: str) -> tuple[str, ...]:
+        return self.store.rooms(registry)
 
 
 if hasattr(os, "register_at_fork"):

@@ -16,6 +16,13 @@ pool_release            1    ``pool_release.lua`` (ZREM + wake)
 pool_extend / size      1    ``pool_extend.lua`` / ``pool_size.lua``
 rate_acquire            1    ``rate_acquire.lua`` (every limit of the call at once)
 wait                    1    BLPOP on the key's wake list, bounded by ``timeout_s``
+room_acquire            1    ``room_acquire.lua`` (Cluster: 2 when it parks)
+room_release            1    ``room_release.lua``
+room_park_until         1    ``room_park_until.lua`` (Cluster: 2 when it parks)
+room_arrive             1    ``room_arrive.lua``
+room_cancel             1    ``room_cancel.lua``
+room_sweep              1    ``room_sweep.lua`` (Cluster: +3 when the room drains)
+room_stats / rooms      1    ``room_stats.lua`` / ZRANGE of the registry
 =====================  ====  ====================================================
 
 Scripts run by SHA (EVALSHA); on NOSCRIPT (server restarted or flushed) the same call falls
@@ -38,14 +45,28 @@ Scripts only touch the keys they declare.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import CachifyBackendError, CachifyInitError
-from .base import CacheRead, RateCheck, RateLimit
+from .base import (
+    HANDOVER_BATCH,
+    CacheRead,
+    Handover,
+    RateCheck,
+    RateLimit,
+    RoomAdmission,
+    RoomRelease,
+    RoomSettings,
+    RoomStats,
+    RoomStatus,
+    RoomSweep,
+)
 from .wire import AsyncWire, SyncWire
 
 __all__ = [
@@ -57,6 +78,8 @@ __all__ = [
     "is_sync_redis_client",
     "sync_twin",
 ]
+
+logger = logging.getLogger("cachify")
 
 #: Margin a waiter's "someone is waiting" mark lives beyond the wait it announced (waiters
 #: re-mark on every retry). A mark that lapses would cost only the wake-up, never safety.
@@ -74,8 +97,22 @@ class _Script:
     sha: str
 
 
+def _source(name: str) -> str:
+    return resources.files("cachify_core.backends.lua").joinpath(f"{name}.lua").read_text("utf-8")
+
+
 def _load(name: str) -> _Script:
-    source = resources.files("cachify_core.backends.lua").joinpath(f"{name}.lua").read_text("utf-8")
+    source = _source(name)
+    return _Script(name, source, hashlib.sha1(source.encode("utf-8")).hexdigest())
+
+
+def _load_room(name: str) -> _Script:
+    """A room script: ``room_core.lua`` first, ``room_lib.lua`` where it says ``--@room_lib``
+    (after its fast path, which then does not build helpers it does not use)."""
+    body = _source(name)
+    if body.count("--@room_lib") > 1:
+        raise RuntimeError(f"{name}.lua: more than one --@room_lib marker")
+    source = _source("room_core") + "\n" + body.replace("--@room_lib", _source("room_lib"))
     return _Script(name, source, hashlib.sha1(source.encode("utf-8")).hexdigest())
 
 
@@ -88,6 +125,14 @@ POOL_RELEASE = _load("pool_release")
 POOL_EXTEND = _load("pool_extend")
 POOL_SIZE = _load("pool_size")
 RATE_ACQUIRE = _load("rate_acquire")
+ROOM_ACQUIRE = _load_room("room_acquire")
+ROOM_RELEASE = _load_room("room_release")
+ROOM_PARK_UNTIL = _load_room("room_park_until")
+ROOM_ARRIVE = _load_room("room_arrive")
+ROOM_SWEEP = _load_room("room_sweep")
+ROOM_CANCEL = _load_room("room_cancel")
+ROOM_STATS = _load_room("room_stats")
+ROOMS_UNLIST = _load("rooms_unlist")
 
 # A call is (script, keys, args); both twins build it here and only differ in how they send it.
 _Call = tuple[_Script, tuple[str, ...], tuple[str | int | bytes, ...]]
@@ -186,6 +231,148 @@ def _rate_check(reply: Any) -> RateCheck:
     return RateCheck(int(allowed) == 1, int(retry_after_ms), int(remaining))
 
 
+# -- waiting rooms: keys, calls and replies (both twins) -------------------------------------
+_ROOM_STATUS = {
+    1: RoomStatus.ACQUIRED,
+    2: RoomStatus.CLAIMED,
+    3: RoomStatus.DUPLICATE,
+    4: RoomStatus.PARKED,
+    5: RoomStatus.FULL,
+    6: RoomStatus.UNKNOWN,
+}
+
+
+@functools.lru_cache(maxsize=1024)
+def _room_keys(key: str, registry: str | None) -> tuple[str, ...]:
+    """The room's keys under the pool's tag; the registry only on a single server (on Cluster
+    it lives in another slot, which a script may not touch). Cached: hot pools repeat."""
+    k = _tag(key)
+    keys = (
+        k,
+        k + ":room",
+        k + ":timed",
+        k + ":parked",
+        k + ":handed",
+        k + ":until",
+        k + ":started",
+        k + ":conf",
+        k + ":waiting",
+        k + ":wake",
+        k + ":claims",
+        k + ":watch",
+    )
+    return keys if registry is None else (*keys, _tag(registry))
+
+
+@functools.lru_cache(maxsize=256)
+def _settings(room: RoomSettings) -> str:
+    """The SETTINGS argument of the room scripts (room_lib.lua), also what ``:conf`` stores."""
+    return f"{room.max_size}:{room.slot_ttl_ms}:{room.handover_lease_ms}:{room.started_ttl_ms}:{room.max_waiting}"
+
+
+def _check_slots(room: RoomSettings, op: str) -> None:
+    if room.max_size < 1:
+        raise ValueError(f"{op}: RoomSettings.max_size must be >= 1 for a pool, got {room.max_size}")
+
+
+def _room_acquire(
+    key: str,
+    token: str,
+    entry_id: str,
+    payload: bytes,
+    room: RoomSettings,
+    reservation: str | None,
+    registry: str | None,
+) -> _Call:
+    _check_slots(room, "room_acquire")
+    args = (key, token, entry_id, payload, _settings(room), reservation or "", HANDOVER_BATCH)
+    return ROOM_ACQUIRE, _room_keys(key, registry), args
+
+
+def _room_release(
+    key: str, token: str, room: RoomSettings, claimed: str | None, registry: str | None
+) -> _Call:
+    args = (key, token, _settings(room), HANDOVER_BATCH, claimed or "")
+    return ROOM_RELEASE, _room_keys(key, registry), args
+
+
+def _room_park_until(
+    key: str, entry_id: str, payload: bytes, delay_ms: int, room: RoomSettings, registry: str | None
+) -> _Call:
+    if isinstance(delay_ms, bool) or not isinstance(delay_ms, int) or delay_ms < 0:
+        raise ValueError(f"room_park_until {key!r}: delay_ms must be an int >= 0, got {delay_ms!r}")
+    args = (key, entry_id, payload, delay_ms, _settings(room))
+    return ROOM_PARK_UNTIL, _room_keys(key, registry), args
+
+
+def _room_cancel(key: str, entry_id: str, room: RoomSettings, registry: str | None) -> _Call:
+    return ROOM_CANCEL, _room_keys(key, registry), (key, entry_id, _settings(room), HANDOVER_BATCH)
+
+
+def _room_arrive(
+    key: str,
+    token: str,
+    entry_id: str,
+    payload: bytes,
+    room: RoomSettings,
+    reservation: str,
+    registry: str | None,
+) -> _Call:
+    args = (key, token, entry_id, payload, _settings(room), reservation)
+    return ROOM_ARRIVE, _room_keys(key, registry), args
+
+
+def check_limit(limit: object) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"room_sweep: limit must be an int >= 1, got {limit!r}")
+    return limit
+
+
+def _room_sweep(key: str, limit: int, registry: str | None) -> _Call:
+    return ROOM_SWEEP, _room_keys(key, registry), (key, check_limit(limit))
+
+
+def _room_stats(key: str) -> _Call:
+    return ROOM_STATS, _room_keys(key, None), (key,)
+
+
+class _RoomReply(NamedTuple):
+    code: int
+    held: int
+    parked_new: bool
+    handed: tuple[Handover, ...]
+
+
+def _room_reply(reply: Any) -> _RoomReply:
+    if len(reply) == 3:  # the common case: no hand-over
+        return _RoomReply(int(reply[0]), int(reply[1]), int(reply[2]) == 1, ())
+    rest = reply[3:]
+    handed = tuple(Handover(_text(rest[i]), bytes(rest[i + 1])) for i in range(0, len(rest), 2))
+    return _RoomReply(int(reply[0]), int(reply[1]), int(reply[2]) == 1, handed)
+
+
+def _room_stats_reply(reply: Any) -> RoomStats:
+    parked, wait_ms, handed, timed, watching = (int(x) for x in reply)
+    return RoomStats(parked, wait_ms / 1000.0, handed, timed, watching)
+
+
+def _rooms_reply(reply: Any) -> tuple[str, ...]:
+    return tuple(_text(member) for member in reply)
+
+
+def _unlisted(key: str, exc: BaseException) -> None:
+    logger.warning(
+        "cachify: parked in %s but could not list the room in the registry (%s): a release still "
+        "hands it over; the sweep sees the room once another park lists it",
+        key,
+        exc,
+    )
+
+
+def _is_cluster(client: Any) -> bool:
+    return not hasattr(client, "connection_pool")
+
+
 def _cluster_nodes(client: Any) -> list[Any]:
     """A cluster client's startup nodes (known before it connects), else its discovered ones."""
     startup = getattr(client, "startup_nodes", None)
@@ -247,6 +434,7 @@ class RedisBackend:
         self.client = client
         self.name = _describe(client)
         self._wire = SyncWire(client)
+        self._cluster = _is_cluster(client)
         self._no_script = NoScriptError
         self._errors = _redis_errors()
 
@@ -321,6 +509,84 @@ class RedisBackend:
             # A socket timeout shorter than our wait is not an outage: the caller retries its
             # acquire next, and that call reports a real outage.
             return False
+
+    # -- waiting rooms (contract: base.py) ---------------------------------------------------
+    supports_waiting_room = True
+
+    def _registry(self, registry: str) -> str | None:
+        return None if self._cluster else registry
+
+    def _listed(self, key: str, registry: str, reply: _RoomReply) -> _RoomReply:
+        if self._cluster and reply.parked_new:
+            try:
+                self._command("room_park", "ZINCRBY", _tag(registry), 1, key)
+            except CachifyBackendError as exc:
+                _unlisted(key, exc)  # the park itself happened: report it as such
+        return reply
+
+    def room_acquire(
+        self,
+        key: str,
+        token: str,
+        entry_id: str,
+        payload: bytes,
+        room: RoomSettings,
+        reservation: str | None = None,
+    ) -> RoomAdmission:
+        call = _room_acquire(key, token, entry_id, payload, room, reservation, self._registry(room.registry))
+        reply = self._listed(key, room.registry, _room_reply(self._script("room_acquire", call)))
+        return RoomAdmission(_ROOM_STATUS[reply.code], reply.handed)
+
+    def room_release(
+        self, key: str, token: str, room: RoomSettings, claimed: str | None = None
+    ) -> RoomRelease:
+        call = _room_release(key, token, room, claimed, self._registry(room.registry))
+        reply = _room_reply(self._script("room_release", call))
+        return RoomRelease(reply.code == 1, reply.handed)
+
+    def room_cancel(self, key: str, entry_id: str, room: RoomSettings) -> RoomRelease:
+        reply = _room_reply(
+            self._script("room_cancel", _room_cancel(key, entry_id, room, self._registry(room.registry)))
+        )
+        return RoomRelease(reply.code == 1, reply.handed)
+
+    def room_park_until(
+        self, key: str, entry_id: str, payload: bytes, delay_ms: int, room: RoomSettings
+    ) -> RoomAdmission:
+        call = _room_park_until(key, entry_id, payload, delay_ms, room, self._registry(room.registry))
+        reply = self._listed(key, room.registry, _room_reply(self._script("room_park_until", call)))
+        return RoomAdmission(_ROOM_STATUS[reply.code], reply.handed)
+
+    def room_arrive(
+        self, key: str, token: str, entry_id: str, payload: bytes, room: RoomSettings, reservation: str
+    ) -> RoomStatus:
+        call = _room_arrive(key, token, entry_id, payload, room, reservation, self._registry(room.registry))
+        reply = self._listed(key, room.registry, _room_reply(self._script("room_arrive", call)))
+        return _ROOM_STATUS[reply.code]
+
+    def room_sweep(self, key: str, registry: str, limit: int) -> RoomSweep:
+        reply = _room_reply(self._script("room_sweep", _room_sweep(key, limit, self._registry(registry))))
+        if self._cluster and reply.held == 0:
+            try:  # the hand-overs are made: a failure here only leaves the room listed
+                self._unlist(key, registry)
+            except CachifyBackendError as exc:
+                logger.warning("cachify: could not take drained room %s off the registry: %s", key, exc)
+        return RoomSweep(reply.handed, reply.held)
+
+    def _unlist(self, key: str, registry: str) -> None:
+        """Cluster: the registry is in another slot; unlist unless a park listed the room again."""
+        version = self._command("room_sweep", "ZSCORE", _tag(registry), key)
+        if version is None:
+            return
+        stats = self.room_stats(key)
+        if not (stats.parked or stats.handed or stats.timed or stats.watching):
+            self._script("room_sweep", (ROOMS_UNLIST, (_tag(registry),), (key, _text(version))))
+
+    def room_stats(self, key: str) -> RoomStats:
+        return _room_stats_reply(self._script("room_stats", _room_stats(key)))
+
+    def rooms(self, registry: str) -> tuple[str, ...]:
+        return _rooms_reply(self._command("rooms", "ZRANGE", _tag(registry), 0, -1))
 
 
 class AsyncRedisBackend:
@@ -443,6 +709,89 @@ class AsyncRedisBackend:
             return await self._wire("BLPOP", _tag(key) + ":wake", _blpop_timeout(timeout_s)) is not None
         except self._errors:
             return False
+
+    # -- waiting rooms (contract: base.py) ---------------------------------------------------
+    supports_waiting_room = True
+
+    @property
+    def _cluster(self) -> bool:
+        return _is_cluster(self.client)
+
+    def _registry(self, registry: str) -> str | None:
+        return None if self._cluster else registry
+
+    async def _listed(self, key: str, registry: str, reply: _RoomReply) -> _RoomReply:
+        if self._cluster and reply.parked_new:
+            try:
+                await self._command("room_park", "ZINCRBY", _tag(registry), 1, key)
+            except CachifyBackendError as exc:
+                _unlisted(key, exc)
+        return reply
+
+    async def room_acquire(
+        self,
+        key: str,
+        token: str,
+        entry_id: str,
+        payload: bytes,
+        room: RoomSettings,
+        reservation: str | None = None,
+    ) -> RoomAdmission:
+        call = _room_acquire(key, token, entry_id, payload, room, reservation, self._registry(room.registry))
+        reply = await self._listed(key, room.registry, _room_reply(await self._script("room_acquire", call)))
+        return RoomAdmission(_ROOM_STATUS[reply.code], reply.handed)
+
+    async def room_release(
+        self, key: str, token: str, room: RoomSettings, claimed: str | None = None
+    ) -> RoomRelease:
+        call = _room_release(key, token, room, claimed, self._registry(room.registry))
+        reply = _room_reply(await self._script("room_release", call))
+        return RoomRelease(reply.code == 1, reply.handed)
+
+    async def room_cancel(self, key: str, entry_id: str, room: RoomSettings) -> RoomRelease:
+        call = _room_cancel(key, entry_id, room, self._registry(room.registry))
+        reply = _room_reply(await self._script("room_cancel", call))
+        return RoomRelease(reply.code == 1, reply.handed)
+
+    async def room_park_until(
+        self, key: str, entry_id: str, payload: bytes, delay_ms: int, room: RoomSettings
+    ) -> RoomAdmission:
+        call = _room_park_until(key, entry_id, payload, delay_ms, room, self._registry(room.registry))
+        reply = await self._listed(
+            key, room.registry, _room_reply(await self._script("room_park_until", call))
+        )
+        return RoomAdmission(_ROOM_STATUS[reply.code], reply.handed)
+
+    async def room_arrive(
+        self, key: str, token: str, entry_id: str, payload: bytes, room: RoomSettings, reservation: str
+    ) -> RoomStatus:
+        call = _room_arrive(key, token, entry_id, payload, room, reservation, self._registry(room.registry))
+        reply = await self._listed(key, room.registry, _room_reply(await self._script("room_arrive", call)))
+        return _ROOM_STATUS[reply.code]
+
+    async def room_sweep(self, key: str, registry: str, limit: int) -> RoomSweep:
+        call = _room_sweep(key, limit, self._registry(registry))
+        reply = _room_reply(await self._script("room_sweep", call))
+        if self._cluster and reply.held == 0:
+            try:
+                await self._unlist(key, registry)
+            except CachifyBackendError as exc:
+                logger.warning("cachify: could not take drained room %s off the registry: %s", key, exc)
+        return RoomSweep(reply.handed, reply.held)
+
+    async def _unlist(self, key: str, registry: str) -> None:
+        version = await self._command("room_sweep", "ZSCORE", _tag(registry), key)
+        if version is None:
+            return
+        stats = await self.room_stats(key)
+        if not (stats.parked or stats.handed or stats.timed or stats.watching):
+            await self._script("room_sweep", (ROOMS_UNLIST, (_tag(registry),), (key, _text(version))))
+
+    async def room_stats(self, key: str) -> RoomStats:
+        return _room_stats_reply(await self._script("room_stats", _room_stats(key)))
+
+    async def rooms(self, registry: str) -> tuple[str, ...]:
+        return _rooms_reply(await self._command("rooms", "ZRANGE", _tag(registry), 0, -1))
 
 
 # -- building clients ------------------------------------------------------------------------

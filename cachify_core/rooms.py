@@ -1,0 +1,135 @@
+"""Waiting rooms at the core level: the registry's name and one sweep tick, written once.
+
+The primitives (``room_*``, ``rooms``) and what they store are specified in
+:mod:`cachify_core.backends.base`. This module holds what every caller of them shares:
+
+* :func:`registry_key`: the one registry per key prefix that lists rooms holding entries;
+* :func:`sweep_steps`: one sweep tick as backend steps (:mod:`cachify_core.steps`): read the
+  registry (one round trip, and all of the tick while nothing waits anywhere), then sweep at
+  most ``max_rooms`` rooms, starting at a rotating offset so a long registry is covered
+  fairly across ticks. The caller publishes the hand-overs it returns;
+* :func:`start_sweeper` / :func:`start_async_sweeper`: that tick every ``interval_s`` on the
+  per-process renewal thread (:mod:`cachify_core.leases`) or a task of the running loop.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Awaitable, Callable
+
+from . import leases
+from .backends.base import Handover
+from .errors import CachifyUnsupportedError
+from .instance import Cachify
+from .leases import Periodic
+from .steps import Step, Steps, run_async, run_blocking
+
+__all__ = [
+    "DEFAULT_SWEEP_LIMIT",
+    "DEFAULT_SWEEP_ROOMS",
+    "registry_key",
+    "sweep",
+    "sweep_async",
+    "sweep_steps",
+]
+
+#: Hand-overs of each kind one room's sweep makes at most per tick.
+DEFAULT_SWEEP_LIMIT = 100
+#: Rooms one tick sweeps at most (each 1 round trip); the rest are reached on later ticks.
+DEFAULT_SWEEP_ROOMS = 50
+
+_offsets = itertools.count()
+
+
+def registry_key(prefix: str) -> str:
+    """The registry of the rooms under ``prefix`` (on Redis ``{<prefix>waiting-rooms}``)."""
+    return f"{prefix}waiting-rooms"
+
+
+def sweep_steps(registry: str, limit: int, max_rooms: int) -> Steps[list[Handover]]:
+    """One tick: the hand-overs to publish now, from at most ``max_rooms`` listed rooms."""
+    if isinstance(max_rooms, bool) or not isinstance(max_rooms, int) or max_rooms < 1:
+        raise ValueError(f"sweep: max_rooms must be an int >= 1, got {max_rooms!r}")
+    keys: tuple[str, ...] = yield lambda b: b.rooms(registry)
+    if len(keys) > max_rooms:
+        start = next(_offsets) * max_rooms % len(keys)
+        keys = (keys[start:] + keys[:start])[:max_rooms]
+    handed: list[Handover] = []
+    for key in keys:
+        result = yield _sweep_one(key, registry, limit)
+        handed.extend(result.handed)
+    return handed
+
+
+def _sweep_one(key: str, registry: str, limit: int) -> Step:
+    return lambda b: b.room_sweep(key, registry, limit)
+
+
+def sweep(
+    c: Cachify, limit: int = DEFAULT_SWEEP_LIMIT, max_rooms: int = DEFAULT_SWEEP_ROOMS
+) -> list[Handover]:
+    """One blocking sweep tick over ``c``'s rooms (see :func:`sweep_steps`)."""
+    return run_blocking(sweep_steps(registry_key(c.prefix), limit, max_rooms), c.sync_backend)
+
+
+async def sweep_async(
+    c: Cachify, limit: int = DEFAULT_SWEEP_LIMIT, max_rooms: int = DEFAULT_SWEEP_ROOMS
+) -> list[Handover]:
+    """The asyncio twin of :func:`sweep`."""
+    return await run_async(sweep_steps(registry_key(c.prefix), limit, max_rooms), c.async_backend)
+
+
+#: Seconds between two sweep ticks of one process: how late, at most, a slot freed by expiry
+#: (a dead holder) or a lost hand-over moves the queue beyond its TTL or lease.
+DEFAULT_SWEEP_INTERVAL_S = 1.0
+
+
+def start_sweeper(
+    c: Cachify,
+    publish: Callable[[list[Handover]], object],
+    interval_s: float = DEFAULT_SWEEP_INTERVAL_S,
+    limit: int = DEFAULT_SWEEP_LIMIT,
+    max_rooms: int = DEFAULT_SWEEP_ROOMS,
+) -> Periodic:
+    """Sweep ``c``'s rooms every ``interval_s`` on the per-process renewal thread and pass each
+    tick's hand-overs (when there are any) to ``publish``. ``stop()`` the result to end it.
+
+    A tick that fails (store or broker down) is logged and the next one comes as usual: an
+    unpublished hand-over is returned again once its lease passes. Start one per process, after
+    a fork (the renewal thread does not survive one). Raises
+    :class:`~cachify_core.errors.CachifyUnsupportedError` on a backend without waiting rooms."""
+    _check_supported(c.sync_backend.supports_waiting_room, c)
+    sweep_args = (limit, max_rooms)
+
+    def tick() -> None:
+        handed = sweep(c, *sweep_args)
+        if handed:
+            publish(handed)
+
+    return leases.renewer.every(f"waiting-room sweep {c.prefix}", interval_s, tick)
+
+
+def start_async_sweeper(
+    c: Cachify,
+    publish: Callable[[list[Handover]], Awaitable[object]],
+    interval_s: float = DEFAULT_SWEEP_INTERVAL_S,
+    limit: int = DEFAULT_SWEEP_LIMIT,
+    max_rooms: int = DEFAULT_SWEEP_ROOMS,
+) -> Periodic:
+    """The asyncio twin of :func:`start_sweeper`: a task on the running loop awaits
+    ``publish(handed)``."""
+    _check_supported(c.async_backend.supports_waiting_room, c)
+
+    async def tick() -> None:
+        handed = await sweep_async(c, limit, max_rooms)
+        if handed:
+            await publish(handed)
+
+    return leases.every_async(f"waiting-room sweep {c.prefix}", interval_s, tick)
+
+
+def _check_supported(supported: bool, c: Cachify) -> None:
+    if not supported:
+        raise CachifyUnsupportedError(
+            f"{c.async_backend.name} has no waiting rooms (supports_waiting_room is False): nothing to sweep"
+        )

@@ -227,7 +227,7 @@ class CeleryDriver:
         _wait(settled, f"{self.name}: every published message processed", timeout_s)
 
     def outcome(self, handle: Any, timeout_s: float = WAIT_S) -> Outcome:
-        result = handle if self.eager and hasattr(handle, "state") else handle
+        result = handle
         deadline = time.monotonic() + timeout_s
         while True:
             state = result.state
@@ -387,7 +387,9 @@ class DramatiqDriver:
         from dramatiq.results import ResultFailure, ResultMissing, ResultTimeout
 
         try:
-            value = handle.get_result(backend=self.results, block=timeout_s > 0, timeout=int(timeout_s * 1000))
+            value = handle.get_result(
+                backend=self.results, block=timeout_s > 0, timeout=int(timeout_s * 1000)
+            )
         except ResultFailure as exc:
             return Outcome("error", error=str(exc.orig_exc_type), text=str(exc.orig_exc_msg))
         except (ResultTimeout, ResultMissing):
@@ -610,11 +612,12 @@ class TaskiqDriver:
             await self.broker.shutdown()
 
         try:
-            self.call(stop())
+            self.call(stop(), WAIT_S + 5)
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(WAIT_S)
-            self.loop.close()
+            if not self.loop.is_running():
+                self.loop.close()
 
 
 FRAMEWORKS = ["celery-eager", "celery-worker", "dramatiq", "taskiq"]

@@ -57,7 +57,9 @@ ROWS: dict[str, Row] = {
     "9": Row("a CachifyPoolFullError escaping the body is requeued and eventually runs"),
     "10": Row("cache: a hit is the result without a run; only successes are cached; a hit keeps no hold"),
     "11": Row("per-message once_key=None turns dedup off for that message"),
-    "12-invalid": Row("per-message overrides are validated at send: nothing sent, error names task and option"),
+    "12-invalid": Row(
+        "per-message overrides are validated at send: nothing sent, error names task and option"
+    ),
     "12-effect": Row("per-message overrides take effect: once_raise, cache_ttl"),
     "13": Row("a retry is never dropped at send, even when its hold was lost to another task"),
     "14": Row(
@@ -87,8 +89,53 @@ PATHS: dict[str, tuple[str, ...]] = {
 #: Log events of row 17.
 LOG_EVENTS = ("not-sent", "skipped", "requeued", "cache-hit")
 
-#: What fails today, by (row, framework[, store | variant]) → reason.
-XFAIL: dict[tuple[str, ...], str] = {}
+_OVERRIDES = "issue 9: Taskiq ignores per-message overrides (kicker().with_labels(...))"
+_CANVAS = (
+    "issue 9: a duplicate inside a Celery group/chain is silently not published: apply returns a "
+    "result that never completes (.get() hangs; the chain's next task never runs)"
+)
+_REMOTE = (
+    "issue 9: the embedded memory backend is accepted with a broker whose workers are other "
+    "processes: the send succeeds silently"
+)
+_SKIP_LINE = "issue 9: the run-time skip line names the holder's task id, not the skipped delivery's"
+_NO_HIT_LINE = "issue 9: cache hits are logged nowhere"
+_REQUEUE_LINE = {
+    "celery-eager": "issue 9: an eager requeue (inline) is not logged on cachify.tasks",
+    "celery-worker": "issue 9: requeues are logged on cachify.celery, without the key",
+    "dramatiq": "issue 9: requeues are not logged by cachify; only Dramatiq's 'Message ... was skipped'",
+    "taskiq": "issue 9: requeues are logged on cachify.taskiq, without the key or the delay",
+}
+_STORE_DOWN = {
+    "call": "issue 9: task cache_key fails closed (CachifyBackendError) while @cached fails open",
+    "raise": "issue 9: there is no cache_on_backend_error task option yet",
+}
+
+#: What fails today, by (row, framework[, variant][, store]) → reason.
+XFAIL: dict[tuple[str, ...], str] = {
+    ("11", "taskiq"): _OVERRIDES + ": once_key=None still deduplicates",
+    ("12-invalid", "taskiq"): _OVERRIDES + ": none is validated, the message is sent",
+    ("12-effect", "taskiq"): _OVERRIDES + ": once_raise=True does not raise, cache_ttl does not apply",
+    ("13", "celery-worker"): (
+        "issue 9: Celery re-claims the hold when self.retry() re-publishes; with the key now held "
+        "by another task the retry is taken for a duplicate and never sent"
+    ),
+    ("14", "celery-eager"): _CANVAS,
+    ("14", "celery-worker"): _CANVAS,
+    ("15", "celery-eager", "send_task"): (
+        "issue 9: app.send_task publishes without the task class: no hold at send, the duplicate "
+        "is sent (an eager app runs it; it is skipped only at run time)"
+    ),
+    ("15", "celery-worker", "send_task"): (
+        "issue 9: app.send_task publishes without the task class: no hold at send, the duplicate "
+        "is published (and skipped only at run time)"
+    ),
+    **{("16-remote", fw): _REMOTE for fw in ("celery", "dramatiq", "taskiq")},
+    **{("17", fw, "skipped"): _SKIP_LINE for fw in ALL},
+    **{("17", fw, "cache-hit"): _NO_HIT_LINE for fw in ALL},
+    **{("17", fw, "requeued"): reason for fw, reason in _REQUEUE_LINE.items()},
+    **{("18", fw, variant): reason for fw in ALL for variant, reason in _STORE_DOWN.items()},
+}
 
 
 def _marks(key: tuple[str, ...]) -> list[pytest.MarkDecorator]:

@@ -142,19 +142,25 @@ def test_a_retry_is_the_holder(framework: Framework, store: Store) -> None:
     framework.drain()
     assert framework.outcome(first).value == "value-1"
     runs = probe.runs_of(1)
-    assert [(e.task_id, e.attempt) for e in runs] == [(framework.handle_id(first), 0), (framework.handle_id(first), 1)]
+    assert [(e.task_id, e.attempt) for e in runs] == [
+        (framework.handle_id(first), 0),
+        (framework.handle_id(first), 1),
+    ]
     assert store.leftovers() == []  # the final success released the hold
     again = framework.send(task, 1)
     assert framework.handle_id(again) != framework.handle_id(first)
     framework.drain()
-    assert [(e.task_id, e.attempt) for e in probe.runs_of(1)[2:]] == [(framework.handle_id(again), 0), (framework.handle_id(again), 1)]
+    assert [(e.task_id, e.attempt) for e in probe.runs_of(1)[2:]] == [
+        (framework.handle_id(again), 0),
+        (framework.handle_id(again), 1),
+    ]
 
 
 @row("7")
 def test_a_failed_publish_releases_the_hold(framework: Framework, store: Store) -> None:
     probe = Probe()
     task = framework.declare(probe.body(), once_key="once-{x}")
-    with framework.failing_publish(), pytest.raises(Exception) as info:  # noqa: PT012
+    with framework.failing_publish(), pytest.raises(Exception) as info:
         framework.send(task, 1)
     assert "broker down" in repr(info.value) + repr(info.value.__cause__) + repr(info.value.__context__)
     assert store.leftovers() == []

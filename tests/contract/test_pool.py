@@ -46,7 +46,7 @@ def test_pool_on_full(framework: Framework, store: Store, variant: str) -> None:
     if variant == "max_requeues":
         options["pool_max_requeues"] = 2
     elif variant == "callable":
-        options["pool_on_full"] = lambda x: f"full-{x}"
+        options["pool_on_full"] = lambda x, **_: f"full-{x}"  # Taskiq passes its DI context too
     else:
         options["pool_on_full"] = variant
     if variant == "drop":

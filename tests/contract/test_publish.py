@@ -24,20 +24,18 @@ APPLY_BOUND_S = 5.0
 
 
 @row("14", ["group", "chain"])
-def test_a_duplicate_in_a_canvas_raises_at_apply_time(framework: Framework, store: Store, variant: str) -> None:
+def test_a_duplicate_in_a_canvas_raises_at_apply_time(
+    framework: Framework, store: Store, variant: str
+) -> None:
     probe = Probe()
     probe.block(42)
     check = framework.declare(probe.body(), once_key="once-{x}")
     done = framework.declare(probe.body())
     sending, holder = send_first(framework, probe, check, 42)  # 42 is held from here on
-    if variant == "group":
-        members = [(check, 42), (check, 42)]
-        apply: Callable[[], Any] = lambda: framework.group(members)
-    else:
-        members = [(check, 42), (done, 1)]
-        apply = lambda: framework.chain(members)
+    members = [(check, 42), (check, 42)] if variant == "group" else [(check, 42), (done, 1)]
+    apply = framework.group if variant == "group" else framework.chain
     with pytest.raises(CachifyDuplicateError) as info:
-        in_thread(apply, APPLY_BOUND_S)
+        in_thread(lambda: apply(members), APPLY_BOUND_S)
     assert info.value.holder_id == holder
     probe.release()
     framework.drain()
@@ -54,13 +52,15 @@ def test_every_publish_path_applies_once(framework: Framework, store: Store, var
     task = framework.declare(probe.body(), once_key="once-{x}")
     sending, holder = send_first(framework, probe, task, 1)
     publish = framework.publish_paths()[variant]
+    suppressed: list[str] = []
     try:
         handle = publish(task, 1)
     except CachifyDuplicateError as exc:  # a path with no handle to return raises instead
-        assert exc.holder_id == holder
+        suppressed.append(exc.holder_id)
     else:
         if handle is not None:
-            assert framework.handle_id(handle) == holder
+            suppressed.append(framework.handle_id(handle))
+    assert suppressed in ([], [holder])
     probe.release()
     framework.drain()
     sending.finish()

@@ -3,8 +3,8 @@ broker whose workers may be other processes."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 
@@ -82,90 +82,107 @@ def test_the_memory_backend_works_with_an_in_process_broker(framework: Framework
 
 
 # -- row 16, out-of-process brokers: objects only, no worker, nothing needs to listen ----------
+def send_on_celery(url: str, queue: str) -> None:
+    """A Celery app on the Redis broker, no worker."""
+    from celery import Celery
+
+    from cachify_celery import install
+
+    app = Celery("remote", broker=url, set_as_current=False)
+    install(app)
+    app.conf.update(task_default_queue=queue, broker_connection_retry_on_startup=True)
+
+    @app.task(name="contract.remote", shared=False, once_key="once-{x}")  # type: ignore[untyped-decorator]
+    def task(x: int) -> int:
+        return x
+
+    try:
+        task.delay(1)
+    finally:
+        app.close()
+
+
+def send_on_dramatiq(url: str, queue: str) -> None:
+    """A Dramatiq ``RedisBroker``, no worker."""
+    import dramatiq
+    from dramatiq.brokers.redis import RedisBroker
+
+    from cachify_dramatiq import CachifyMiddleware
+
+    broker = RedisBroker(url=url, namespace=queue)
+    broker.add_middleware(CachifyMiddleware())
+
+    def remote(x: int) -> int:
+        return x
+
+    try:
+        dramatiq.actor(actor_name="remote", broker=broker, once_key="once-{x}")(remote).send(1)
+    finally:
+        broker.close()
+
+
+def send_on_taskiq(url: str, queue: str) -> None:
+    """A Taskiq ``ListQueueBroker``, no worker."""
+    import asyncio
+
+    from taskiq_redis import ListQueueBroker
+
+    from cachify_taskiq import CachifyMiddleware
+
+    broker = ListQueueBroker(url, queue_name=queue).with_middlewares(CachifyMiddleware())
+
+    async def remote(x: int) -> int:
+        return x
+
+    declared = broker.task(task_name="remote", once_key="once-{x}")(remote)
+
+    async def send() -> None:
+        await broker.startup()
+        try:
+            await declared.kiq(1)
+        finally:
+            await broker.shutdown()
+
+    asyncio.run(send())
+
+
+#: Declare a task with a ``once_key`` on an out-of-process broker at this URL and queue, send it.
+REMOTE_SENDS: dict[str, Callable[[str, str], None]] = {
+    "celery": send_on_celery,
+    "dramatiq": send_on_dramatiq,
+    "taskiq": send_on_taskiq,
+}
+
+
 class Remote:
-    """A broker whose workers would be other processes, on the test's Redis (db 4)."""
+    """A broker whose workers would be other processes, on the test's Redis (db 4), its keys
+    named after a queue of this test."""
 
     def __init__(self, name: str, redis_url: str) -> None:
         from ..celery.support import db_url
 
-        self.name = name
+        self.send = REMOTE_SENDS[name]
         self.url = db_url(redis_url, 4)
-        self.queue = f"contract-remote-{id(self):x}"
-        self._close: list[Callable[[], Any]] = []
-
-    def declare_and_send(self) -> None:
-        """Declare ``task(x)`` with a ``once_key`` and send it once."""
-        if self.name == "celery":
-            from celery import Celery
-
-            from cachify_celery import install
-
-            app = Celery("remote", broker=self.url, set_as_current=False)
-            install(app)
-            app.conf.update(task_default_queue=self.queue, broker_connection_retry_on_startup=True)
-
-            @app.task(name="contract.remote", shared=False, once_key="once-{x}")  # type: ignore[untyped-decorator]
-            def task(x: int) -> int:
-                return x
-
-            task.delay(1)
-        elif self.name == "dramatiq":
-            import dramatiq
-            from dramatiq.brokers.redis import RedisBroker
-
-            from cachify_dramatiq import CachifyMiddleware
-
-            broker = RedisBroker(url=self.url, namespace=self.queue)
-            broker.add_middleware(CachifyMiddleware())
-            self._close.append(broker.close)
-
-            def remote(x: int) -> int:
-                return x
-
-            dramatiq.actor(actor_name="remote", broker=broker, once_key="once-{x}")(remote).send(1)
-        else:
-            import asyncio
-
-            from taskiq_redis import ListQueueBroker
-
-            from cachify_taskiq import CachifyMiddleware
-
-            broker = ListQueueBroker(self.url, queue_name=self.queue).with_middlewares(CachifyMiddleware())
-
-            async def remote(x: int) -> int:
-                return x
-
-            declared = broker.task(task_name="remote", once_key="once-{x}")(remote)
-
-            async def send() -> None:
-                await broker.startup()
-                try:
-                    await declared.kiq(1)
-                finally:
-                    await broker.shutdown()
-
-            asyncio.run(send())
+        self.queue = f"contract-remote-{uuid.uuid4().hex[:8]}"
 
     def published(self) -> int:
         """Messages in the broker's Redis database: entries of its lists and hashes (queues and
         message stores; a queue binding is a set, and is not a message)."""
         import redis
 
-        client = redis.Redis.from_url(self.url)
+        client = redis.Redis.from_url(self.url, decode_responses=True)
         try:
             count = 0
             for key in client.scan_iter(match=f"*{self.queue}*"):
-                kind = client.type(key).decode()
+                kind = client.type(key)
                 count += client.llen(key) if kind == "list" else client.hlen(key) if kind == "hash" else 0
             return count
         finally:
             client.close()
 
-    def close(self) -> None:
+    def clear(self) -> None:
         import redis
 
-        for close in self._close:
-            close()
         client = redis.Redis.from_url(self.url)
         try:
             for key in list(client.scan_iter(match=f"*{self.queue}*")):
@@ -180,13 +197,13 @@ def remote(request: pytest.FixtureRequest, redis_url: str) -> Iterator[Remote]:
     try:
         yield broker
     finally:
-        broker.close()
+        broker.clear()
 
 
 @pytest.mark.contract
 @pytest.mark.parametrize(("remote", "store"), xfail_params("16-remote"), indirect=True)
 def test_the_memory_backend_refuses_an_out_of_process_broker(remote: Remote, store: Store) -> None:
     with pytest.raises(CachifyError) as info:
-        remote.declare_and_send()
+        remote.send(remote.url, remote.queue)
     assert "init_cachify(url=" in str(info.value)
     assert remote.published() == 0

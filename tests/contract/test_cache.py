@@ -61,7 +61,10 @@ def test_cache_key_with_the_store_down(
     probe = Probe()
     options: dict[str, object] = {"cache_key": "cache-{x}"}
     if variant == "raise":
+        # "raise" makes the lookup's error the delivery's store error, which on_store_error
+        # then decides (its default, "defer", would send it back until the store answers)
         options["cache_on_backend_error"] = "raise"
+        options["on_store_error"] = "fail"
     task = framework.declare(probe.body(), **options)
     framework.start()
     handle = framework.send(task, 1)

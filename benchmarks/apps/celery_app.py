@@ -43,6 +43,10 @@ def build(config: AppConfig) -> CeleryApp:
     transport: dict[str, Any] = {}
     if "visibility_timeout_s" in fw:
         transport["visibility_timeout"] = fw["visibility_timeout_s"]
+        # kombu sweeps unacked messages every interval x throttle seconds (10 x 10 by default):
+        # a dead worker's messages come back within visibility_timeout + 2 s instead of + 100 s.
+        transport["unacked_restore_interval"] = 2
+        transport["unacked_restore_throttle"] = 1
     app.conf.update(
         task_default_queue=config.queue,
         task_ignore_result=True,

@@ -40,6 +40,7 @@ import json
 import os
 import platform
 import random
+import re
 import shutil
 import sys
 import tempfile
@@ -148,6 +149,7 @@ class Result:
     broker_keys_left: list[str]
     lost_detail: list[str]
     duplicate_detail: dict[str, int]
+    log_counts: dict[str, int]
     elapsed_s: float
 
     @property
@@ -291,6 +293,7 @@ def run_one(
             time.sleep(min(2.0, plan.slot_ttl_s))  # releases after the last end record land
             left = store_keys(store.url(0), config.prefix)
             on_broker = broker_keys(url)
+            logged = log_counts(workers)
         finally:
             workers.stop(grace_s=5)
             for server in (store, broker_server):
@@ -311,6 +314,7 @@ def run_one(
         a.unfinished, a.cap, a.peak, a.peak_outside_lease_windows, a.above_cap[:10], a.makespan_s, a.ideal_s,
         a.recovery_s, exits, failed_attempts, errors[:3], given_up, left, on_broker, lost_detail(a.lost, executions, kills),
         duplicate_detail(a.duplicated, executions, kills),
+        logged,
         time.time() - began,
     )  # fmt: skip
 
@@ -325,6 +329,27 @@ def lost_detail(lost: list[int], executions: list[records.Execution], kills: dic
         killed = sum(1 for e in mine if e.end is None and e.pgid in kills)
         out.append(f"{i}: started {len(mine)}x, {killed} cut by a kill, never completed")
     return out
+
+
+#: Worker log lines counted per run (each worker's log of the run).
+LOG_PATTERNS = {
+    "error lines": re.compile(r"\bERROR\b"),
+    "Dramatiq retries": re.compile(r"Retrying message"),
+    "Taskiq task exceptions": re.compile(r"Exception found while executing function"),
+    "Celery task failures": re.compile(r"raised unexpected"),
+    "cachify deferrals logged": re.compile(r"store unreachable"),
+}
+
+
+def log_counts(workers: WorkerSet) -> dict[str, int]:
+    counts = dict.fromkeys(LOG_PATTERNS, 0)
+    for w in workers.workers:
+        with contextlib.suppress(OSError):
+            for line in w.log.read_text(errors="replace").splitlines():
+                for name, pattern in LOG_PATTERNS.items():
+                    if pattern.search(line):
+                        counts[name] += 1
+    return {k: v for k, v in counts.items() if v}
 
 
 #: A completion this close before its worker's kill may never have been acknowledged.
@@ -379,6 +404,8 @@ def report(r: Result) -> list[str]:
     for a, b, level, inside in r.above_cap_windows:
         where = "inside a killed holder's lease window" if inside else "OUTSIDE any lease window"
         lines.append(f"- above cap: {level} for {1000 * (b - a):.0f} ms, {where}")
+    if r.log_counts:
+        lines.append(f"- worker log lines: {r.log_counts}")
     if r.unexpected_exits:
         lines.append(f"- workers that exited on their own (restarted): {r.unexpected_exits}")
     if r.send_failed_attempts:

@@ -460,7 +460,7 @@ def main() -> int:
         "--broker-down-s", type=float, help="Redis broker restart outage; 0: none (default 3; quick 0)"
     )
     parser.add_argument("--frameworks", default="celery,dramatiq,taskiq")
-    parser.add_argument("--brokers", default="redis,rabbitmq", help="redis and/or rabbitmq (default both)")
+    parser.add_argument("--brokers", help="redis and/or rabbitmq (default both; quick: redis)")
     parser.add_argument("--pool-size", type=int, default=3)
     parser.add_argument("--body-s", type=float, default=0.02)
     parser.add_argument("--slots-per-worker", type=int, default=4)
@@ -470,7 +470,7 @@ def main() -> int:
     parser.add_argument(
         "--backoff", default="0.05,1.0", help="pool_backoff first,max seconds (default 0.05,1.0)"
     )
-    parser.add_argument("--drain-s", type=float, help="wait after the last fault (default 120; quick 60)")
+    parser.add_argument("--drain-s", type=float, help="wait after the last fault (default 120; quick 45)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
         "--control", action="store_true", help="also run each pair with a task without cachify options"
@@ -491,10 +491,10 @@ def main() -> int:
         slots_per_worker=args.slots_per_worker,
         slot_ttl_s=args.slot_ttl_s,
         backoff_s=(first, most),
-        drain_s=args.drain_s or (60.0 if args.quick else 120.0),
+        drain_s=args.drain_s or (45.0 if args.quick else 120.0),
         seed=args.seed,
     )
-    brokers = [b.strip() for b in args.brokers.split(",") if b.strip()]
+    brokers = [b.strip() for b in (args.brokers or ("redis" if args.quick else "redis,rabbitmq")).split(",")]
     combos = [
         (f, b, control)
         for f in (x.strip() for x in args.frameworks.split(",") if x.strip())

@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import redis
 
@@ -121,6 +122,12 @@ def redis_servers(*specs: tuple[str, bool]) -> Iterator[list[RedisServer]]:
             server.stop()
 
 
+def with_vhost(url: str, vhost: str) -> str:
+    """``url`` with its vhost (the path) replaced: ``amqp://u:p@host:5672/<vhost>``."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + quote(vhost, safe=""), parts.query, ""))
+
+
 def rabbitmqctl_available() -> bool:
     return shutil.which("rabbitmqctl") is not None
 
@@ -144,6 +151,6 @@ def rabbitmq_vhost(base_url: str = RABBITMQ_URL) -> Iterator[str]:
     _rabbitmqctl("add_vhost", vhost)
     try:
         _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-        yield base_url.rstrip("/").rsplit("/", 1)[0] + "/" + vhost
+        yield with_vhost(base_url, vhost)
     finally:
         _rabbitmqctl("delete_vhost", vhost)

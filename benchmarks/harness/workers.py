@@ -129,12 +129,16 @@ class WorkerSet:
         return revived
 
     def send(self, task: str, indices: Iterable[int], retry_for_s: float = DEFAULT_SEND_RETRY_S) -> Sent:
-        """Send ``task(i)`` for each index, in order; a failing send is retried every 0.2 s for
-        up to ``retry_for_s`` (then given up: not sent, so never counted as lost)."""
+        """Send ``task(i)`` for each index, in order. A failing send is retried every 0.2 s; once
+        sends have failed for ``retry_for_s`` in a row, the rest of the batch is given up (not
+        sent, so never counted as lost)."""
         assert self.sender is not None, "start() first"
         sent = Sent()
+        failing_since: float | None = None
         for i in indices:
-            deadline = time.monotonic() + retry_for_s
+            if failing_since is not None and time.monotonic() - failing_since > retry_for_s:
+                sent.given_up.append(i)
+                continue
             while True:
                 try:
                     self.sender.send(task, i)
@@ -142,11 +146,13 @@ class WorkerSet:
                     sent.failed_attempts += 1
                     if len(sent.errors) < 3:
                         sent.errors.append(f"{type(exc).__name__}: {exc}"[:300])
-                    if time.monotonic() > deadline:
+                    failing_since = failing_since or time.monotonic()
+                    if time.monotonic() - failing_since > retry_for_s:
                         sent.given_up.append(i)
                         break
                     time.sleep(0.2)
                 else:
+                    failing_since = None
                     sent.at[i] = time.time()
                     break
         return sent

@@ -184,12 +184,13 @@ def store_keys(store_url: str, prefix: str, limit: int = 8) -> list[str]:
     return _keys(store_url, f"{prefix}*", limit)
 
 
-def broker_keys(url: str, limit: int = 12) -> list[str]:
-    """What is left on a Redis broker after the drain: every non-empty key, with its size."""
-    return _keys(url, "*", limit) if url.startswith("redis") else []
+def broker_keys(url: str, run: str, limit: int = 12) -> list[str]:
+    """What is left of the run on a Redis broker after the drain (its keys, and Celery's shared
+    ``unacked`` hash and index), with their sizes."""
+    return _keys(url, "*", limit, only=(run, "unacked")) if url.startswith("redis") else []
 
 
-def _keys(url: str, match: str, limit: int) -> list[str]:
+def _keys(url: str, match: str, limit: int, only: tuple[str, ...] | None = None) -> list[str]:
     out: list[str] = []
     client = redis.Redis.from_url(url, socket_timeout=5)
     try:
@@ -197,8 +198,13 @@ def _keys(url: str, match: str, limit: int) -> list[str]:
             kind = client.type(key).decode()
             size = {"list": client.llen, "hash": client.hlen, "zset": client.zcard, "set": client.scard,
                     "stream": client.xlen}.get(kind)  # fmt: skip
+            if only is not None and not any(part in key.decode() for part in only):
+                continue
+            extra = ""
+            if kind == "stream":  # delivered to a consumer, never acknowledged
+                extra = f", {sum(int(g['pending']) for g in client.xinfo_groups(key))} pending"
             out.append(
-                f"{key.decode()} ({kind}{f' of {size(key)}' if size else ''}, ttl {client.pttl(key)} ms)"
+                f"{key.decode()} ({kind}{f' of {size(key)}' if size else ''}{extra}, ttl {client.pttl(key)} ms)"
             )
             if len(out) >= limit:
                 out.append("...")
@@ -292,7 +298,7 @@ def run_one(
             until = time.time()
             time.sleep(min(2.0, plan.slot_ttl_s))  # releases after the last end record land
             left = store_keys(store.url(0), config.prefix)
-            on_broker = broker_keys(url)
+            on_broker = broker_keys(url, run)
             logged = log_counts(workers)
         finally:
             workers.stop(grace_s=5)

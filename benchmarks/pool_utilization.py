@@ -35,7 +35,8 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+
+import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/: harness, apps
 
@@ -111,7 +112,12 @@ def measure(
         until = time.time()
     finally:
         workers.stop(grace_s=5)
-    a = records.analyse(records.read(workers_obs(urls), run), list(range(n)), size, body_s, until=until)
+    obs = redis.Redis.from_url(urls["observe"])
+    try:
+        executions = records.read(obs, run)
+    finally:
+        obs.close()
+    a = records.analyse(executions, list(range(n)), size, body_s, until=until)
     rt = stats.per_task(before, after, n)
     makespan = a.makespan_s if finished else max(a.makespan_s, until - a.first_start)
     # Unfinished: what the completed part used of the capacity over the time allowed.
@@ -120,12 +126,6 @@ def measure(
         framework, variant, size, sum(layout), len(layout), n, a.completed, not finished, makespan,
         a.ideal_s, capacity, a.peak, a.fifo_max_inversion, rt.round_trips, rt.commands, rt.top, send_s,
     )  # fmt: skip
-
-
-def workers_obs(urls: dict[str, str]) -> Any:
-    import redis
-
-    return redis.Redis.from_url(urls["observe"])
 
 
 def table(rows: list[Row]) -> list[str]:

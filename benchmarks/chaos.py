@@ -181,7 +181,7 @@ def broker_url(broker: str, server: RedisServer) -> Iterator[str]:
 
 def store_keys(store_url: str, prefix: str, limit: int = 8) -> list[str]:
     """The run's cachify keys still in the store, with their TTLs (a sample)."""
-    return _keys(store_url, f"{prefix}*", limit)
+    return _keys(store_url, f"*{prefix}*", limit)  # keys are hash-tagged: {prefix...}
 
 
 def broker_keys(url: str, run: str, limit: int = 12) -> list[str]:

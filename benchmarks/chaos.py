@@ -259,11 +259,17 @@ def run_one(
             workers.start()
             t0 = time.time()
             down: dict[str, float] = {}
-            for event in events:
+            for n_event, event in enumerate(events):
                 _wait_until(t0 + event.at, lambda: exits.extend(workers.revive_dead()))
                 now = time.time()
                 if event.kind == "wave":
-                    s = workers.send("plain" if control else "gated", event.arg)
+                    # A control's tasks never wait for a slot, so a wave sent at once would be
+                    # over before its fault: spread it over the time until the next event.
+                    upcoming = [e.at for e in events[n_event + 1 :] if e.kind != "wave"]
+                    pace_s = (
+                        (upcoming[0] - event.at) * 0.9 / max(len(event.arg), 1) if control and upcoming else 0
+                    )
+                    s = workers.send("plain" if control else "gated", event.arg, pace_s=pace_s)
                     sent += [i for i in event.arg if i in s.at]
                     failed_attempts += s.failed_attempts
                     errors += s.errors

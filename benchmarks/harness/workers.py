@@ -128,8 +128,14 @@ class WorkerSet:
                 self._start(k)
         return revived
 
-    def send(self, task: str, indices: Iterable[int], retry_for_s: float = DEFAULT_SEND_RETRY_S) -> Sent:
-        """Send ``task(i)`` for each index, in order. A failing send is retried every 0.2 s; once
+    def send(
+        self,
+        task: str,
+        indices: Iterable[int],
+        retry_for_s: float = DEFAULT_SEND_RETRY_S,
+        pace_s: float = 0.0,
+    ) -> Sent:
+        """Send ``task(i)`` for each index, in order, ``pace_s`` apart. A failing send is retried every 0.2 s; once
         sends have failed for ``retry_for_s`` in a row, the rest of the batch is given up (not
         sent, so never counted as lost)."""
         assert self.sender is not None, "start() first"
@@ -155,6 +161,8 @@ class WorkerSet:
                     failing_since = None
                     sent.at[i] = time.time()
                     break
+            if pace_s > 0:
+                time.sleep(pace_s)
         return sent
 
     def wait_done(self, expected: Sequence[int], timeout_s: float, tick: float = 0.1) -> bool:

@@ -1,0 +1,81 @@
+# mypy: disable-error-code="untyped-decorator"
+"""The Celery worker app: ``celery -A apps.celery_app worker`` (``benchmarks/`` on the path).
+
+Tasks (queue ``cfy-bench-<run>``): ``bench.gated`` carries the run's ``pool_key`` (and any other
+cachify options of the run); ``bench.plain`` has none (the dedicated-queue ceiling, capped by
+the worker's ``-c`` instead). Both run :func:`apps.observe.body`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Celery, Task
+from celery.signals import worker_ready
+
+from cachify_celery import install
+from cachify_core import init_cachify
+
+from . import observe
+from .config import ENV, AppConfig
+
+
+@dataclass
+class CeleryApp:
+    config: AppConfig
+    app: Any
+    tasks: dict[str, Any]
+
+    def send(self, task: str, i: int) -> None:
+        self.tasks[task].delay(i)
+
+    def close(self) -> None:
+        self.app.close()
+
+
+def build(config: AppConfig) -> CeleryApp:
+    fw = config.framework_options
+    cachify = init_cachify(url=config.store_url, prefix=config.prefix, is_global=False)
+    app = Celery(f"cfy-bench-{config.run}", broker=config.broker_url, set_as_current=False)
+    install(app, cachify=cachify)
+    transport: dict[str, Any] = {}
+    if "visibility_timeout_s" in fw:
+        transport["visibility_timeout"] = fw["visibility_timeout_s"]
+        # kombu sweeps unacked messages every interval x throttle seconds (10 x 10 by default):
+        # a dead worker's messages come back within visibility_timeout + 2 s instead of + 100 s.
+        transport["unacked_restore_interval"] = 2
+        transport["unacked_restore_throttle"] = 1
+    app.conf.update(
+        task_default_queue=config.queue,
+        task_ignore_result=True,
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,  # a broker restart is waited out, not fatal
+        broker_transport_options=transport,
+    )
+    late = {"acks_late": True, "reject_on_worker_lost": True} if fw.get("acks_late") else {}
+
+    @app.task(name="bench.gated", shared=False, **late, **config.gated_options())
+    def gated(i: int) -> int:
+        return observe.body(config.observe_url, config.run, i, config.body_s)
+
+    @app.task(name="bench.plain", base=Task, shared=False, **late)
+    def plain(i: int) -> int:
+        return observe.body(config.observe_url, config.run, i, config.body_s)
+
+    return CeleryApp(config, app, {"gated": gated, "plain": plain})
+
+
+def _main() -> Any:
+    built = build(AppConfig.from_env())
+
+    @worker_ready.connect(weak=False)
+    def _ready(**_: Any) -> None:
+        observe.ready(built.config.observe_url, built.config.run)
+
+    return built.app
+
+
+if os.environ.get(ENV):  # a worker process: `celery -A apps.celery_app worker`
+    app = _main()

@@ -1,0 +1,101 @@
+"""The Dramatiq worker app: ``dramatiq apps.dramatiq_app:broker`` (``benchmarks/`` on the path).
+
+Actors (queue ``cfy-bench-<run>``): ``gated`` carries the run's ``pool_key`` (and any other
+cachify options of the run); ``plain`` has none (the dedicated-queue ceiling); ``limited`` is
+capped by Dramatiq's own ``ConcurrentRateLimiter`` the way its docs show: ``with
+limiter.acquire():`` raises ``RateLimitExceeded`` when full, and the default ``Retries``
+middleware retries the message (default backoff, default ``max_retries``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.middleware import Middleware
+from dramatiq.rate_limits import ConcurrentRateLimiter
+from dramatiq.rate_limits.backends import RedisBackend
+
+from cachify_core import init_cachify
+from cachify_dramatiq import CachifyMiddleware
+
+from . import observe
+from .config import ENV, AppConfig
+
+
+class Ready(Middleware):
+    """Marks the worker process group as booted (``after_worker_boot`` runs in each process)."""
+
+    def __init__(self, config: AppConfig) -> None:
+        self.config = config
+
+    def after_worker_boot(self, broker: Any, worker: Any) -> None:
+        observe.ready(self.config.observe_url, self.config.run)
+
+
+@dataclass
+class DramatiqApp:
+    config: AppConfig
+    broker: Any
+    actors: dict[str, Any]
+
+    def send(self, task: str, i: int) -> None:
+        self.actors[task].send(i)
+
+    def close(self) -> None:
+        self.broker.close()
+
+
+def make_broker(config: AppConfig) -> Any:
+    fw = config.framework_options
+    if config.broker_url.startswith("amqp"):
+        from dramatiq.brokers.rabbitmq import RabbitmqBroker  # needs pika
+
+        return RabbitmqBroker(url=config.broker_url)
+    return RedisBroker(
+        url=config.broker_url,
+        namespace=f"dq-{config.run}",
+        heartbeat_timeout=int(fw.get("heartbeat_timeout_ms", 60_000)),
+        maintenance_chance=int(fw.get("maintenance_chance", 1000)),
+    )
+
+
+def build(config: AppConfig) -> DramatiqApp:
+    broker = make_broker(config)
+    cachify = init_cachify(url=config.store_url, prefix=config.prefix, is_global=False)
+    broker.add_middleware(CachifyMiddleware(cachify=cachify))
+    broker.add_middleware(Ready(config))
+    limiter = ConcurrentRateLimiter(
+        RedisBackend(url=config.limiter_url or config.store_url),
+        f"limiter-{config.run}",
+        limit=config.pool_size,
+    )
+    obs, run, body_s = config.observe_url, config.run, config.body_s
+
+    # Actors return None: without the Results middleware Dramatiq warns about every other value.
+    def gated(i: int) -> None:
+        observe.body(obs, run, i, body_s)
+
+    def plain(i: int) -> None:
+        observe.body(obs, run, i, body_s)
+
+    def limited(i: int) -> None:
+        with limiter.acquire():
+            observe.body(obs, run, i, body_s)
+
+    def actor(fn: Any, **options: Any) -> Any:
+        return dramatiq.actor(actor_name=fn.__name__, queue_name=config.queue, broker=broker, **options)(fn)
+
+    actors = {
+        "gated": actor(gated, **config.gated_options()),
+        "plain": actor(plain),
+        "limited": actor(limited),
+    }
+    return DramatiqApp(config, broker, actors)
+
+
+if os.environ.get(ENV):  # a worker process: `dramatiq apps.dramatiq_app:broker`
+    broker = build(AppConfig.from_env()).broker

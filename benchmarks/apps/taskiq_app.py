@@ -1,0 +1,86 @@
+"""The Taskiq worker app: ``taskiq worker apps.taskiq_app:broker`` (``benchmarks/`` on the path).
+
+A ``RedisStreamBroker`` on the stream ``cfy-bench-<run>``. Tasks: ``bench:gated`` carries the
+run's ``pool_key`` (and any other cachify options of the run); ``bench:plain`` has none (the
+dedicated-worker ceiling, capped by ``--max-async-tasks`` instead). Both are sync functions
+(``time.sleep`` bodies), so Taskiq runs them in its thread pool: a worker's slots are
+``min(--max-async-tasks, --max-threadpool-threads)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from taskiq import TaskiqEvents, TaskiqState
+from taskiq_redis import RedisStreamBroker
+
+from cachify_core import init_cachify
+from cachify_taskiq import CachifyMiddleware
+
+from . import observe
+from .config import ENV, AppConfig
+
+#: Longest one send may take from the harness before it counts as failed.
+SEND_TIMEOUT_S = 30.0
+
+
+@dataclass
+class TaskiqApp:
+    config: AppConfig
+    broker: Any
+    tasks: dict[str, Any]
+    _loop: asyncio.AbstractEventLoop | None = None
+    _thread: threading.Thread | None = None
+
+    def _run(self, coro: Any) -> Any:
+        """Run ``coro`` on this app's own event loop (one thread, started on first use)."""
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+            self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+            self._thread.start()
+            asyncio.run_coroutine_threadsafe(self.broker.startup(), self._loop).result(SEND_TIMEOUT_S)
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(SEND_TIMEOUT_S)
+
+    def send(self, task: str, i: int) -> None:
+        self._run(self.tasks[task].kiq(i))
+
+    def close(self) -> None:
+        if self._loop is None:
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self.broker.shutdown(), self._loop).result(SEND_TIMEOUT_S)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            if self._thread is not None:
+                self._thread.join(timeout=10)
+
+
+def build(config: AppConfig) -> TaskiqApp:
+    fw = config.framework_options
+    cachify = init_cachify(url=config.store_url, prefix=config.prefix, is_global=False)
+    broker = RedisStreamBroker(
+        config.broker_url, queue_name=config.queue, idle_timeout=int(fw.get("idle_timeout_ms", 600_000))
+    ).with_middlewares(CachifyMiddleware(cachify=cachify))
+    obs, run, body_s = config.observe_url, config.run, config.body_s
+
+    @broker.on_event(TaskiqEvents.WORKER_STARTUP)
+    async def _ready(state: TaskiqState) -> None:
+        observe.ready(obs, run)
+
+    @broker.task("bench:gated", **config.gated_options())
+    def gated(i: int) -> int:
+        return observe.body(obs, run, i, body_s)
+
+    @broker.task("bench:plain")
+    def plain(i: int) -> int:
+        return observe.body(obs, run, i, body_s)
+
+    return TaskiqApp(config, broker, {"gated": gated, "plain": plain})
+
+
+if os.environ.get(ENV):  # a worker process: `taskiq worker apps.taskiq_app:broker`
+    broker = build(AppConfig.from_env()).broker

@@ -137,10 +137,10 @@ ROUND_TRIPS = {
     "celery Task": "0",
     "CachifyTask, no options": "0",
     "once_key": "3 (claim; hold check; release)",
-    "pool_key (max 64, never full)": "4 (acquire; release; slot record set/del)",
+    "pool_key (max 64, never full)": "2 (acquire; release)",
     "cache_key, miss": "2 (get; set)",
     "cache_key, hit": "1 (get), body skipped",
-    "once + pool + cache (miss)": "9",
+    "once + pool + cache (miss)": "7 (claim; get; hold check; slot; set; slot release; hold release)",
     "celery-once QueueOnce": "2 (lock; delete)",
 }
 

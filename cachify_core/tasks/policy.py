@@ -279,8 +279,12 @@ class TaskPolicy:
         if resend:
             try:
                 return (yield from self._take_steps(task_id, key, True, dependents))
-            except (CachifyBackendError, CachifyLockError) as exc:
-                # Never dropped: its run checks the hold again (and fails closed there).
+            except CachifyBackendError as exc:
+                # Never dropped: its run checks the hold again. Logged once per outage.
+                action = "re-sending retries and requeues without refreshing their holds"
+                logs.store_unreachable(self.options.task_name, task_id, action, exc)
+                return Claim(None)
+            except CachifyLockError as exc:
                 logs.resent_unchecked(self.options.task_name, task_id, key, exc)
                 return Claim(None)
         return (yield from self._take_steps(task_id, key, False, dependents))

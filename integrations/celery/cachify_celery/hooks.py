@@ -42,7 +42,7 @@ from cachify_core.tasks import CachifyTaskOptionError, Delivery, TaskPolicies, V
 
 from .declaration import class_function, declared_options, task_name
 from .envelope import requeues_of, with_overrides
-from .publish import as_delivered, guard_send_task, policy_for_message, uses_in_process_broker
+from .publish import guard_send_task, policy_for_message, publish_claimed, uses_in_process_broker
 from .requeue import publish_requeue
 
 __all__ = ["CachifyTask", "slot_token"]
@@ -136,17 +136,18 @@ class CachifyTask(Task):  # type: ignore[misc]  # celery ships no type informati
         if not policy.options.claims_at_enqueue:
             return super().apply_async(args, kwargs, task_id, producer, link, link_error, shadow, **options)
         task_id = task_id or uuid()
-        resend = (options.get("retries") or 0) > 0 or requeues_of(options.get("headers") or {}) > 0
-        dependents = bool(link or link_error or options.get("chain") or options.get("group_id"))
-        delivered = as_delivered(self, args, kwargs, options.get("serializer"))
-        claim = policy.claim(task_id, *delivered, resend=resend, dependents=dependents)
-        if claim.duplicate:
-            return self.AsyncResult(claim.holder_id)
-        try:
-            return super().apply_async(args, kwargs, task_id, producer, link, link_error, shadow, **options)
-        except BaseException:
-            policy.unclaim(task_id, claim)
-            raise
+        return publish_claimed(
+            policy,
+            self,
+            task_id,
+            args,
+            kwargs,
+            {**options, "link": link, "link_error": link_error},
+            lambda: super(CachifyTask, self).apply_async(
+                args, kwargs, task_id, producer, link, link_error, shadow, **options
+            ),
+            self.AsyncResult,
+        )
 
     # -- running -------------------------------------------------------------------------------
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

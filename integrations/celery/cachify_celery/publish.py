@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from kombu import serialization
@@ -31,7 +31,7 @@ from cachify_core.tasks import split_overrides
 
 from .envelope import carried_overrides, requeues_of, with_overrides
 
-__all__ = ["guard_send_task", "policy_for_message", "uses_in_process_broker"]
+__all__ = ["guard_send_task", "policy_for_message", "publish_claimed", "uses_in_process_broker"]
 
 #: Options of ``send_task`` that make other work depend on the message being sent.
 _DEPENDENTS = ("chain", "group_id", "chord", "link", "link_error")
@@ -69,6 +69,34 @@ def as_delivered(
     return tuple(loaded_args), dict(loaded_kwargs)
 
 
+def publish_claimed(
+    policy: Any,
+    task: Any,
+    task_id: str,
+    args: Any,
+    kwargs: Any,
+    options: Mapping[str, Any],
+    publish: Callable[[], Any],
+    result_cls: Callable[[str], Any],
+) -> Any:
+    """Claim ``task_id``'s hold, then ``publish()``; the one sequence every publish path runs
+    (``send_task`` here, eager calls in :mod:`.hooks`). ``options`` are the send's options: a
+    retry or requeue (``retries``, the requeue header) is a resend, a canvas member or a call
+    with ``link`` has dependents. A duplicate returns ``result_cls(holder_id)``; a publish that
+    raises gives the hold back."""
+    resend = (options.get("retries") or 0) > 0 or requeues_of(options.get("headers") or {}) > 0
+    dependents = any(options.get(k) for k in _DEPENDENTS)
+    delivered = as_delivered(task, args, kwargs, options.get("serializer"))
+    claim = policy.claim(task_id, *delivered, resend=resend, dependents=dependents)
+    if claim.duplicate:
+        return result_cls(claim.holder_id)
+    try:
+        return publish()
+    except BaseException:
+        policy.unclaim(task_id, claim)
+        raise
+
+
 def guard_send_task(app: Any) -> None:
     """Make ``app.send_task`` claim the hold of cachify tasks before publishing (idempotent)."""
     original = app.send_task
@@ -93,21 +121,17 @@ def guard_send_task(app: Any) -> None:
             policy.require_shared_store("Celery")
         if not policy.options.claims_at_enqueue:
             return original(**named, **options)
-        task_id = named.get("task_id") or uuid()
-        named["task_id"] = task_id
-        retries = named.get("retries") or 0
-        resend = retries > 0 or requeues_of(options.get("headers") or {}) > 0
-        dependents = any(named.get(k) or options.get(k) for k in _DEPENDENTS)
-        args, kwargs = as_delivered(task, named.get("args"), named.get("kwargs"), options.get("serializer"))
-        claim = policy.claim(task_id, args, kwargs, resend=resend, dependents=dependents)
-        if claim.duplicate:
-            result_cls: Callable[[str], Any] = named.get("result_cls") or app.AsyncResult
-            return result_cls(claim.holder_id)
-        try:
-            return original(**named, **options)
-        except BaseException:
-            policy.unclaim(task_id, claim)
-            raise
+        named["task_id"] = named.get("task_id") or uuid()
+        return publish_claimed(
+            policy,
+            task,
+            named["task_id"],
+            named.get("args"),
+            named.get("kwargs"),
+            {**named, **options},
+            lambda: original(**named, **options),
+            named.get("result_cls") or app.AsyncResult,
+        )
 
     send_task._cachify_guarded = True  # type: ignore[attr-defined]
     app.send_task = send_task

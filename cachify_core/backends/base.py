@@ -310,8 +310,10 @@ class SyncBackend(Protocol):
         """Delete ``key`` only if ``token`` holds it (compare-and-delete); wakes one waiter."""
         ...
 
-    def lock_extend(self, key: str, token: str, ttl_ms: int) -> bool:
-        """Set the remaining lifetime of a lock ``token`` still holds; ``False`` if it does not."""
+    def lock_extend(self, key: str, token: str, ttl_ms: int | None) -> bool:
+        """Set the remaining lifetime of a lock ``token`` still holds; ``False`` if it does not.
+        ``None``: no expiry from now on (the hold of a task parked in a waiting room, which
+        gets its lifetime back when it is handed over)."""
         ...
 
     def lock_holder(self, key: str) -> str | None:
@@ -468,7 +470,7 @@ class AsyncBackend(Protocol):
 
     async def lock_release(self, key: str, token: str) -> bool: ...
 
-    async def lock_extend(self, key: str, token: str, ttl_ms: int) -> bool: ...
+    async def lock_extend(self, key: str, token: str, ttl_ms: int | None) -> bool: ...
 
     async def lock_holder(self, key: str) -> str | None: ...
 

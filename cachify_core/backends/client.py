@@ -225,7 +225,7 @@ class ClientBackend:
         self.client.delete(key)
         return existed
 
-    def lock_extend(self, key: str, token: str, ttl_ms: int) -> bool:
+    def lock_extend(self, key: str, token: str, ttl_ms: int | None) -> bool:
         if _text(self.client.get(key)) != token:
             return False
         self.client.set(key, token, ex=_ex(ttl_ms))
@@ -354,7 +354,7 @@ class AsyncClientBackend:
         await self.client.delete(key)
         return existed
 
-    async def lock_extend(self, key: str, token: str, ttl_ms: int) -> bool:
+    async def lock_extend(self, key: str, token: str, ttl_ms: int | None) -> bool:
         if _text(await self.client.get(key)) != token:
             return False
         await self.client.set(key, token, ex=_ex(ttl_ms))
@@ -476,7 +476,7 @@ class ThreadedAsyncBackend:
     async def lock_force_release(self, key: str) -> bool:
         return await asyncio.to_thread(self.sync.lock_force_release, key)
 
-    async def lock_extend(self, key: str, token: str, ttl_ms: int) -> bool:
+    async def lock_extend(self, key: str, token: str, ttl_ms: int | None) -> bool:
         return await asyncio.to_thread(self.sync.lock_extend, key, token, ttl_ms)
 
     async def lock_holder(self, key: str) -> str | None:

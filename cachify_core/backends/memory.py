@@ -254,7 +254,7 @@ class MemoryStore:
                 self._signal(key)
             return True
 
-    def lock_extend(self, key: str, token: str, ttl_ms: int) -> bool:
+    def lock_extend(self, key: str, token: str, ttl_ms: int | None) -> bool:
         with self._mutex:
             held = self._locks.get(key)
             if held is None or held[0] != token or held[1] <= _now():
@@ -781,7 +781,7 @@ class AsyncMemoryBackend:
     async def lock_release(self, key: str, token: str) -> bool:
         return self.store.lock_release(key, token)
 
-    async def lock_extend(self, key: str, token: str, ttl_ms: int) -> bool:
+    async def lock_extend(self, key: str, token: str, ttl_ms: int | None) -> bool:
         return self.store.lock_extend(key, token, ttl_ms)
 
     async def lock_holder(self, key: str) -> str | None:

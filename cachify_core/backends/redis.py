@@ -480,8 +480,8 @@ class RedisBackend:
     def lock_force_release(self, key: str) -> bool:
         return int(self._script("lock_force_release", _lock_release(key, "", True))) == 1
 
-    def lock_extend(self, key: str, token: str, ttl_ms: int) -> bool:
-        return int(self._script("lock_extend", (LOCK_EXTEND, (_tag(key),), (token, ttl_ms)))) == 1
+    def lock_extend(self, key: str, token: str, ttl_ms: int | None) -> bool:
+        return int(self._script("lock_extend", (LOCK_EXTEND, (_tag(key),), (token, ttl_ms or 0)))) == 1
 
     def lock_holder(self, key: str) -> str | None:
         raw = self._command("lock_holder", "GET", _tag(key))
@@ -676,8 +676,8 @@ class AsyncRedisBackend:
     async def lock_force_release(self, key: str) -> bool:
         return int(await self._script("lock_force_release", _lock_release(key, "", True))) == 1
 
-    async def lock_extend(self, key: str, token: str, ttl_ms: int) -> bool:
-        return int(await self._script("lock_extend", (LOCK_EXTEND, (_tag(key),), (token, ttl_ms)))) == 1
+    async def lock_extend(self, key: str, token: str, ttl_ms: int | None) -> bool:
+        return int(await self._script("lock_extend", (LOCK_EXTEND, (_tag(key),), (token, ttl_ms or 0)))) == 1
 
     async def lock_holder(self, key: str) -> str | None:
         raw = await self._command("lock_holder", "GET", _tag(key))

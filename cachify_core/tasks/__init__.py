@@ -5,11 +5,20 @@
 * :mod:`.policy` — what each option means, as backend steps (claim, admit, finish).
 * :mod:`.delivery` — one delivery's lifecycle: which of those steps happen on which event.
 * :mod:`.envelope` — the fields cachify carries in a message.
+* :mod:`.handover` — publishing a waiting room's hand-overs; the worker's sweeper.
 * :mod:`.logs` — the log vocabulary.
 """
 
-from .delivery import Delivery, State, is_retry_of
-from .envelope import OPTIONS_FIELD, REQUEUES_FIELD, read_overrides, read_requeues, write_overrides
+from .delivery import Delivery, Publish, State, is_retry_of
+from .envelope import (
+    OPTIONS_FIELD,
+    REQUEUES_FIELD,
+    RESERVATION_FIELD,
+    read_overrides,
+    read_requeues,
+    read_reservation,
+    write_overrides,
+)
 from .options import (
     DEFAULT_ONCE_TTL_S,
     DEFAULT_POOL_BACKOFF_S,
@@ -30,12 +39,14 @@ __all__ = [
     "OPTIONS_FIELD",
     "OPTION_NAMES",
     "REQUEUES_FIELD",
+    "RESERVATION_FIELD",
     "Admission",
     "CachifyDuplicateError",
     "CachifyTaskOptionError",
     "Claim",
     "Delivery",
     "Outcome",
+    "Publish",
     "RunHandle",
     "State",
     "TaskOptions",
@@ -47,6 +58,7 @@ __all__ = [
     "parse_task_options",
     "read_overrides",
     "read_requeues",
+    "read_reservation",
     "split_overrides",
     "write_overrides",
 ]

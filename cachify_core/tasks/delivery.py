@@ -12,6 +12,8 @@ state       event                        next        what happens in the store
 RECEIVED    ``admit`` → RUN              RUNNING     cache miss, hold taken/checked, slot leased
 RECEIVED    ``admit`` → CACHED/RETURN    ENDED       the send-time claim is given back
 RECEIVED    ``admit`` → SKIP             ENDED       duplicate: nothing of its own; drop: claim back
+RECEIVED    ``admit`` → PARKED           ENDED       pool full: parked in its waiting room (same
+                                                     round trip); the hold stays, without expiry
 RECEIVED    ``admit`` → REQUEUE          REQUEUING   a queued hold is kept for the requeued copy
 RECEIVED    ``admit``: store unreachable REQUEUING   ``on_store_error="defer"`` (default): back through
                                                      the broker, nothing touched ("run": RUNNING
@@ -31,6 +33,16 @@ REQUEUING   ``requeue_failed``           ENDED       the claim is given back: no
 ENDED       anything                     ENDED       nothing (every event is idempotent there)
 ==========  ===========================  ==========  ==============================================
 
+A full pool parks the delivery in its waiting room (``pool_on_full="requeue"``, the default,
+when the integration gives a ``payload`` and the store has waiting rooms): the message is
+acknowledged and nothing of it stays in the worker. Every release of a slot hands it to the
+oldest parked delivery in the same round trip, and returns that delivery's payload: the
+delivery passes every such hand-over, of any event, to the integration's ``publish``, which
+sends it through the broker at once carrying its ``reservation``. A hand-over that is not
+published (a crash, a broker error) is published again by the waiting room's sweep
+(:mod:`cachify_core.rooms`). Where nothing can park (custom-client stores, eager runs,
+``pool_max_waiting`` reached) a full pool backs off through the broker (REQUEUE).
+
 "The body raised" covers everything a framework reports as an exception: a retry (Celery
 ``Retry``, a retry middleware re-sending the same id), a reject, a revoke, a plain failure.
 Only the integration knows which; when it cannot tell yet (Dramatiq and Taskiq learn about a
@@ -47,17 +59,23 @@ from __future__ import annotations
 
 import enum
 import inspect
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
+from ..backends.base import Handover
 from ..errors import CachifyBackendError, CachifyPoolFullError
 from ..steps import Primitives, Steps, run_async, run_blocking
 from . import logs
 from .policy import Admission, Outcome, RunHandle, TaskPolicy, Verdict
 
-__all__ = ["Delivery", "State", "is_retry_of"]
+__all__ = ["Delivery", "Publish", "State", "is_retry_of"]
 
 logger = logs.logger
+
+#: Publishes hand-overs through the broker: each payload once, carrying its entry id as the
+#: reservation. Blocking for :meth:`Delivery.admit` and friends; for the ``a``-twins it may
+#: return an awaitable, which is awaited.
+Publish = Callable[[Sequence[Handover]], Any]
 
 
 class State(enum.Enum):
@@ -72,12 +90,16 @@ class Delivery:
     """One delivery of one task id: its policy, arguments and where it is in its life."""
 
     __slots__ = (
+        "_handed",
         "args",
         "decision",
         "handle",
         "kwargs",
+        "payload",
         "policy",
+        "publish",
         "requeues",
+        "reservation",
         "slot_token",
         "state",
         "task_id",
@@ -91,6 +113,10 @@ class Delivery:
         kwargs: Mapping[str, Any],
         requeues: int = 0,
         slot_token: str | None = None,
+        *,
+        reservation: str | None = None,
+        payload: Callable[[], bytes] | None = None,
+        publish: Publish | None = None,
     ) -> None:
         self.policy = policy
         self.task_id = task_id
@@ -101,6 +127,14 @@ class Delivery:
         #: The token a pool slot is leased under; ``None``: a fresh one. Celery's prefork
         #: children derive it from the delivery so the main process can free a dead child's slot.
         self.slot_token = slot_token
+        #: The waiting-room entry this copy was handed a slot for (from the envelope), if any.
+        self.reservation = reservation
+        #: The message that publishes this delivery again (same id and route, retries untouched,
+        #: ``requeues + 1``), made only when it parks; ``None``: it cannot park.
+        self.payload = payload if publish is not None else None
+        #: Publishes the hand-overs this delivery's releases make.
+        self.publish = publish
+        self._handed: list[Handover] = []
         self.state = State.RECEIVED
         self.handle: RunHandle | None = None
         #: The last verdict (REQUEUE carries its ``delay_s``), for the integration to carry out.
@@ -126,7 +160,15 @@ class Delivery:
         try:
             try:
                 decision = yield from p.admit_steps(
-                    p.cachify, self.task_id, self.args, self.kwargs, self.requeues, asyncio, self.slot_token
+                    p.cachify,
+                    self.task_id,
+                    self.args,
+                    self.kwargs,
+                    self.requeues,
+                    asyncio,
+                    self.slot_token,
+                    self.reservation,
+                    self.payload,
                 )
             except CachifyBackendError as exc:
                 return self._decided(p.store_error(self.task_id, self.requeues, exc))
@@ -154,13 +196,14 @@ class Delivery:
 
     def _decided(self, decision: Admission) -> Admission:
         self.decision = decision
+        self._handed.extend(decision.handed)
         verdict = decision.verdict
         if verdict is Verdict.RUN:
             self.handle = decision.handle
             self.state = State.RUNNING
         elif verdict is Verdict.REQUEUE:
             self.state = State.REQUEUING
-        else:  # CACHED, RETURN, SKIP: the policy released what the admission took
+        else:  # CACHED, RETURN, SKIP, PARKED: the policy released or kept what it took
             self.state = State.ENDED
         return decision
 
@@ -168,9 +211,13 @@ class Delivery:
         handle, self.handle = self.handle, None
         self.state = State.ENDED
         if handle is not None:
-            yield from self._quietly(
-                self.policy.finish_steps(handle, outcome, result), f"finishing its run ({outcome})"
-            )
+            try:
+                yield from self._quietly(
+                    self.policy.finish_steps(handle, outcome, result), f"finishing its run ({outcome})"
+                )
+            finally:
+                self._handed.extend(handle.handed)
+                handle.handed.clear()
 
     def _raised_steps(self, error: BaseException, retry: bool | None) -> Steps[Admission | None]:
         if self.state is not State.RUNNING:
@@ -239,7 +286,35 @@ class Delivery:
     def _run(self, steps: Steps[Any]) -> Any:
         # Without options no step touches the store, and the global instance may not exist.
         backend = self.policy.cachify.sync_backend if self.active else _NO_STORE
-        return run_blocking(steps, backend)
+        try:
+            return run_blocking(steps, backend)
+        finally:
+            handed = self._take_handed()
+            if handed:
+                self._publish(handed)
+
+    def _take_handed(self) -> list[Handover]:
+        handed, self._handed = self._handed, []
+        if handed and self.publish is None:
+            # Nobody here can publish (an integration without a publisher): the waiting room's
+            # sweep publishes them after their lease.
+            logger.warning(
+                "cachify: task %s[%s]: %d hand-over(s) left to the waiting room's sweep (no publisher)",
+                self.task_name,
+                self.task_id,
+                len(handed),
+            )
+            return []
+        return handed
+
+    def _publish(self, handed: list[Handover]) -> None:
+        assert self.publish is not None
+        try:
+            result = self.publish(handed)
+            if inspect.isawaitable(result):
+                raise TypeError(f"{self!r}: an async publish was given to a blocking delivery")
+        except Exception as exc:  # the sweep publishes them again after their lease
+            logs.handover_failed(self.task_name, len(handed), exc)
 
     def admit(self) -> Admission:
         """Cache check → dedup → pool slot; the verdict to carry out."""
@@ -284,7 +359,21 @@ class Delivery:
     # -- asyncio -------------------------------------------------------------------------------
     async def _arun(self, steps: Steps[Any]) -> Any:
         backend = self.policy.cachify.async_backend if self.active else _NO_STORE
-        return await run_async(steps, backend)
+        try:
+            return await run_async(steps, backend)
+        finally:
+            handed = self._take_handed()
+            if handed:
+                await self._apublish(handed)
+
+    async def _apublish(self, handed: list[Handover]) -> None:
+        assert self.publish is not None
+        try:
+            result = self.publish(handed)
+            if inspect.isawaitable(result):
+                await result
+        except Exception as exc:  # the sweep publishes them again after their lease
+            logs.handover_failed(self.task_name, len(handed), exc)
 
     async def aadmit(self) -> Admission:
         if not self.active:

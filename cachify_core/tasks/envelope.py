@@ -1,13 +1,15 @@
 """What cachify carries in a task message, whatever the framework's envelope is called
 (Celery headers, Dramatiq message options, Taskiq labels).
 
-Two fields, read and written only here:
+Three fields, read and written only here:
 
 * ``cachify_requeues``: how many times a full pool sent this task id back. Kept apart from the
   framework's own retry counter, so requeues never spend ``max_retries``.
 * ``cachify_options``: the per-message option overrides (``apply_async(..., once_ttl=60)``), as
   a JSON object. Celery and Dramatiq envelopes are JSON themselves and carry it as a dict;
   Taskiq turns labels into strings, so it travels as JSON text there. Both forms are read.
+* ``cachify_reservation``: on a copy a pool's waiting room handed a slot to, the id of that
+  waiting-room entry; its admission claims the slot reserved for it (``room_acquire``).
 """
 
 from __future__ import annotations
@@ -16,10 +18,19 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["OPTIONS_FIELD", "REQUEUES_FIELD", "read_overrides", "read_requeues", "write_overrides"]
+__all__ = [
+    "OPTIONS_FIELD",
+    "REQUEUES_FIELD",
+    "RESERVATION_FIELD",
+    "read_overrides",
+    "read_requeues",
+    "read_reservation",
+    "write_overrides",
+]
 
 REQUEUES_FIELD = "cachify_requeues"
 OPTIONS_FIELD = "cachify_options"
+RESERVATION_FIELD = "cachify_reservation"
 
 
 def read_requeues(value: object) -> int:
@@ -29,6 +40,11 @@ def read_requeues(value: object) -> int:
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return value
     return 0
+
+
+def read_reservation(value: object) -> str | None:
+    """The waiting-room entry a handed-over copy carries; ``None`` on any other message."""
+    return value if isinstance(value, str) and value else None
 
 
 def read_overrides(value: object) -> Any:

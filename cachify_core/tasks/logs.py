@@ -12,6 +12,11 @@ re-sent, store unreachable      WARN   ``task <name>[<id>] re-sent without refre
 skipped at run time             INFO   ``task <name>[<id>] skipped: <reason>``
 dropped (pool_on_full="drop")   WARN   ``task <name>[<id>] skipped: pool <key> full (...)``
 requeued                        INFO   ``task <name>[<id>] requeued (<n>) in <d>s: <reason>``
+parked (pool full)              DEBUG  ``task <name>[<id>] parked in the waiting room of <key>``
+waiting room full               WARN   ``task <name>[<id>]: waiting room of <key> holds its
+                                       pool_max_waiting=<n>; backing off through the broker``
+hand-over not published         ERROR  ``could not publish <n> hand-over(s) of <task>: <error>
+                                       (the waiting room publishes them again after its lease)``
 cache hit                       DEBUG  ``task <name>[<id>] cache hit: <key>``
 store unreachable, cache open   WARN   ``task <name>[<id>] ran without its cache: <error>``
 store unreachable (an outage)   WARN   ``store unreachable: <action> (first: task <name>[<id>]:
@@ -33,11 +38,14 @@ import time
 __all__ = [
     "cache_hit",
     "cache_unreachable",
+    "handover_failed",
     "logger",
     "not_sent",
+    "parked",
     "requeued",
     "resent_unchecked",
     "resent_while_held",
+    "room_full",
     "skipped",
     "store_reachable",
     "store_unreachable",
@@ -78,6 +86,31 @@ def skipped(task: str, task_id: str, reason: str, level: int = logging.INFO) -> 
 
 def requeued(task: str, task_id: str, requeues: int, delay_s: float, reason: str) -> None:
     logger.info("cachify: task %s[%s] requeued (%d) in %.2fs: %s", task, task_id, requeues, delay_s, reason)
+
+
+def parked(task: str, task_id: str, key: str) -> None:
+    logger.debug("cachify: task %s[%s] parked in the waiting room of %s", task, task_id, key)
+
+
+def room_full(task: str, task_id: str, key: str, max_waiting: int) -> None:
+    logger.warning(
+        "cachify: task %s[%s]: waiting room of %s holds its pool_max_waiting=%d; backing off through "
+        "the broker",
+        task,
+        task_id,
+        key,
+        max_waiting,
+    )
+
+
+def handover_failed(task: str, count: int, error: BaseException) -> None:
+    logger.error(
+        "cachify: could not publish %d hand-over(s) of %s: %s (the waiting room publishes them "
+        "again after its lease)",
+        count,
+        task,
+        error,
+    )
 
 
 def cache_hit(task: str, task_id: str, key: str) -> None:

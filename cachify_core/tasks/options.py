@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from ..backends.base import DEFAULT_MAX_WAITING
 from ..errors import CachifyError
 from ..keys import KeyTemplate
 from ..protocols import UNSET, UnsetType
@@ -54,6 +55,7 @@ OPTION_NAMES = frozenset(
         "pool_on_full",
         "pool_backoff",
         "pool_max_requeues",
+        "pool_max_waiting",
         "cache_key",
         "cache_ttl",
         "cache_on_backend_error",
@@ -85,6 +87,9 @@ class TaskOptions:
     pool_on_full: OnFull = "requeue"
     pool_backoff_s: tuple[float, float] = DEFAULT_POOL_BACKOFF_S
     pool_max_requeues: int | None = None
+    #: Deliveries the pool's waiting room holds at most; beyond it (and with 0) a full pool
+    #: falls back to backoff requeue through the broker, logged.
+    pool_max_waiting: int = DEFAULT_MAX_WAITING
     cache_key: KeyTemplate | None = None
     cache_ttl_s: float | UnsetType | None = UNSET
     #: The result cache fails open like ``@cached``: an unreachable store makes a lookup a miss
@@ -186,6 +191,13 @@ def parse_task_options(task_name: str, func: Callable[..., Any], raw: Mapping[st
                 f"task {task_name!r}: pool_on_full must be 'requeue', 'drop', 'raise' or a callable, got {on_full!r}"
             )
         opts["pool_on_full"] = on_full
+        max_waiting = given.get("pool_max_waiting", DEFAULT_MAX_WAITING)
+        if isinstance(max_waiting, bool) or not isinstance(max_waiting, int) or max_waiting < 0:
+            raise CachifyTaskOptionError(
+                f"task {task_name!r}: pool_max_waiting must be an int >= 0 (0: never park, back off "
+                f"through the broker instead), got {max_waiting!r}"
+            )
+        opts["pool_max_waiting"] = max_waiting
 
     backoff = given.get("pool_backoff", DEFAULT_POOL_BACKOFF_S)
     if not isinstance(backoff, (tuple, list)) or len(backoff) != 2:

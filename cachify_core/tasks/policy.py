@@ -26,10 +26,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .. import leases
+from ..backends.base import Handover, RoomSettings, RoomStatus
 from ..backends.memory import AsyncMemoryBackend, MemoryStore
 from ..errors import CachifyBackendError, CachifyInitError, CachifyLockError, CachifyPoolFullError
 from ..instance import Cachify, get_cachify, seconds_to_ms
 from ..protocols import UnsetType
+from ..rooms import registry_key
 from ..serialization import CachifySerializationError
 from ..steps import Steps, run_async, run_blocking
 from ..tokens import new_token
@@ -81,6 +83,7 @@ class Verdict(enum.Enum):
     RETURN = "return"  #: pool full with a callable on_full: ``value`` is the task's result
     SKIP = "skip"  #: acknowledge without running (duplicate, or on_full="drop")
     REQUEUE = "requeue"  #: publish again after ``delay_s`` with requeues + 1, then ack this one
+    PARKED = "parked"  #: acknowledge without running: the pool's waiting room publishes it again
 
 
 @dataclass
@@ -98,6 +101,12 @@ class RunHandle:
     cache_key: str | None = None
     cache_gen: str = "0"
     finished: bool = False
+    #: The pool's waiting room, when the slot came through it: released with hand-over.
+    room: RoomSettings | None = None
+    #: The waiting-room entry whose reserved slot this run claimed (``room_release(claimed=)``).
+    claimed: str | None = None
+    #: Hand-overs the finish made: the integration publishes them (drained by the delivery).
+    handed: list[Handover] = field(default_factory=list, repr=False)
 
 
 @dataclass
@@ -107,6 +116,8 @@ class Admission:
     delay_s: float = 0.0
     reason: str = ""
     handle: RunHandle | None = field(default=None, repr=False)
+    #: Hand-overs the admission made (whatever the verdict): the integration publishes them.
+    handed: tuple[Handover, ...] = field(default=(), repr=False)
 
 
 class TaskPolicy:
@@ -254,10 +265,12 @@ class TaskPolicy:
             raise error
         return Admission(Verdict.REQUEUE, delay_s=self.backoff_s(requeues), reason=f"body raised: {error}")
 
-    def _skip_duplicate(self, task_id: str, key: str, holder: str) -> Admission:
+    def _skip_duplicate(
+        self, task_id: str, key: str, holder: str, handed: tuple[Handover, ...] = ()
+    ) -> Admission:
         reason = f"duplicate: {key} is held by task {holder}"
         logs.skipped(self.options.task_name, task_id, reason)
-        return Admission(Verdict.SKIP, reason=reason)
+        return Admission(Verdict.SKIP, reason=reason, handed=handed)
 
     # -- the steps, written once: each ``yield`` is one backend call --------------------------
     # A step is ``lambda backend: backend.<primitive>(...)``; the blocking driver calls it on the
@@ -350,7 +363,11 @@ class TaskPolicy:
         requeues: int,
         asyncio: bool,
         slot_token: str | None,
+        reservation: str | None = None,
+        payload: Callable[[], bytes] | None = None,
     ) -> Steps[Admission]:
+        """``reservation``: the waiting-room entry a handed-over copy carries; ``payload``: how
+        to publish this delivery again (``None``: it cannot park, e.g. an eager run)."""
         o = self.options
         handle = RunHandle(c, task_id)
         started_key: str | None = None  # mode until_started: the claim to give back at the start
@@ -361,8 +378,9 @@ class TaskPolicy:
                 if entry is not None:
                     once_key = self._key(c, "once_key", args, kwargs) if o.claims_at_enqueue else None
                     yield from self.unclaim_steps(task_id, once_key)
+                    handed = yield from self._cancel_steps(c, reservation, args, kwargs)
                     logs.cache_hit(o.task_name, task_id, cache_key)
-                    return Admission(Verdict.CACHED, value=entry.value, reason="cache hit")
+                    return Admission(Verdict.CACHED, value=entry.value, reason="cache hit", handed=handed)
             if o.once_key is not None:
                 once_key = self._key(c, "once_key", args, kwargs)
                 assert once_key is not None
@@ -371,7 +389,8 @@ class TaskPolicy:
                 else:
                     holder = yield from self._hold_steps(once_key, task_id)
                     if holder is not None:
-                        return self._skip_duplicate(task_id, once_key, holder)
+                        handed = yield from self._cancel_steps(c, reservation, args, kwargs)
+                        return self._skip_duplicate(task_id, once_key, holder, handed)
                     handle.once_key = once_key
                     handle.once_lease = leases.begin(
                         c, "lock", once_key, task_id, self._once_ttl_ms(), True, asyncio
@@ -380,7 +399,29 @@ class TaskPolicy:
                 slot_key = self._key(c, "pool_key", args, kwargs)
                 assert slot_key is not None
                 token, slot_ttl = slot_token or new_token(), self._slot_ttl_ms()
-                if not (yield lambda b: b.pool_acquire(slot_key, token, o.pool_max_size, slot_ttl, False)):
+                backend = c.async_backend if asyncio else c.sync_backend
+                parks = payload is not None and o.pool_on_full == "requeue" and o.pool_max_waiting > 0
+                room = None
+                if (parks or reservation is not None) and backend.supports_waiting_room:
+                    room = self._room(c)
+                    entry_id = new_token()
+                    data = payload() if parks and payload is not None else b""
+                    got = yield lambda b: b.room_acquire(slot_key, token, entry_id, data, room, reservation)
+                    status, handed = got.status, got.handed
+                    if status is RoomStatus.PARKED or status is RoomStatus.DUPLICATE:
+                        return (
+                            yield from self._not_running_steps(handle, status, started_key, slot_key, handed)
+                        )
+                    if status is RoomStatus.FULL and parks:
+                        logs.room_full(o.task_name, task_id, slot_key, o.pool_max_waiting)
+                    acquired = status is not RoomStatus.FULL
+                    handle.handed.extend(handed)
+                    handle.claimed = reservation if status is RoomStatus.CLAIMED else None
+                else:
+                    acquired = yield lambda b: b.pool_acquire(
+                        slot_key, token, o.pool_max_size, slot_ttl, False
+                    )
+                if not acquired:
                     # Only a requeue runs this task id again: a drop, an on_full value and a
                     # raise end it (a framework retry re-claims the key when it re-publishes).
                     try:
@@ -393,8 +434,9 @@ class TaskPolicy:
                     yield from self._release_steps(handle, keep_queued_hold=requeued)
                     if not requeued:
                         yield from self.unclaim_steps(task_id, started_key)
+                    admission.handed = tuple(handle.handed)
                     return admission
-                handle.slot_key, handle.slot_token = slot_key, token
+                handle.slot_key, handle.slot_token, handle.room = slot_key, token, room
                 handle.slot_lease = leases.begin(c, "pool", slot_key, token, slot_ttl, True, asyncio)
             yield from self.unclaim_steps(task_id, started_key)
         except BaseException:
@@ -406,7 +448,64 @@ class TaskPolicy:
                 except Exception as exc:
                     logger.error("cachify: task %s: releasing after a failed admission: %s", o.task_name, exc)
             raise
-        return Admission(Verdict.RUN, handle=handle)
+        handed, handle.handed = tuple(handle.handed), []
+        return Admission(Verdict.RUN, handle=handle, handed=handed)
+
+    def _room(self, c: Cachify) -> RoomSettings:
+        """The task's pool's waiting room, as the backend's ``room_*`` primitives take it."""
+        o = self.options
+        return RoomSettings(
+            registry=registry_key(c.prefix),
+            max_size=o.pool_max_size,
+            slot_ttl_ms=self._slot_ttl_ms(),
+            max_waiting=o.pool_max_waiting,
+        )
+
+    def _not_running_steps(
+        self,
+        handle: RunHandle,
+        status: RoomStatus,
+        started_key: str | None,
+        slot_key: str,
+        handed: tuple[Handover, ...],
+    ) -> Steps[Admission]:
+        """The waiting room kept this delivery (PARKED) or knows it for a copy of a claimed
+        hand-over (DUPLICATE): it does not run, and is acknowledged.
+
+        Parked, its dedup hold must outlive any wait: a queued hold (and an until_started claim)
+        loses its expiry until the room hands the task over, and the hand-over's publish and run
+        give it its TTL back; a running-mode hold is given back, since nothing runs. A duplicate
+        leaves everything as it is: the hold is its claimer's (the same task id)."""
+        o = self.options
+        leases.end(handle.once_lease)
+        once_key, handle.once_key = handle.once_key, None
+        if status is RoomStatus.DUPLICATE:
+            reason = f"a copy of a hand-over of {slot_key} that already started"
+            logs.skipped(o.task_name, handle.task_id, reason)
+            return Admission(Verdict.SKIP, reason=reason, handed=handed)
+        if once_key is not None:
+            if o.once_mode == "running":
+                yield lambda b: b.lock_release(once_key, handle.task_id)
+            else:
+                yield lambda b: b.lock_extend(once_key, handle.task_id, None)
+        if started_key is not None:
+            yield lambda b: b.lock_extend(started_key, handle.task_id, None)
+        logs.parked(o.task_name, handle.task_id, slot_key)
+        return Admission(Verdict.PARKED, reason=f"parked in the waiting room of {slot_key}", handed=handed)
+
+    def _cancel_steps(
+        self, c: Cachify, reservation: str | None, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> Steps[tuple[Handover, ...]]:
+        """A handed-over copy that will not run (a cache hit, a duplicate): its entry leaves the
+        waiting room and its reserved slot goes to the next one in line (1 round trip)."""
+        if reservation is None or self.options.pool_key is None:
+            return ()
+        slot_key = self._key(c, "pool_key", args, kwargs)
+        assert slot_key is not None
+        room = self._room(c)
+        got = yield lambda b: b.room_cancel(slot_key, reservation, room)
+        handed: tuple[Handover, ...] = got.handed
+        return handed
 
     def _release_steps(self, handle: RunHandle, keep_queued_hold: bool, retry: bool = False) -> Steps[None]:
         """Release what ``handle`` holds. A queued-mode hold is kept (refreshed to ``once_ttl``)
@@ -418,8 +517,15 @@ class TaskPolicy:
         leases.end(handle.once_lease)
         slot_key, slot_token, once_key = handle.slot_key, handle.slot_token, handle.once_key
         handle.slot_key = handle.once_key = None  # released at most once, even if a step fails
+        room = handle.room
         try:
-            if slot_key is not None and slot_token is not None:
+            if slot_key is not None and slot_token is not None and room is not None:
+                # A retry keeps carrying the reservation: it must take the claim over, not be
+                # taken for a duplicate of it.
+                claimed = None if retry else handle.claimed
+                got = yield lambda b: b.room_release(slot_key, slot_token, room, claimed)
+                handle.handed.extend(got.handed)
+            elif slot_key is not None and slot_token is not None:
                 yield lambda b: b.pool_release(slot_key, slot_token)
         finally:  # a failed slot release must not keep the hold for once_ttl too
             if once_key is not None:
@@ -456,15 +562,22 @@ class TaskPolicy:
         args: tuple[Any, ...],
         kwargs: Mapping[str, Any],
         slot_token: str | None,
-    ) -> Steps[None]:
+    ) -> Steps[tuple[Handover, ...]]:
         o = self.options
+        handed: tuple[Handover, ...] = ()
         try:
             if o.pool_key is not None and slot_token is not None:
                 slot_key = self._key(c, "pool_key", args, kwargs)
                 assert slot_key is not None
-                yield lambda b: b.pool_release(slot_key, slot_token)
+                if c.sync_backend.supports_waiting_room:
+                    room = self._room(c)
+                    got = yield lambda b: b.room_release(slot_key, slot_token, room, None)
+                    handed = got.handed
+                else:
+                    yield lambda b: b.pool_release(slot_key, slot_token)
         finally:
             yield from self.unclaim_steps(task_id, self._key(c, "once_key", args, kwargs))
+        return handed
 
     # -- blocking ----------------------------------------------------------------------------
     def claim(
@@ -525,12 +638,17 @@ class TaskPolicy:
 
     def release_lost_run(
         self, task_id: str, args: tuple[Any, ...], kwargs: Mapping[str, Any], slot_token: str | None
-    ) -> None:
+    ) -> tuple[Handover, ...]:
         """A run died where it could not release (a killed Celery prefork child): free the slot
         leased under ``slot_token`` and the task's hold, any mode. Owner-checked both, so a slot
-        or hold that already moved on to someone else is left alone. 1 round trip each."""
+        or hold that already moved on to someone else is left alone. 1 round trip each.
+
+        Returns the hand-overs the freed slot made, for the caller to publish (unpublished, the
+        waiting room publishes them again after their lease)."""
         c = self.cachify
-        run_blocking(self._release_lost_steps(c, task_id, args, kwargs, slot_token), c.sync_backend)
+        steps = self._release_lost_steps(c, task_id, args, kwargs, slot_token)
+        handed: tuple[Handover, ...] = run_blocking(steps, c.sync_backend)
+        return handed
 
     # -- asyncio -----------------------------------------------------------------------------
     async def aclaim(

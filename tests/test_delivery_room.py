@@ -1,0 +1,250 @@
+"""The waiting room in the delivery lifecycle: a full pool parks the delivery, each release
+hands the slot to the oldest parked one and gives its payload to the integration's publisher,
+and the handed-over copy runs on the slot reserved for it — on both backends of the
+``cachify`` fixture, blocking and asyncio."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from cachify_core import Cachify
+from cachify_core.backends.base import Handover
+from cachify_core.tasks import Delivery, State, TaskPolicy, Verdict, handover, parse_task_options
+
+TASK = "tasks.job"
+
+
+def job(x: int) -> int:
+    return x
+
+
+def policy(cachify: Cachify, **raw: Any) -> TaskPolicy:
+    return TaskPolicy(parse_task_options(TASK, job, raw), cachify)
+
+
+@pytest.fixture(params=["sync", "async"])
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+async def event(delivery: Delivery, kind: str, name: str, *args: Any, **kwargs: Any) -> Any:
+    if kind == "sync":
+        return getattr(delivery, name)(*args, **kwargs)
+    result = getattr(delivery, "a" + name)(*args, **kwargs)
+    return await result if inspect.isawaitable(result) else result
+
+
+class Broker:
+    """Stands for the integration: what it published, as (entry id, message) pairs."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+
+    def publish(self, handed: Sequence[Handover]) -> None:
+        for h in handed:
+            self.sent.append((h.entry_id, json.loads(h.payload)))
+
+    def delivery(self, p: TaskPolicy, task_id: str, x: int, reservation: str | None = None) -> Delivery:
+        message = {"id": task_id, "x": x}
+        return Delivery(
+            p,
+            task_id,
+            (x,),
+            {},
+            reservation=reservation,
+            payload=lambda: json.dumps(message).encode(),
+            publish=self.publish,
+        )
+
+    def redeliver(self, p: TaskPolicy) -> Delivery:
+        """The oldest published hand-over, as the broker delivers it."""
+        entry_id, message = self.sent.pop(0)
+        return self.delivery(p, message["id"], message["x"], reservation=entry_id)
+
+
+def slots(p: TaskPolicy) -> int:
+    return p.cachify.sync_backend.pool_size(p.cachify.prefix + "p-pool")
+
+
+def supports(cachify: Cachify) -> None:
+    if not cachify.sync_backend.supports_waiting_room:
+        pytest.skip("store without waiting rooms")
+
+
+async def test_full_pool_parks_and_release_hands_over_in_order(cachify: Cachify, kind: str) -> None:
+    supports(cachify)
+    p = policy(cachify, pool_key="p", pool_max_size=1)
+    broker = Broker()
+    first = broker.delivery(p, "t0", 0)
+    assert (await event(first, kind, "admit")).verdict is Verdict.RUN
+    parked = [broker.delivery(p, f"t{i}", i) for i in (1, 2, 3)]
+    for d in parked:
+        decision = await event(d, kind, "admit")
+        assert (decision.verdict, d.state) == (Verdict.PARKED, State.ENDED)
+    stats = p.cachify.sync_backend.room_stats(p.cachify.prefix + "p-pool")
+    assert stats.parked == 3
+    order = []
+    await event(first, kind, "succeeded", 0)
+    for _ in range(3):
+        assert len(broker.sent) == 1  # each release hands over exactly one: the oldest
+        assert slots(p) == 1  # the reserved slot counts as taken
+        copy = broker.redeliver(p)
+        assert (await event(copy, kind, "admit")).verdict is Verdict.RUN
+        order.append(copy.task_id)
+        await event(copy, kind, "succeeded", 0)
+    assert order == ["t1", "t2", "t3"]
+    assert broker.sent == []
+    assert slots(p) == 0
+    assert p.cachify.sync_backend.room_stats(p.cachify.prefix + "p-pool").parked == 0
+
+
+async def test_newcomer_cannot_take_a_reserved_slot(cachify: Cachify, kind: str) -> None:
+    supports(cachify)
+    p = policy(cachify, pool_key="p", pool_max_size=1)
+    broker = Broker()
+    first = broker.delivery(p, "t0", 0)
+    await event(first, kind, "admit")
+    assert (await event(broker.delivery(p, "t1", 1), kind, "admit")).verdict is Verdict.PARKED
+    await event(first, kind, "succeeded", 0)
+    newcomer = broker.delivery(p, "t9", 9)
+    assert (await event(newcomer, kind, "admit")).verdict is Verdict.PARKED
+    copy = broker.redeliver(p)
+    assert copy.task_id == "t1"
+    assert (await event(copy, kind, "admit")).verdict is Verdict.RUN
+
+
+async def test_parked_hold_has_no_expiry_and_gets_its_ttl_back(cachify: Cachify, kind: str) -> None:
+    supports(cachify)
+    p = policy(cachify, once_key="o-{x}", once_ttl=30, pool_key="p", pool_max_size=1)
+    broker = Broker()
+    p.claim("t0", (0,), {})
+    first = broker.delivery(p, "t0", 0)
+    await event(first, kind, "admit")
+    p.claim("t1", (1,), {})
+    assert (await event(broker.delivery(p, "t1", 1), kind, "admit")).verdict is Verdict.PARKED
+    key = p.once_key((1,), {})
+    assert key is not None
+    backend = p.cachify.sync_backend
+    assert backend.lock_holder(key) == "t1"
+    assert p.claim("t-dup", (1,), {}).duplicate  # newcomers are still deduplicated against it
+    raw = getattr(backend, "client", None)
+    if raw is not None:  # on Redis: no expiry while parked
+        assert raw.pttl("{" + key + "}") == -1
+    await event(first, kind, "succeeded", 0)
+    copy = broker.redeliver(p)
+    assert (await event(copy, kind, "admit")).verdict is Verdict.RUN
+    if raw is not None:
+        assert 0 < raw.pttl("{" + key + "}") <= 30_000
+    await event(copy, kind, "succeeded", 1)
+    assert backend.lock_holder(key) is None
+
+
+async def test_running_mode_hold_is_given_back_while_parked(cachify: Cachify, kind: str) -> None:
+    supports(cachify)
+    p = policy(cachify, once_key="o-{x}", once_mode="running", pool_key="p", pool_max_size=1)
+    broker = Broker()
+    first = broker.delivery(p, "t0", 0)
+    await event(first, kind, "admit")
+    assert (await event(broker.delivery(p, "t1", 1), kind, "admit")).verdict is Verdict.PARKED
+    key = p.once_key((1,), {})
+    assert key is not None
+    assert p.cachify.sync_backend.lock_holder(key) is None
+
+
+async def test_cache_hit_of_a_handed_copy_passes_its_slot_on(cachify: Cachify, kind: str) -> None:
+    supports(cachify)
+    p = policy(cachify, pool_key="p", pool_max_size=1, cache_key="c-{x}")
+    broker = Broker()
+    first = broker.delivery(p, "t0", 0)
+    await event(first, kind, "admit")
+    for i in (1, 2):
+        assert (await event(broker.delivery(p, f"t{i}", 7), kind, "admit")).verdict is Verdict.PARKED
+    other = broker.delivery(p, "t-other", 7)
+    await event(first, kind, "succeeded", 0)
+    # Meanwhile the result of x=7 got cached (another run of the same key finished).
+    assert (await event(other, kind, "admit")).verdict is Verdict.PARKED
+    c = p.cachify
+    ns = p.options.cache_key.namespace(c.prefix)  # type: ignore[union-attr]
+    c.sync_backend.cache_set(ns, p.options.cache_key.format((7,), {}), c.codec.pack(49, "t"), None, "0")  # type: ignore[union-attr]
+    copy = broker.redeliver(p)
+    hit = await event(copy, kind, "admit")
+    assert (hit.verdict, hit.value) == (Verdict.CACHED, 49)
+    # Its reserved slot went straight to the next in line.
+    assert [m["id"] for _, m in broker.sent] == ["t2"]
+
+
+async def test_second_copy_of_a_claimed_hand_over_does_not_run(cachify: Cachify, kind: str) -> None:
+    supports(cachify)
+    p = policy(cachify, once_key="o-{x}", pool_key="p", pool_max_size=1)
+    broker = Broker()
+    p.claim("t0", (0,), {})
+    first = broker.delivery(p, "t0", 0)
+    await event(first, kind, "admit")
+    p.claim("t1", (1,), {})
+    await event(broker.delivery(p, "t1", 1), kind, "admit")
+    await event(first, kind, "succeeded", 0)
+    entry_id, message = broker.sent[0]
+    copy = broker.redeliver(p)
+    assert (await event(copy, kind, "admit")).verdict is Verdict.RUN
+    twin = broker.delivery(p, message["id"], message["x"], reservation=entry_id)  # a duplicate publish
+    decision = await event(twin, kind, "admit")
+    assert decision.verdict is Verdict.SKIP
+    key = p.once_key((1,), {})
+    assert key is not None
+    assert p.cachify.sync_backend.lock_holder(key) == "t1"  # the running claimer keeps its hold
+    await event(copy, kind, "succeeded", 1)
+    assert p.cachify.sync_backend.lock_holder(key) is None
+
+
+async def test_waiting_room_at_its_cap_backs_off_through_the_broker(cachify: Cachify, kind: str) -> None:
+    supports(cachify)
+    p = policy(cachify, pool_key="p", pool_max_size=1, pool_max_waiting=1)
+    broker = Broker()
+    await event(broker.delivery(p, "t0", 0), kind, "admit")
+    assert (await event(broker.delivery(p, "t1", 1), kind, "admit")).verdict is Verdict.PARKED
+    third = broker.delivery(p, "t2", 2)
+    decision = await event(third, kind, "admit")
+    assert (decision.verdict, third.state) == (Verdict.REQUEUE, State.REQUEUING)
+
+
+async def test_no_payload_means_backoff(cachify: Cachify, kind: str) -> None:
+    p = policy(cachify, pool_key="p", pool_max_size=1)
+    await event(Delivery(p, "t0", (0,), {}), kind, "admit")
+    decision = await event(Delivery(p, "t1", (1,), {}), kind, "admit")
+    assert decision.verdict is Verdict.REQUEUE
+
+
+async def test_a_failing_publisher_is_left_to_the_sweep(cachify: Cachify, kind: str) -> None:
+    supports(cachify)
+    p = policy(cachify, pool_key="p", pool_max_size=1)
+    broker = Broker()
+
+    def broken(handed: Sequence[Handover]) -> None:
+        raise ConnectionError("broker down")
+
+    first = Delivery(p, "t0", (0,), {}, payload=lambda: b"{}", publish=broken)
+    await event(first, kind, "admit")
+    await event(broker.delivery(p, "t1", 1), kind, "admit")
+    await event(first, kind, "succeeded", 0)  # the publish failed: logged, not raised
+    stats = p.cachify.sync_backend.room_stats(p.cachify.prefix + "p-pool")
+    assert (stats.parked, stats.handed) == (0, 1)
+
+
+def test_publish_all_frames_by_framework() -> None:
+    sent: list[tuple[str, bytes]] = []
+    mine = Handover("e1", handover.payload("celery", b"body-1"))
+    theirs = Handover("e2", handover.payload("dramatiq", b"body-2"))
+
+    def fails_once(entry_id: str, body: bytes) -> None:
+        if entry_id == "e3":
+            raise ConnectionError("down")
+        sent.append((entry_id, body))
+
+    failing = Handover("e3", handover.payload("celery", b"body-3"))
+    assert handover.publish_all("celery", [mine, theirs, failing], fails_once) == 1
+    assert sent == [("e1", b"body-1")]

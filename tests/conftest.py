@@ -268,3 +268,13 @@ __all__ = [
     "KeyValueClient",
     "cachify_core",
 ]
+
+
+@pytest.fixture(autouse=True)
+def _stop_waiting_room_sweeps() -> Iterator[None]:
+    """A worker's waiting-room sweep outlives the test that started it (in-process workers):
+    each test ends its own, so none sweeps a store that has gone."""
+    from cachify_core.tasks import handover
+
+    yield
+    handover.stop_worker_sweepers()

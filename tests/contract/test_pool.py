@@ -44,7 +44,10 @@ def test_pool_on_full(framework: Framework, store: Store, variant: str) -> None:
     probe = Probe()
     options: dict[str, object] = {"pool_key": "pool-8f", "pool_max_size": 1, "pool_backoff": BACKOFF}
     if variant == "max_requeues":
+        # pool_max_requeues counts passes through the broker: the backoff path's (a parked
+        # task waits in the room without passing; see the waiting-room rows).
         options["pool_max_requeues"] = 2
+        options["pool_max_waiting"] = 0
     elif variant == "callable":
         options["pool_on_full"] = lambda x, **_: f"full-{x}"  # Taskiq passes its DI context too
     else:

@@ -1,4 +1,4 @@
-"""What cachify carries in a Celery message: two headers (the core's envelope fields).
+"""What cachify carries in a Celery message: three headers (the core's envelope fields).
 
 Celery carries per-call values from ``apply_async`` to the worker only in message headers; a
 worker sees them in ``task.request.headers`` (eager runs too), and ``self.retry()`` re-sends the
@@ -10,14 +10,31 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from cachify_core.tasks import OPTIONS_FIELD, REQUEUES_FIELD, read_overrides, read_requeues
+from cachify_core.tasks import (
+    OPTIONS_FIELD,
+    REQUEUES_FIELD,
+    RESERVATION_FIELD,
+    read_overrides,
+    read_requeues,
+    read_reservation,
+)
 
-__all__ = ["OPTIONS_HEADER", "REQUEUES_HEADER", "carried_overrides", "requeues_of", "with_overrides"]
+__all__ = [
+    "OPTIONS_HEADER",
+    "REQUEUES_HEADER",
+    "RESERVATION_HEADER",
+    "carried_overrides",
+    "requeues_of",
+    "reservation_of",
+    "with_overrides",
+]
 
 #: How many times a full pool sent this task id back (never spends ``max_retries``).
 REQUEUES_HEADER = REQUEUES_FIELD
 #: Per-call option overrides (``apply_async(..., once_ttl=60)``), a JSON object.
 OPTIONS_HEADER = OPTIONS_FIELD
+#: On a copy a pool's waiting room handed a slot to: the waiting-room entry's id.
+RESERVATION_HEADER = RESERVATION_FIELD
 
 
 def _headers(request_or_headers: Any) -> Mapping[str, Any]:
@@ -29,6 +46,10 @@ def _headers(request_or_headers: Any) -> Mapping[str, Any]:
 
 def requeues_of(request_or_headers: Any) -> int:
     return read_requeues(_headers(request_or_headers).get(REQUEUES_HEADER))
+
+
+def reservation_of(request_or_headers: Any) -> str | None:
+    return read_reservation(_headers(request_or_headers).get(RESERVATION_HEADER))
 
 
 def carried_overrides(request_or_headers: Any) -> Any:

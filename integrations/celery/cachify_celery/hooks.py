@@ -15,9 +15,16 @@ RUN       the body runs; its return, ``Retry``, ``Reject`` or exception is repor
 CACHED    the cached value is returned, so Celery stores it as the SUCCESS result
 RETURN    the callable ``pool_on_full``'s value, returned likewise
 SKIP      ``Ignore``: acknowledged, not run, nothing stored
+PARKED    ``Ignore``: acknowledged; the pool's waiting room publishes it again when a
+          slot frees for it (:mod:`.requeue`), same task id, so nothing is stored now
 REQUEUE   re-published with a countdown (:mod:`.requeue`), then ``Ignore``; eager runs
           sleep and are admitted again in place
 ========  ==========================================================================
+
+Every release of a slot that hands it to a parked task (the run's finish, a cache hit or
+duplicate of a handed-over copy) gives that task's message back, and it is published from here
+at once (:func:`.requeue.publish_handovers`); each worker process also sweeps the waiting rooms
+(:mod:`.worker_signals`) for hand-overs whose publish was lost and slots freed by expiry.
 
 Slots are leased under a token derived from the delivery (task id, retries, requeues), so the
 worker's main process can free the slot of a prefork child that died mid-run in one call
@@ -30,7 +37,7 @@ finish (about 1 per enabled option each).
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from celery import Task
@@ -41,9 +48,10 @@ from cachify_core.instance import Cachify, get_cachify
 from cachify_core.tasks import CachifyTaskOptionError, Delivery, TaskPolicies, Verdict, split_overrides
 
 from .declaration import class_function, declared_options, task_name
-from .envelope import requeues_of, with_overrides
+from .envelope import requeues_of, reservation_of, with_overrides
 from .publish import guard_send_task, policy_for_message, publish_claimed, uses_in_process_broker
-from .requeue import publish_requeue
+from .requeue import parked_payload, publish_handovers, publish_requeue
+from .sweep import ensure_sweeper
 
 __all__ = ["CachifyTask", "slot_token"]
 
@@ -158,8 +166,22 @@ class CachifyTask(Task):  # type: ignore[misc]  # celery ships no type informati
         if not request.is_eager and policy.options.active and not uses_in_process_broker(self.app):
             policy.require_shared_store("Celery")
         requeues = requeues_of(request)
+        app = self.app
+        parks = not request.is_eager  # nothing comes back through a broker: a full pool waits here
+        if parks and policy.options.pool_key is not None:
+            ensure_sweeper(app, policy.cachify)
         while True:
-            delivery = Delivery(policy, request.id, args, kwargs, requeues, slot_token(request))
+            delivery = Delivery(
+                policy,
+                request.id,
+                args,
+                kwargs,
+                requeues,
+                slot_token(request),
+                reservation=reservation_of(request),
+                payload=self._parked_payload(request, args, kwargs, requeues) if parks else None,
+                publish=(lambda handed: publish_handovers(app, handed)) if parks else None,
+            )
             done, value = self._deliver(delivery, args, kwargs)
             if done:
                 return value
@@ -170,6 +192,11 @@ class CachifyTask(Task):  # type: ignore[misc]  # celery ships no type informati
             time.sleep(0.0 if delivery.decision is None else delivery.decision.delay_s)
             delivery.requeue_published()
             requeues += 1
+
+    def _parked_payload(
+        self, request: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any], requeues: int
+    ) -> Callable[[], bytes]:
+        return lambda: parked_payload(self, request, args, kwargs, requeues)
 
     def _deliver(
         self, delivery: Delivery, args: tuple[Any, ...], kwargs: Mapping[str, Any]
@@ -195,7 +222,7 @@ class CachifyTask(Task):  # type: ignore[misc]  # celery ships no type informati
                 return True, result
         if decision.verdict in (Verdict.CACHED, Verdict.RETURN):
             return True, decision.value
-        if decision.verdict is Verdict.SKIP:
+        if decision.verdict in (Verdict.SKIP, Verdict.PARKED):
             raise Ignore()
         return False, None
 

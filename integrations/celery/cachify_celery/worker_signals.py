@@ -17,6 +17,10 @@ or retries (``retry_on_worker_lost``) sends no ``task_failure``: its hold stays 
 id that will run again, and the redelivered run (same token) takes over its slot.
 Handlers never raise (Celery would only log it): failures are logged and TTLs take over.
 
+The freed slot of a lost run goes to the next parked task: its message is published from the
+main process at once. ``worker_ready`` and ``worker_process_init`` start the process's
+waiting-room sweep (:mod:`.sweep`); ``worker_shutdown`` stops it.
+
 ``worker_init`` refuses to start a worker whose cachify tasks use the embedded in-memory
 backend with an out-of-process broker: that backend coordinates one process, so holds, slots
 and cache entries would silently not be shared (raised as ``SystemExit`` with the reason, the
@@ -33,11 +37,13 @@ from billiard.exceptions import TimeLimitExceeded, WorkerLostError
 from celery import signals
 
 from cachify_core.errors import CachifyInitError
-from cachify_core.tasks import OPTION_NAMES
+from cachify_core.tasks import OPTION_NAMES, handover
 
 from .declaration import declared_options
 from .hooks import CachifyTask, slot_token
 from .publish import policy_for_message, uses_in_process_broker
+from .requeue import publish_handovers
+from .sweep import start_for_app
 
 __all__ = ["check_at_start", "connect"]
 
@@ -54,8 +60,10 @@ def release_lost_run(
         policy = policy_for_message(task, getattr(request, "headers", None))
         if policy is None or not policy.options.active:
             return
-        policy.release_lost_run(task_id, tuple(args or ()), dict(kwargs or {}), slot_token(request))
+        handed = policy.release_lost_run(task_id, tuple(args or ()), dict(kwargs or {}), slot_token(request))
         logger.info("cachify: released the slot and hold of lost task %s[%s]", task.name, task_id)
+        if handed:
+            publish_handovers(task.app, handed)
     except Exception:
         logger.exception("cachify: releasing lost task %s[%s] failed; its TTLs will", task.name, task_id)
 
@@ -108,6 +116,22 @@ def _on_worker_init(sender: Any = None, **_: Any) -> None:
         check_at_start(app)
 
 
+def _on_ready(sender: Any = None, **_: Any) -> None:
+    app = getattr(sender, "app", None)
+    if app is not None:
+        start_for_app(app)
+
+
+def _on_process_init(**_: Any) -> None:
+    from celery import current_app
+
+    start_for_app(current_app)
+
+
+def _on_shutdown(**_: Any) -> None:
+    handover.stop_worker_sweepers()
+
+
 def _on_failure(
     sender: Any = None,
     task_id: str | None = None,
@@ -138,6 +162,9 @@ def connect() -> None:
     if _connected:
         return
     signals.worker_init.connect(_on_worker_init, weak=False)
+    signals.worker_ready.connect(_on_ready, weak=False)
+    signals.worker_process_init.connect(_on_process_init, weak=False)
+    signals.worker_shutdown.connect(_on_shutdown, weak=False)
     signals.task_failure.connect(_on_failure, weak=False)
     signals.task_revoked.connect(_on_revoked, weak=False)
     _connected = True

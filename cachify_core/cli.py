@@ -158,7 +158,7 @@ def _limits_table(records: Sequence[ops.Limit]) -> Table:
             _duration_ms(lim.backlog_us / 1000),
         )
     if any(lim.burst_assumed for lim in records):
-        table.caption = "* burst not stored: taken as the rate's count (the default); pass --burst N if declared otherwise"
+        table.caption = "* burst is not stored: taken as the rate's count (--burst N to say otherwise)"
     return table
 
 

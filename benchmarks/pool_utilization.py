@@ -7,8 +7,10 @@ worker processes with twice as many slots in total as the cap (4 and 16). Capaci
 ideal makespan (N x body / max_size) ÷ measured makespan (first body start → last body end,
 from the bodies' own records). Side by side, per framework:
 
-- ``pool_key``: cachify's ``pool_key``/``pool_max_size`` with every other option at its default
-  (today a full pool re-publishes the task after ``pool_backoff``).
+- ``pool_key``: cachify's ``pool_key``/``pool_max_size`` with every other option at its default:
+  a full pool parks the task in its waiting room and each freed slot is handed to the oldest.
+- ``backoff``: the same with ``pool_max_waiting=0``: the fallback (and the behaviour before the
+  waiting room), a full pool re-publishes the task after ``pool_backoff``.
 - ``limiter`` (Dramatiq): ``dramatiq.rate_limits.ConcurrentRateLimiter`` on Redis, its usual
   pattern (``RateLimitExceeded`` retried by the default ``Retries`` middleware).
 - ``dedicated``: the classic workaround and the ceiling: no cap in the store, a queue of its own
@@ -48,11 +50,13 @@ from harness.workers import WorkerSet
 
 #: Variants per framework, and the task each one sends.
 VARIANTS: dict[str, tuple[str, ...]] = {
-    "celery": ("pool_key", "dedicated"),
-    "dramatiq": ("pool_key", "limiter", "dedicated"),
-    "taskiq": ("pool_key", "dedicated"),
+    "celery": ("pool_key", "backoff", "dedicated"),
+    "dramatiq": ("pool_key", "backoff", "limiter", "dedicated"),
+    "taskiq": ("pool_key", "backoff", "dedicated"),
 }
-TASK_OF = {"pool_key": "gated", "limiter": "limited", "dedicated": "plain"}
+TASK_OF = {"pool_key": "gated", "backoff": "gated", "limiter": "limited", "dedicated": "plain"}
+#: Extra options of the gated task per variant.
+OPTIONS_OF: dict[str, dict[str, object]] = {"backoff": {"pool_max_waiting": 0}}
 #: Worker processes of the capped variants (the dedicated queue has one, of max_size slots).
 PROCESSES = 2
 #: Slots in total per unit of max_size (4 slots for a cap of 2, 16 for 8).
@@ -97,6 +101,7 @@ def measure(
         pool_size=size,
         body_s=body_s,
         limiter_url=urls["limiter"],
+        task_options=dict(OPTIONS_OF.get(variant, {})),
     )
     total = size * SLOTS_PER_CAP
     layout = [size] if variant == "dedicated" else [total // PROCESSES] * PROCESSES

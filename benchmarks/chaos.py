@@ -13,7 +13,12 @@ every fault hits work in flight:
 - **kill**: every ~``--kill-every-s`` one worker process group, chosen at random, is SIGKILLed
   (main process and children, as a dying host) and started again at once;
 - **store restart**: the private cachify store ``redis-server`` is SIGKILLed and started again
-  on the same port ``--store-down-s`` later, empty (holds and slots are gone);
+  on the same port ``--store-down-s`` later. It keeps an append-only file (fsync always), as a
+  store holding a pool's waiting room must (parked tasks live there, acknowledged by the
+  broker): holds, slots and parked tasks survive. ``--empty-store`` restarts it without one
+  (everything in it is gone): holds and slots are soft state, but tasks parked at that moment
+  are lost with it — the run shows how many (``pool_max_waiting=0`` keeps every wait in the
+  broker instead);
 - **broker restart** (Redis broker only; RabbitMQ is the machine's shared server): the private
   broker ``redis-server`` (append-only file, fsync always, so queued messages survive) is
   SIGKILLed and started again ``--broker-down-s`` later.
@@ -469,6 +474,11 @@ def main() -> int:
         "--store-down-s", type=float, default=6.0, help="store restart outage; 0: none (default 6)"
     )
     parser.add_argument(
+        "--empty-store",
+        action="store_true",
+        help="restart the store without persistence: holds, slots and parked tasks are gone",
+    )
+    parser.add_argument(
         "--broker-down-s", type=float, help="Redis broker restart outage; 0: none (default 3; quick 0)"
     )
     parser.add_argument("--frameworks", default="celery,dramatiq,taskiq")
@@ -519,7 +529,12 @@ def main() -> int:
     logdir = Path(tempfile.mkdtemp(prefix="cfy-chaos-"))
     results: list[Result] = []
     crashed: list[str] = []
-    with redis_servers(("broker", True), ("store", False), ("observe", False)) as (broker, store, observe):
+    store_durable = not args.empty_store
+    with redis_servers(("broker", True), ("store", store_durable), ("observe", False)) as (
+        broker,
+        store,
+        observe,
+    ):
         servers = {"broker": broker, "store": store, "observe": observe}
         for n, (framework, broker_name, control) in enumerate(combos, start=1):
             what = "no cachify (control)" if control else f"cap {plan.pool_size}"
@@ -550,7 +565,7 @@ def main() -> int:
     print(
         f"_{machine}. {plan.tasks} tasks x {plan.body_s * 1000:.0f} ms, pool_max_size={plan.pool_size}, "
         f"{PROCESSES} workers x {plan.slots_per_worker} slots, {plan.kills} kills every ~{plan.kill_every_s:.0f}s, "
-        f"store down {plan.store_down_s:.0f}s, Redis broker down {plan.broker_down_s:.0f}s, "
+        f"store down {plan.store_down_s:.0f}s ({'durable' if store_durable else 'empty'} restart), Redis broker down {plan.broker_down_s:.0f}s, "
         f"pool_slot_ttl={plan.slot_ttl_s:.0f}, pool_backoff={plan.backoff_s}. Timing on a shared machine is "
         "indicative only._\n"
     )

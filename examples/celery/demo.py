@@ -43,9 +43,10 @@ def pool() -> None:
     requeues = sum(run["requeues"] for run in runs)
     print(f"   {len(runs)} charges ran, at most {most} at once, on 4 worker children")
     print(
-        f"   charges that found the pool full and came back later: {sum(run['requeues'] > 0 for run in runs)}"
+        f"   charges that found the pool full, waited in its waiting room and were handed a slot: "
+        f"{sum(run['requeues'] > 0 for run in runs)}"
     )
-    print(f"   requeues in all: {requeues} (the worker logs each one at INFO)")
+    print(f"   passes back through the broker in all: {requeues} (one per wait)")
     span = max(run["ended"] for run in runs) - min(run["started"] for run in runs)
     print(f"   first start to last end: {span:.1f}s (at best 12 x 0.5 s / 3 = 2.0 s)")
 

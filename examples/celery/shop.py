@@ -46,8 +46,9 @@ def check_order(order_id: int) -> dict[str, Any]:
 
 @app.task(bind=True, pool_key="stripe", pool_max_size=3, pool_backoff=(0.2, 2))
 def charge(self: Any, customer_id: str, cents: int) -> dict[str, Any]:
-    """At most 3 charges at once across every worker; the rest come back later. With 4 worker
-    children, one is always left over: its charge finds the pool full and is requeued."""
+    """At most 3 charges at once across every worker; the rest wait in the pool's waiting room
+    (in Redis, not in a worker) and each freed slot is handed to the oldest of them. With 4
+    worker children, one is always left over: its charge finds the pool full and waits."""
     started = time.time()
     time.sleep(0.5)
     requeues = (self.request.headers or {}).get(REQUEUES_HEADER, 0)

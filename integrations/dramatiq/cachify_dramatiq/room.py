@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Awaitable, Iterable, Sequence
+from typing import Any
 
 from dramatiq.broker import Broker, MessageProxy
 from dramatiq.message import Message
@@ -47,7 +48,7 @@ def reservation(message: MessageProxy) -> str | None:
     return read_reservation(message.options.get(RESERVATION_FIELD))
 
 
-def payload(message: MessageProxy, requeues: int) -> bytes:
+def payload(message: Message[Any] | MessageProxy, requeues: int) -> bytes:
     """``message`` as the waiting room keeps it: published again by whoever frees a slot."""
     again = message.copy(options={REQUEUES_OPTION: requeues + 1})
     again.options.pop(RESERVATION_FIELD, None)  # the copy's own dict: the delivery keeps its own

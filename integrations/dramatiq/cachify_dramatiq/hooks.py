@@ -214,7 +214,11 @@ class CachifyMiddleware(Middleware):
         except CachifyMessageOptionError:
             return  # rejected in before_process_message: it never had a claim
         if policy.options.active:
-            _end(actor, Delivery(policy, message.message_id, message.args, message.kwargs))
+            reservation = room.reservation(message)
+            _end(
+                actor,
+                Delivery(policy, message.message_id, message.args, message.kwargs, reservation=reservation),
+            )
 
     def after_ack(self, broker: Broker, message: MessageProxy) -> None:
         current = self._take(message)

@@ -142,8 +142,9 @@ WorkerGroup = subprocess.Popen[bytes]
 
 @pytest.fixture
 def start_workers(app: ModuleType, worker_redis: str) -> Iterator[Callable[..., WorkerGroup]]:
-    """``start_workers(processes=2, threads=2)``: a ``dramatiq`` command running the app, ready
-    (it answered a ping) when returned; every group is stopped after the test."""
+    """``start_workers(processes=2, threads=2, queues=())``: a ``dramatiq`` command running the
+    app (on ``queues`` only, when given), ready (it answered a ping) when returned; every group
+    is stopped after the test."""
     groups: list[WorkerGroup] = []
     env = dict(
         os.environ,
@@ -152,10 +153,11 @@ def start_workers(app: ModuleType, worker_redis: str) -> Iterator[Callable[..., 
     )
     dramatiq_bin = Path(sys.executable).with_name("dramatiq")
 
-    def start(processes: int = 2, threads: int = 2) -> WorkerGroup:
+    def start(processes: int = 2, threads: int = 2, queues: tuple[str, ...] = ()) -> WorkerGroup:
         group = subprocess.Popen(
             [str(dramatiq_bin), "tests.dramatiq.worker_app:broker",
-             "--processes", str(processes), "--threads", str(threads), "--skip-logging"],
+             "--processes", str(processes), "--threads", str(threads), "--skip-logging",
+             *(["--queues", *queues] if queues else [])],
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,
@@ -164,7 +166,8 @@ def start_workers(app: ModuleType, worker_redis: str) -> Iterator[Callable[..., 
         )  # fmt: skip
         groups.append(group)
         token = uuid.uuid4().hex
-        app.ping.send(token)
+        ping = app.ping.message(token)
+        app.broker.enqueue(ping.copy(queue_name=queues[0]) if queues else ping)
         deadline = time.monotonic() + WORKER_STARTUP_S
         obs = app.observations()
         while not any(v.decode().startswith(token) for v in obs.lrange("ping", 0, -1)):

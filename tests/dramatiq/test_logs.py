@@ -103,7 +103,13 @@ def test_requeued(
 ) -> None:
     gate, started = threading.Event(), threading.Event()
 
-    @dramatiq.actor(pool_key="one", pool_max_size=1, pool_backoff=(0.005, 0.02), store_results=True)
+    @dramatiq.actor(
+        pool_key="one",
+        pool_max_size=1,
+        pool_max_waiting=0,  # never parks: the fallback, back through the broker
+        pool_backoff=(0.005, 0.02),
+        store_results=True,
+    )
     def job(i: int) -> int:
         if i == 0:
             started.set()
@@ -123,6 +129,39 @@ def test_requeued(
     pattern = rf"cachify: task job\[{waiting.message_id}\] requeued \(1\) in 0\.0\ds: pool {key} full"
     assert any(re.fullmatch(pattern, m) for m in lines(task_log)), lines(task_log)
     assert dramatiq_skips(task_log) == []  # a requeue is cachify's skip too
+
+
+def test_parked(
+    cachify: Cachify,
+    stub_broker: StubBroker,
+    stub_worker: dramatiq.Worker,
+    results_backend: StubBackend,
+    task_log: pytest.LogCaptureFixture,
+) -> None:
+    gate, started = threading.Event(), threading.Event()
+
+    @dramatiq.actor(pool_key="one", pool_max_size=1, store_results=True)
+    def job(i: int) -> int:
+        if i == 0:
+            started.set()
+            gate.wait(GATE_TIMEOUT_S)
+        return i
+
+    job.send(0)
+    assert started.wait(GATE_TIMEOUT_S)
+    waiting = job.send(1)
+    deadline = time.monotonic() + GATE_TIMEOUT_S
+    while not any("parked" in m for m in lines(task_log)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    gate.set()
+    # The parked delivery stored no None: the result is the handed-over copy's.
+    assert waiting.get_result(backend=results_backend, block=True, timeout=RESULT_TIMEOUT_MS) == 1
+    drain(stub_broker, stub_worker)
+    key = re.escape(f"{cachify.prefix}one-pool")
+    pattern = rf"cachify: task job\[{waiting.message_id}\] parked in the waiting room of {key}"
+    assert any(re.fullmatch(pattern, m) for m in lines(task_log)), lines(task_log)
+    assert not any("requeued" in m for m in lines(task_log))
+    assert dramatiq_skips(task_log) == []  # a park is cachify's skip too
 
 
 def test_cache_hit(

@@ -1,5 +1,6 @@
-"""``pool_*`` on a StubBroker with an in-process worker: the cap, requeues that leave the retry
-budget and the result alone, every ``pool_on_full``, a full stacked pool, lease renewal."""
+"""``pool_*`` on a StubBroker with an in-process worker: the cap, parks in the waiting room and
+requeues that leave the retry budget and the result alone, every ``pool_on_full``, a full
+stacked pool, lease renewal."""
 
 from __future__ import annotations
 
@@ -73,13 +74,20 @@ def test_requeues_cap_concurrency_without_burning_retries(
     ] == list(range(30))
 
 
-def test_a_requeued_message_has_no_premature_result(
-    stub_broker: StubBroker, stub_worker: dramatiq.Worker, results_backend: StubBackend
+@pytest.mark.parametrize("room", [True, False], ids=["parked", "requeued"])
+def test_a_waiting_message_has_no_premature_result(
+    stub_broker: StubBroker, stub_worker: dramatiq.Worker, results_backend: StubBackend, room: bool
 ) -> None:
     gate, started = threading.Event(), threading.Event()
     requeues: list[int] = []
 
-    @dramatiq.actor(pool_key="one", pool_max_size=1, pool_backoff=BACKOFF, store_results=True)
+    @dramatiq.actor(
+        pool_key="one",
+        pool_max_size=1,
+        pool_backoff=BACKOFF,
+        pool_max_waiting=100 if room else 0,  # 0: never parks, backs off through the broker
+        store_results=True,
+    )
     def job(i: int) -> int:
         if i == 0:
             started.set()
@@ -91,12 +99,15 @@ def test_a_requeued_message_has_no_premature_result(
     job.send(0)
     assert started.wait(GATE_TIMEOUT_S)
     waiting = job.send(1)
-    time.sleep(0.3)  # requeued over and over meanwhile
+    time.sleep(0.3)  # parked once, or requeued over and over, meanwhile
     with pytest.raises(ResultMissing):
         waiting.get_result(backend=results_backend)
     gate.set()
     assert waiting.get_result(backend=results_backend, block=True, timeout=RESULT_TIMEOUT_MS) == 10
-    assert requeues[0] >= 2
+    if room:
+        assert requeues == [1]  # parked once, handed over when the slot freed
+    else:
+        assert requeues[0] >= 2
 
 
 def test_pool_max_requeues_fails_the_task(
@@ -109,6 +120,7 @@ def test_pool_max_requeues_fails_the_task(
         pool_max_size=1,
         pool_backoff=BACKOFF,
         pool_max_requeues=2,
+        pool_max_waiting=0,  # counts requeues through the broker; a parked message waits its turn
         max_retries=0,
         store_results=True,
     )

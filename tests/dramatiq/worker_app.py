@@ -3,7 +3,8 @@
 Everything it needs comes from the environment (the test's private Redis); each actor reports
 what it saw to Redis database 2, so the tests observe workers from outside: executions,
 concurrency (INCR on entry, DECR on exit, every entry value RPUSHed), retries and requeues as
-the message carried them, and process ids for the kill test.
+the message carried them, and process ids for the kill test. ``EnqueueSpy`` counts every
+enqueue with a delay, per actor: a waiting room hands over without delayed messages.
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ from urllib.parse import urlsplit, urlunsplit
 import dramatiq
 import redis
 import redis.asyncio as aredis
+from dramatiq.broker import Broker
 from dramatiq.brokers.redis import RedisBroker
-from dramatiq.middleware import AsyncIO, CurrentMessage
+from dramatiq.message import Message
+from dramatiq.middleware import AsyncIO, CurrentMessage, Middleware
 from dramatiq.results import Results
 from dramatiq.results.backends import RedisBackend
 
 from cachify_core import init_cachify
+from cachify_core.tasks import RESERVATION_FIELD
 from cachify_dramatiq import REQUEUES_OPTION, CachifyMiddleware
 
 #: The test's Redis server (any database; this module picks its own numbers).
@@ -33,6 +37,12 @@ BROKER_DB, CACHIFY_DB, OBSERVATIONS_DB = 1, 0, 2
 POOL_BACKOFF_S = (0.02, 0.25)
 #: The kill test waits for a dead worker's slot: it must expire quickly.
 HOG_SLOT_TTL_S = 2.0
+#: The waiting-room kill test's slot TTL (the sweeper moves the line once it passes).
+ROOM_SLOT_TTL_S = 3.0
+#: The queue of the waiting-room kill test's holder: only the worker to be killed consumes it.
+HOLDER_QUEUE = "room-holder"
+#: Waiting-room tests: a backoff so long that a fallback requeue would show as a slow test too.
+ROOM_BACKOFF_S = (5.0, 10.0)
 
 
 def with_db(url: str, db: int) -> str:
@@ -45,15 +55,26 @@ BASE_URL = os.environ.get(REDIS_URL_ENV, "redis://127.0.0.1:6379/0")
 broker = RedisBroker(url=with_db(BASE_URL, BROKER_DB))  # type: ignore[no-untyped-call]
 cachify = init_cachify(url=with_db(BASE_URL, CACHIFY_DB), is_global=False, prefix="dqt-")
 results = RedisBackend(url=with_db(BASE_URL, BROKER_DB))
-broker.add_middleware(CachifyMiddleware(cachify=cachify))
-broker.add_middleware(AsyncIO())
-broker.add_middleware(CurrentMessage())
-broker.add_middleware(Results(backend=results))  # type: ignore[no-untyped-call]
 
 
 @functools.cache
 def observations() -> redis.Redis:
     return redis.Redis.from_url(with_db(BASE_URL, OBSERVATIONS_DB))
+
+
+class EnqueueSpy(Middleware):
+    """Counts enqueues with a delay (a backoff requeue, a Retries retry), per actor name."""
+
+    def before_enqueue(self, broker: Broker, message: Message[Any], delay: int | None) -> None:
+        if delay:
+            observations().hincrby("delayed", message.actor_name, 1)
+
+
+broker.add_middleware(CachifyMiddleware(cachify=cachify))
+broker.add_middleware(AsyncIO())
+broker.add_middleware(CurrentMessage())
+broker.add_middleware(Results(backend=results))  # type: ignore[no-untyped-call]
+broker.add_middleware(EnqueueSpy())
 
 
 def _options() -> dict[str, Any]:
@@ -151,3 +172,83 @@ def square(x: int) -> int:
 def hog(run: str, label: str, hold_s: float) -> None:
     observations().rpush(f"hog:{run}:started", f"{label}:{os.getpid()}:{time.time()}")
     time.sleep(hold_s)
+
+
+def _room_leave(run: str, i: int) -> None:
+    options = _options()
+    obs = observations()
+    with obs.pipeline() as p:
+        p.decr(f"room:{run}:active")
+        p.hincrby(f"room:{run}:runs", str(i), 1)
+        p.rpush(f"room:{run}:retries", options.get("retries", 0))
+        p.hset(f"room:{run}:requeues", str(i), options.get(REQUEUES_OPTION, 0))
+        p.hset(f"room:{run}:reserved", str(i), int(bool(options.get(RESERVATION_FIELD))))
+        p.execute()
+
+
+@dramatiq.actor(
+    broker=broker,
+    pool_key="room-{run}",
+    pool_max_size=2,
+    pool_backoff=ROOM_BACKOFF_S,
+    max_retries=0,
+    store_results=True,
+)
+def roomed(run: str, i: int, work_s: float) -> int:
+    obs = observations()
+    obs.rpush(f"room:{run}:order", i)
+    obs.rpush(f"room:{run}:seen", obs.incr(f"room:{run}:active"))
+    try:
+        time.sleep(work_s)
+    finally:
+        _room_leave(run, i)
+    return i
+
+
+@dramatiq.actor(
+    broker=broker,
+    pool_key="room-{run}",
+    pool_max_size=2,
+    pool_backoff=ROOM_BACKOFF_S,
+    max_retries=0,
+    store_results=True,
+)
+async def aroomed(run: str, i: int, work_s: float) -> int:
+    obs = async_observations()
+    await obs.rpush(f"room:{run}:order", i)
+    await obs.rpush(f"room:{run}:seen", await obs.incr(f"room:{run}:active"))
+    try:
+        await asyncio.sleep(work_s)
+    finally:
+        options = _options()
+        await obs.decr(f"room:{run}:active")
+        await obs.hincrby(f"room:{run}:runs", str(i), 1)
+        await obs.rpush(f"room:{run}:retries", options.get("retries", 0))
+        await obs.hset(f"room:{run}:requeues", str(i), options.get(REQUEUES_OPTION, 0))
+        await obs.hset(f"room:{run}:reserved", str(i), int(bool(options.get(RESERVATION_FIELD))))
+    return i
+
+
+_KILL_POOL: dict[str, Any] = {
+    "pool_key": "room-kill-{run}",
+    "pool_max_size": 1,
+    "pool_slot_ttl": ROOM_SLOT_TTL_S,
+    "pool_backoff": ROOM_BACKOFF_S,
+    "max_retries": 0,
+}
+
+
+@dramatiq.actor(broker=broker, queue_name=HOLDER_QUEUE, **_KILL_POOL)
+def room_holder(run: str) -> None:
+    observations().rpush(f"room:{run}:holder", os.getpid())
+    time.sleep(60.0)  # killed before it ends
+
+
+@dramatiq.actor(broker=broker, **_KILL_POOL)
+def room_waiter(run: str, i: int) -> None:
+    obs = observations()
+    obs.rpush(f"room:{run}:seen", obs.incr(f"room:{run}:active"))
+    try:
+        time.sleep(0.05)
+    finally:
+        _room_leave(run, i)

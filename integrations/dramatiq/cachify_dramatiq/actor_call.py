@@ -4,7 +4,8 @@ value) is the actor's result as Results, Pipelines and Callbacks see it.
 
 Sync actors drive the delivery's blocking events on the worker thread; ``async def`` actors
 run admission, body and outcome as one coroutine on dramatiq's event loop thread. What the
-delivery decided is then carried out on the worker thread: return a value, skip, requeue.
+delivery decided is then carried out on the worker thread: return a value, skip, requeue, or
+acknowledge a delivery parked in its pool's waiting room (as a requeue, minus the publish).
 """
 
 from __future__ import annotations
@@ -101,6 +102,9 @@ def _carry_out(current: Current, outcome: Admission | Returned) -> Any:
         return outcome.value
     if verdict is Verdict.REQUEUE:
         requeue.publish(current)
+    elif verdict is Verdict.PARKED:
+        # The waiting room publishes the copy (same id) when a slot frees for it.
+        requeue.no_result(current)
     # SkipMessage: acknowledged with neither success nor failure, so Retries, Callbacks and
     # Pipelines leave the message alone. The delivery has logged why.
     worker_log.skipping(current.message.message_id)

@@ -7,6 +7,8 @@ Dramatiq                    cachify
 ``before_declare_actor``    options validated (:mod:`.declaration`)
 ``after_declare_actor``     ``actor.fn`` and ``send_with_options`` wrapped
 ``before_worker_boot``      the store must be shared with the workers
+``after_worker_boot``       the process's waiting-room sweepers start (:mod:`.room`)
+``before_worker_shutdown``  ... and stop
 ``before_enqueue``          overrides validated; the claim (``TaskPolicy.claim``); the
                             same message re-enqueued from its worker thread → ``retrying``
 ``before_process_message``  a :class:`~cachify_core.tasks.Delivery` is made
@@ -40,7 +42,7 @@ from cachify_core.tasks import (
     logs,
 )
 
-from . import envelope, event_loop, worker_log
+from . import envelope, event_loop, room, worker_log
 from .actor_call import wrap_fn
 from .declaration import DeclaredActor, declare
 from .errors import CachifyDuplicateMessage, CachifyMessageOptionError, CachifySendError, CachifySetupError
@@ -93,6 +95,25 @@ class CachifyMiddleware(Middleware):
         except CachifySetupError:
             event_loop.stop_early()  # else its thread (not a daemon) keeps the process alive
             raise
+
+    def after_worker_boot(self, broker: Broker, worker: Worker) -> None:
+        # One sweeper per worker process and instance: it publishes hand-overs whose publish
+        # was lost and moves a room's line when a dead worker's slot expires.
+        room.start_sweepers(broker, self._instances())
+
+    def before_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
+        room.stop_sweepers()
+
+    def _instances(self) -> list[Cachify]:
+        """The distinct Cachify instances the actors with options use."""
+        found: dict[int, Cachify] = {}
+        if self._cachify is not None:
+            found[id(self._cachify)] = self._cachify
+        for actor in self._actors.values():
+            if actor.policies.active:
+                c = actor.policies.declared.cachify
+                found.setdefault(id(c), c)
+        return list(found.values())
 
     # -- send --------------------------------------------------------------------------------
     def before_enqueue(self, broker: Broker, message: Message[Any], delay: int) -> None:
@@ -166,8 +187,16 @@ class CachifyMiddleware(Middleware):
             worker_log.skipping(message.message_id)
             raise SkipMessage(str(exc)) from None
         if policy.options.active:
+            requeues = envelope.requeues(message.options)
             delivery = Delivery(
-                policy, message.message_id, message.args, message.kwargs, envelope.requeues(message.options)
+                policy,
+                message.message_id,
+                message.args,
+                message.kwargs,
+                requeues,
+                reservation=room.reservation(message),
+                payload=lambda: room.payload(message, requeues),
+                publish=room.publisher(broker, actor.is_async),
             )
             self._thread.current = Current(message, broker, actor, delivery)
 
@@ -185,7 +214,11 @@ class CachifyMiddleware(Middleware):
         except CachifyMessageOptionError:
             return  # rejected in before_process_message: it never had a claim
         if policy.options.active:
-            _end(actor, Delivery(policy, message.message_id, message.args, message.kwargs))
+            reservation = room.reservation(message)
+            _end(
+                actor,
+                Delivery(policy, message.message_id, message.args, message.kwargs, reservation=reservation),
+            )
 
     def after_ack(self, broker: Broker, message: MessageProxy) -> None:
         current = self._take(message)

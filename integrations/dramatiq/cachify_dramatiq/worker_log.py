@@ -1,7 +1,7 @@
 """Dramatiq's worker logs ``Message … was skipped.`` at WARNING for every ``SkipMessage``.
-cachify ends a duplicate, a drop and every requeue that way, and logs each itself on the
-``cachify.tasks`` logger with its reason; under a busy pool Dramatiq's line would fire once per
-requeue. This filter drops it for the message cachify itself just skipped on that thread only:
+cachify ends a duplicate, a drop, every park in a pool's waiting room and every requeue that
+way, and logs each itself on the ``cachify.tasks`` logger with its reason; under a busy pool
+Dramatiq's line would fire once per park or requeue. This filter drops it for the message cachify itself just skipped on that thread only:
 a skip by another middleware (``AgeLimit``) or by the actor's body is still logged.
 """
 

@@ -27,7 +27,8 @@ RUNNING     ``raised(CachifyPoolFull)``  REQUEUING   handled like ``pool_on_full
 RAISED      ``retrying``                 ENDED       slot released; the hold kept for the retry
 RAISED      ``ended``                    ENDED       slot and hold released (a failure)
 RECEIVED    ``ended`` / ``abandoned``    ENDED       never admitted (revoked, skipped by another
-                                                     middleware): its claim is given back
+                                                     middleware): its claim is given back, and a
+                                                     handed-over copy's reserved slot passed on
 REQUEUING   ``requeue_published``        ENDED       logged; the copy carries the hold on
 REQUEUING   ``requeue_failed``           ENDED       the claim is given back: nothing will run
 ENDED       anything                     ENDED       nothing (every event is idempotent there)
@@ -251,6 +252,13 @@ class Delivery:
             yield from self._quietly(
                 self._release_claim_steps(), "giving back the claim of an abandoned delivery"
             )
+            if self.reservation is not None:  # a handed-over copy that will not run: pass its slot on
+                yield from self._quietly(self._cancel_steps(), "giving up its reserved slot")
+
+    def _cancel_steps(self) -> Steps[None]:
+        p = self.policy
+        handed = yield from p.cancel_steps(p.cachify, self.reservation, self.args, self.kwargs)
+        self._handed.extend(handed)
 
     def _requeue_failed_steps(self) -> Steps[None]:
         if self.state is State.REQUEUING:

@@ -378,7 +378,7 @@ class TaskPolicy:
                 if entry is not None:
                     once_key = self._key(c, "once_key", args, kwargs) if o.claims_at_enqueue else None
                     yield from self.unclaim_steps(task_id, once_key)
-                    handed = yield from self._cancel_steps(c, reservation, args, kwargs)
+                    handed = yield from self.cancel_steps(c, reservation, args, kwargs)
                     logs.cache_hit(o.task_name, task_id, cache_key)
                     return Admission(Verdict.CACHED, value=entry.value, reason="cache hit", handed=handed)
             if o.once_key is not None:
@@ -389,7 +389,7 @@ class TaskPolicy:
                 else:
                     holder = yield from self._hold_steps(once_key, task_id)
                     if holder is not None:
-                        handed = yield from self._cancel_steps(c, reservation, args, kwargs)
+                        handed = yield from self.cancel_steps(c, reservation, args, kwargs)
                         return self._skip_duplicate(task_id, once_key, holder, handed)
                     handle.once_key = once_key
                     handle.once_lease = leases.begin(
@@ -493,7 +493,7 @@ class TaskPolicy:
         logs.parked(o.task_name, handle.task_id, slot_key)
         return Admission(Verdict.PARKED, reason=f"parked in the waiting room of {slot_key}", handed=handed)
 
-    def _cancel_steps(
+    def cancel_steps(
         self, c: Cachify, reservation: str | None, args: tuple[Any, ...], kwargs: Mapping[str, Any]
     ) -> Steps[tuple[Handover, ...]]:
         """A handed-over copy that will not run (a cache hit, a duplicate): its entry leaves the

@@ -55,8 +55,10 @@ def test_one_log_vocabulary(
         framework.drain()
         sending.finish()
         level, word, task_id, key = logging.INFO, "skipped", framework.handle_id(duplicate), "once-17"
-    elif variant == "requeued":  # INFO: a requeue, with its delay
-        task = framework.declare(probe.body(), pool_key="pool-17", pool_max_size=1, pool_backoff=(0.01, 0.02))
+    elif variant == "requeued":  # INFO: a requeue, with its delay (the fallback: nothing parks)
+        task = framework.declare(
+            probe.body(), pool_key="pool-17", pool_max_size=1, pool_backoff=(0.01, 0.02), pool_max_waiting=0
+        )
         framework.start()
         with pool_held(store.cachify, "pool-17"):
             sending = started(lambda: framework.send(task, 1))  # eager: requeues inline, in there

@@ -16,14 +16,14 @@ CACHED    the cached value is returned, so Celery stores it as the SUCCESS resul
 RETURN    the callable ``pool_on_full``'s value, returned likewise
 SKIP      ``Ignore``: acknowledged, not run, nothing stored
 PARKED    ``Ignore``: acknowledged; the pool's waiting room publishes it again when a
-          slot frees for it (:mod:`.requeue`), same task id, so nothing is stored now
+          slot frees for it (:mod:`.room`), same task id, so nothing is stored now
 REQUEUE   re-published with a countdown (:mod:`.requeue`), then ``Ignore``; eager runs
           sleep and are admitted again in place
 ========  ==========================================================================
 
 Every release of a slot that hands it to a parked task (the run's finish, a cache hit or
 duplicate of a handed-over copy) gives that task's message back, and it is published from here
-at once (:func:`.requeue.publish_handovers`); each worker process also sweeps the waiting rooms
+at once (:func:`.room.publish_handovers`); each worker process also sweeps the waiting rooms
 (:mod:`.worker_signals`) for hand-overs whose publish was lost and slots freed by expiry.
 
 Slots are leased under a token derived from the delivery (task id, retries, requeues), so the
@@ -50,8 +50,8 @@ from cachify_core.tasks import CachifyTaskOptionError, Delivery, TaskPolicies, V
 from .declaration import class_function, declared_options, task_name
 from .envelope import requeues_of, reservation_of, with_overrides
 from .publish import guard_send_task, policy_for_message, publish_claimed, uses_in_process_broker
-from .requeue import parked_payload, publish_handovers, publish_requeue
-from .sweep import ensure_sweeper
+from .requeue import publish_requeue
+from .room import ensure_sweeper, parked_payload, publish_handovers
 
 __all__ = ["CachifyTask", "slot_token"]
 

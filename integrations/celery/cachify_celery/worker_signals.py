@@ -19,7 +19,7 @@ Handlers never raise (Celery would only log it): failures are logged and TTLs ta
 
 The freed slot of a lost run goes to the next parked task: its message is published from the
 main process at once. ``worker_ready`` and ``worker_process_init`` start the process's
-waiting-room sweep (:mod:`.sweep`); ``worker_shutdown`` stops it.
+waiting-room sweep (:mod:`.room`); ``worker_shutdown`` stops it.
 
 ``worker_init`` refuses to start a worker whose cachify tasks use the embedded in-memory
 backend with an out-of-process broker: that backend coordinates one process, so holds, slots
@@ -42,8 +42,7 @@ from cachify_core.tasks import OPTION_NAMES, handover
 from .declaration import declared_options
 from .hooks import CachifyTask, slot_token
 from .publish import policy_for_message, uses_in_process_broker
-from .requeue import publish_handovers
-from .sweep import start_for_app
+from .room import publish_handovers, start_for_app
 
 __all__ = ["check_at_start", "connect"]
 

@@ -42,6 +42,7 @@ from .backends import CacheRead
 from .errors import CachifyBackendError
 from .instance import Cachify, get_cachify, seconds_to_ms
 from .keys import KeyTemplate, func_name
+from .metrics import events
 from .protocols import UNSET, Decoder, Encoder, UnsetType
 from .serialization import CachifySerializationError
 from .steps import Steps, acquire_steps, run_async, run_blocking
@@ -225,6 +226,10 @@ class CachedFunction:
             except CachifyBackendError as exc:
                 return (yield from self._fail_open(exc, args, kwargs))
         value = self._decode(c, key, read.value)
+        if events.sink is not None:  # a stale entry is a hit (served); a miss runs the function
+            events.sink.count(
+                "cache_miss" if value is _MISS else "cache_hit", "cache", self.template.template, ""
+            )
         if isinstance(value, _Stale):
             self._refresh_in_background(c, args, kwargs, asyncio_)
             return value.value
@@ -289,6 +294,8 @@ class CachedFunction:
         try:
             yield lambda b: b.cache_set(ns, key, data, ttl, gen)
         except CachifyBackendError as exc:
+            if events.sink is not None:
+                events.sink.count("cache_error", "cache", self.template.template, "")
             if self.settings.on_backend_error == "raise":
                 raise
             logger.error("cachify: %s: result not stored: %s", self._where(key), exc)
@@ -297,6 +304,8 @@ class CachedFunction:
     def _fail_open(
         self, exc: CachifyBackendError, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Steps[Any]:
+        if events.sink is not None:
+            events.sink.count("cache_error", "cache", self.template.template, "")
         if self.settings.on_backend_error == "raise":
             raise exc
         logger.error("cachify: %s: cache unavailable, calling it directly: %s", func_name(self.func), exc)
@@ -478,6 +487,8 @@ def make_cached(
                 else:
                     value = cf.fresh_hit(c, key, read)
                     if value is not _MISS:
+                        if events.sink is not None:
+                            events.sink.count("cache_hit", "cache", cf.template.template, "")
                         return value
                 return await run_async(cf.call_steps(c, args, kwargs, True, read), c.async_backend)
 
@@ -505,6 +516,8 @@ def make_cached(
                 else:
                     value = cf.fresh_hit(c, key, read)
                     if value is not _MISS:
+                        if events.sink is not None:
+                            events.sink.count("cache_hit", "cache", cf.template.template, "")
                         return value
                 return run_blocking(cf.call_steps(c, args, kwargs, False, read), c.sync_backend)
 

@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Literal
 
 from .backends import AsyncBackend, SyncBackend
+from .metrics import events
 
 if TYPE_CHECKING:
     from .instance import Cachify
@@ -97,6 +98,8 @@ class Lease:
 
     def _lost(self) -> None:
         self.lost = True
+        if events.sink is not None:  # counted as expired (once per hold; see cachify_core.metrics)
+            events.sink.lost(self.kind, self.token)
         logger.warning(
             "cachify: %s %s was lost before its holder released it; renewal stopped", self.kind, self.key
         )

@@ -26,6 +26,7 @@ from . import leases
 from .errors import CachifyBackendError, CachifyLockError, CachifyLockNotOwnedError
 from .instance import Cachify, get_cachify, seconds_to_ms
 from .keys import KeyTemplate
+from .metrics import events
 from .protocols import UNSET, UnsetType
 from .steps import Steps, acquire_steps, give_back_on_failure, run_async, run_blocking
 from .tokens import new_token
@@ -61,20 +62,33 @@ def _take_steps(key: str, token: str, ttl_ms: int | None, plan: WaitPlan) -> Ste
     return acquire_steps(lambda waiting: lambda b: b.lock_acquire(key, token, ttl_ms, waiting), key, plan)
 
 
-def take(c: Cachify, key: str, token: str, ttl_ms: int | None, plan: WaitPlan | None) -> bool:
-    """Acquire ``key`` for ``token``: one try, or wait per ``plan`` (1 round trip per try)."""
+def take(
+    c: Cachify, key: str, token: str, ttl_ms: int | None, plan: WaitPlan | None, label: str = ""
+) -> bool:
+    """Acquire ``key`` for ``token``: one try, or wait per ``plan`` (1 round trip per try).
+    ``label``: the key as declared, for the wait-time metric."""
     backend = c.sync_backend
     if plan is None:
         return backend.lock_acquire(key, token, ttl_ms, False)
-    return run_blocking(_take_steps(key, token, ttl_ms, plan), backend)
+    started = events.now()
+    got = run_blocking(_take_steps(key, token, ttl_ms, plan), backend)
+    if events.sink is not None:
+        events.sink.waited("lock", label, "", events.now() - started)
+    return got
 
 
-async def atake(c: Cachify, key: str, token: str, ttl_ms: int | None, plan: WaitPlan | None) -> bool:
+async def atake(
+    c: Cachify, key: str, token: str, ttl_ms: int | None, plan: WaitPlan | None, label: str = ""
+) -> bool:
     backend = c.async_backend
     try:
         if plan is None:
             return await backend.lock_acquire(key, token, ttl_ms, False)
-        return await run_async(_take_steps(key, token, ttl_ms, plan), backend)
+        started = events.now()
+        got = await run_async(_take_steps(key, token, ttl_ms, plan), backend)
+        if events.sink is not None:
+            events.sink.waited("lock", label, "", events.now() - started)
+        return got
     except CachifyBackendError:
         raise  # the server is unreachable: a give-back would only wait out another timeout
     except BaseException:
@@ -99,16 +113,26 @@ def _not_owned(display_key: str) -> CachifyLockNotOwnedError:
     )
 
 
-def release_quietly(c: Cachify, key: str, token: str, lease: leases.Lease | None = None) -> None:
+def release_quietly(
+    c: Cachify, key: str, token: str, lease: leases.Lease | None = None, kind: str = "lock", label: str = ""
+) -> None:
     if lease is not None:
         lease.stop()
-    if not c.sync_backend.lock_release(key, token):
+    ok = c.sync_backend.lock_release(key, token)
+    if events.sink is not None:
+        events.sink.released(kind, label, "", token, ok)
+    if not ok:
         _warn_lost(key)
 
 
-async def arelease_quietly(c: Cachify, key: str, token: str, lease: leases.Lease | None = None) -> None:
+async def arelease_quietly(
+    c: Cachify, key: str, token: str, lease: leases.Lease | None = None, kind: str = "lock", label: str = ""
+) -> None:
     leases.end(lease)
-    if not await c.async_backend.lock_release(key, token):
+    ok = await c.async_backend.lock_release(key, token)
+    if events.sink is not None:
+        events.sink.released(kind, label, "", token, ok)
+    if not ok:
         _warn_lost(key)
 
 
@@ -135,7 +159,10 @@ class HeldLockFunctions:
             if taken is None:
                 raise _not_owned(key)
             leases.end(taken[1])
-            if not c.sync_backend.lock_release(key, taken[0]):
+            ok = c.sync_backend.lock_release(key, taken[0])
+            if events.sink is not None:
+                events.sink.released(self.template.postfix, self.template.template, "", taken[0], ok)
+            if not ok:
                 raise _not_owned(key)
 
         def force_release(*args: Any, **kwargs: Any) -> bool:
@@ -156,7 +183,10 @@ class HeldLockFunctions:
             if taken is None:
                 raise _not_owned(key)
             leases.end(taken[1])
-            if not await c.async_backend.lock_release(key, taken[0]):
+            ok = await c.async_backend.lock_release(key, taken[0])
+            if events.sink is not None:
+                events.sink.released(self.template.postfix, self.template.template, "", taken[0], ok)
+            if not ok:
                 raise _not_owned(key)
 
         async def force_release(*args: Any, **kwargs: Any) -> bool:
@@ -238,6 +268,8 @@ class lock(HolderStacks[Held]):
         return f"{c.prefix}{self._key}-lock"
 
     def _refused(self) -> CachifyLockError:
+        if events.sink is not None:
+            events.sink.count("denied", "lock", self._key, "")
         logger.debug(locked_message(self._key))
         return CachifyLockError(locked_message(self._key))
 
@@ -263,10 +295,12 @@ class lock(HolderStacks[Held]):
         if self._nowait:
             if not (c._sync or c.sync_backend).lock_acquire(key, token, ttl_ms, False):
                 raise self._refused()
-        elif not take(c, key, token, ttl_ms, self._plan(c)):
+        elif not take(c, key, token, ttl_ms, self._plan(c), self._key):
             raise self._refused()
         lease = leases.begin(c, "lock", key, token, ttl_ms, True, False) if self._auto_renew else None
         self.push(False, (c, key, token, lease))
+        if events.sink is not None:
+            events.sink.acquired("lock", self._key, "", token)
         return self
 
     def __exit__(
@@ -277,7 +311,10 @@ class lock(HolderStacks[Held]):
             c, key, token, lease = held
             if lease is not None:
                 lease.stop()
-            if not (c._sync or c.sync_backend).lock_release(key, token):
+            ok = (c._sync or c.sync_backend).lock_release(key, token)
+            if events.sink is not None:
+                events.sink.released("lock", self._key, "", token, ok)
+            if not ok:
                 _warn_lost(key)
 
     def release(self) -> None:
@@ -286,7 +323,10 @@ class lock(HolderStacks[Held]):
         if held is None:
             raise _not_owned(self._key)
         leases.end(held[3])
-        if not held[0].sync_backend.lock_release(held[1], held[2]):
+        ok = held[0].sync_backend.lock_release(held[1], held[2])
+        if events.sink is not None:
+            events.sink.released("lock", self._key, "", held[2], ok)
+        if not ok:
             raise _not_owned(self._key)
 
     def extend(self, seconds: float) -> None:
@@ -317,10 +357,12 @@ class lock(HolderStacks[Held]):
     async def __aenter__(self: _L) -> _L:
         c = self._provider()
         key, token, ttl_ms = self._full_key(c), new_token(), self._ttl_ms(c)
-        if not await atake(c, key, token, ttl_ms, self._plan(c)):
+        if not await atake(c, key, token, ttl_ms, self._plan(c), self._key):
             raise self._refused()
         lease = leases.begin(c, "lock", key, token, ttl_ms, self._auto_renew, True)
         self.push(True, (c, key, token, lease))
+        if events.sink is not None:
+            events.sink.acquired("lock", self._key, "", token)
         return self
 
     async def __aexit__(
@@ -328,14 +370,17 @@ class lock(HolderStacks[Held]):
     ) -> None:
         held = self.pop(True)
         if held is not None:
-            await arelease_quietly(held[0], held[1], held[2], held[3])
+            await arelease_quietly(held[0], held[1], held[2], held[3], "lock", self._key)
 
     async def arelease(self) -> None:
         held = self.pop(True)
         if held is None:
             raise _not_owned(self._key)
         leases.end(held[3])
-        if not await held[0].async_backend.lock_release(held[1], held[2]):
+        ok = await held[0].async_backend.lock_release(held[1], held[2])
+        if events.sink is not None:
+            events.sink.released("lock", self._key, "", held[2], ok)
+        if not ok:
             raise _not_owned(self._key)
 
     async def aextend(self, seconds: float) -> None:
@@ -391,21 +436,26 @@ def guard(
     ``conflict(instance, full_key)`` is what a call that cannot take the lock returns (or raises).
     """
     held, provider = helpers.held, helpers.provider
+    kind, label = helpers.template.postfix, helpers.template.template  # metrics: "lock"/"once", template
 
     if is_coroutine_function(func):
 
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
             c = provider()
             key, token, ttl = helpers.key(c, args, kwargs), new_token(), ttl_ms(c)
-            if not await atake(c, key, token, ttl, plan(c)):
+            if not await atake(c, key, token, ttl, plan(c), label):
+                if events.sink is not None:
+                    events.sink.count("denied", kind, label, "")
                 return conflict(c, key)
             lease = leases.begin(c, "lock", key, token, ttl, auto_renew, True)
             held.add(key, token, lease)
+            if events.sink is not None:
+                events.sink.acquired(kind, label, "", token)
             try:
                 return await func(*args, **kwargs)
             finally:
                 if held.discard(key, token):
-                    await arelease_quietly(c, key, token, lease)
+                    await arelease_quietly(c, key, token, lease, kind, label)
                 else:
                     leases.end(lease)
 
@@ -414,15 +464,19 @@ def guard(
     def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
         c = provider()
         key, token, ttl = helpers.key(c, args, kwargs), new_token(), ttl_ms(c)
-        if not take(c, key, token, ttl, plan(c)):
+        if not take(c, key, token, ttl, plan(c), label):
+            if events.sink is not None:
+                events.sink.count("denied", kind, label, "")
             return conflict(c, key)
         lease = leases.begin(c, "lock", key, token, ttl, auto_renew, False)
         held.add(key, token, lease)
+        if events.sink is not None:
+            events.sink.acquired(kind, label, "", token)
         try:
             return func(*args, **kwargs)
         finally:
             if held.discard(key, token):
-                release_quietly(c, key, token, lease)
+                release_quietly(c, key, token, lease, kind, label)
             else:
                 leases.end(lease)
 

@@ -31,6 +31,7 @@ from .errors import CachifyBackendError, CachifyPoolFullError
 from .instance import Cachify, get_cachify, seconds_to_ms
 from .keys import KeyTemplate
 from .lock import Held
+from .metrics import events
 from .protocols import UNSET, UnsetType
 from .steps import Steps, acquire_steps, give_back_on_failure, run_async, run_blocking
 from .tokens import new_token
@@ -75,23 +76,58 @@ def _take_steps(key: str, token: str, max_size: int, ttl_ms: int | None, plan: W
 
 
 def take_slot(
-    c: Cachify, key: str, token: str, max_size: int, ttl_ms: int | None, plan: WaitPlan | None
+    c: Cachify,
+    key: str,
+    token: str,
+    max_size: int,
+    ttl_ms: int | None,
+    plan: WaitPlan | None,
+    label: str = "",
 ) -> bool:
-    """Lease a slot for ``token``: one try, or wait per ``plan`` (1 round trip per try)."""
+    """Lease a slot for ``token``: one try, or wait per ``plan`` (1 round trip per try).
+    ``label``: the pool's key as declared, for the metrics."""
     backend = c.sync_backend
     if plan is None:
-        return backend.pool_acquire(key, token, max_size, ttl_ms, False)
-    return run_blocking(_take_steps(key, token, max_size, ttl_ms, plan), backend)
+        got = backend.pool_acquire(key, token, max_size, ttl_ms, False)
+    else:
+        started = events.now()
+        got = run_blocking(_take_steps(key, token, max_size, ttl_ms, plan), backend)
+        if events.sink is not None:
+            events.sink.waited("pool", label, "", events.now() - started)
+    if events.sink is not None:
+        _report(c, key, token, label, got)
+    return got
+
+
+def _report(c: Cachify, key: str, token: str, label: str, got: bool) -> None:
+    assert events.sink is not None
+    if got:
+        events.sink.acquired("pool", label, "", token, c, key)
+    else:
+        events.sink.count("denied", "pool", label, "")
 
 
 async def atake_slot(
-    c: Cachify, key: str, token: str, max_size: int, ttl_ms: int | None, plan: WaitPlan | None
+    c: Cachify,
+    key: str,
+    token: str,
+    max_size: int,
+    ttl_ms: int | None,
+    plan: WaitPlan | None,
+    label: str = "",
 ) -> bool:
     backend = c.async_backend
     try:
         if plan is None:
-            return await backend.pool_acquire(key, token, max_size, ttl_ms, False)
-        return await run_async(_take_steps(key, token, max_size, ttl_ms, plan), backend)
+            got = await backend.pool_acquire(key, token, max_size, ttl_ms, False)
+        else:
+            started = events.now()
+            got = await run_async(_take_steps(key, token, max_size, ttl_ms, plan), backend)
+            if events.sink is not None:
+                events.sink.waited("pool", label, "", events.now() - started)
+        if events.sink is not None:
+            _report(c, key, token, label, got)
+        return got
     except CachifyBackendError:
         raise  # the server is unreachable: a give-back would only wait out another timeout
     except BaseException:
@@ -100,15 +136,23 @@ async def atake_slot(
         raise
 
 
-def give_back(c: Cachify, key: str, token: str, lease: leases.Lease | None = None) -> None:
+def give_back(c: Cachify, key: str, token: str, lease: leases.Lease | None = None, label: str = "") -> None:
     leases.end(lease)
-    if not c.sync_backend.pool_release(key, token):
+    ok = c.sync_backend.pool_release(key, token)
+    if events.sink is not None:
+        events.sink.released("pool", label, "", token, ok)
+    if not ok:
         _warn_lost(key)
 
 
-async def agive_back(c: Cachify, key: str, token: str, lease: leases.Lease | None = None) -> None:
+async def agive_back(
+    c: Cachify, key: str, token: str, lease: leases.Lease | None = None, label: str = ""
+) -> None:
     leases.end(lease)
-    if not await c.async_backend.pool_release(key, token):
+    ok = await c.async_backend.pool_release(key, token)
+    if events.sink is not None:
+        events.sink.released("pool", label, "", token, ok)
+    if not ok:
         _warn_lost(key)
 
 
@@ -179,7 +223,7 @@ class pool(HolderStacks[Held]):
     def __enter__(self: _Pl) -> _Pl:
         c = self._provider()
         key, token, ttl_ms = self._full_key(c), new_token(), _slot_ttl_ms(self._exp_ms, c)
-        if not take_slot(c, key, token, self._max_size, ttl_ms, self._plan(c)):
+        if not take_slot(c, key, token, self._max_size, ttl_ms, self._plan(c), self._key):
             raise self._full()
         lease = leases.begin(c, "pool", key, token, ttl_ms, self._auto_renew, False)
         self.push(False, (c, key, token, lease))
@@ -190,7 +234,7 @@ class pool(HolderStacks[Held]):
     ) -> None:
         held = self.pop(False)
         if held is not None:
-            give_back(held[0], held[1], held[2], held[3])
+            give_back(held[0], held[1], held[2], held[3], self._key)
 
     def size(self) -> int:
         """Slots taken right now (1 round trip)."""
@@ -200,7 +244,7 @@ class pool(HolderStacks[Held]):
     async def __aenter__(self: _Pl) -> _Pl:
         c = self._provider()
         key, token, ttl_ms = self._full_key(c), new_token(), _slot_ttl_ms(self._exp_ms, c)
-        if not await atake_slot(c, key, token, self._max_size, ttl_ms, self._plan(c)):
+        if not await atake_slot(c, key, token, self._max_size, ttl_ms, self._plan(c), self._key):
             raise self._full()
         lease = leases.begin(c, "pool", key, token, ttl_ms, self._auto_renew, True)
         self.push(True, (c, key, token, lease))
@@ -211,7 +255,7 @@ class pool(HolderStacks[Held]):
     ) -> None:
         held = self.pop(True)
         if held is not None:
-            await agive_back(held[0], held[1], held[2], held[3])
+            await agive_back(held[0], held[1], held[2], held[3], self._key)
 
     async def asize(self) -> int:
         c = self._provider()
@@ -353,14 +397,14 @@ def _pooled_decorator(
                 c = provider()
                 key, display_key = key_of(args, kwargs)
                 full_key, token, ttl_ms = c.prefix + key, new_token(), _slot_ttl_ms(exp_ms, c)
-                if not await atake_slot(c, full_key, token, max_size, ttl_ms, plan_of(c)):
+                if not await atake_slot(c, full_key, token, max_size, ttl_ms, plan_of(c), name):
                     result = when_full(display_key, args, kwargs)
                     return await result if inspect.isawaitable(result) else result
                 lease = leases.begin(c, "pool", full_key, token, ttl_ms, auto_renew, True)
                 try:
                     return await func(*args, **kwargs)
                 finally:
-                    await agive_back(c, full_key, token, lease)
+                    await agive_back(c, full_key, token, lease, name)
 
             async def asize(*args: Any, **kwargs: Any) -> int:
                 c = provider()
@@ -372,13 +416,13 @@ def _pooled_decorator(
             c = provider()
             key, display_key = key_of(args, kwargs)
             full_key, token, ttl_ms = c.prefix + key, new_token(), _slot_ttl_ms(exp_ms, c)
-            if not take_slot(c, full_key, token, max_size, ttl_ms, plan_of(c)):
+            if not take_slot(c, full_key, token, max_size, ttl_ms, plan_of(c), name):
                 return when_full(display_key, args, kwargs)
             lease = leases.begin(c, "pool", full_key, token, ttl_ms, auto_renew, False)
             try:
                 return func(*args, **kwargs)
             finally:
-                give_back(c, full_key, token, lease)
+                give_back(c, full_key, token, lease, name)
 
         def size(*args: Any, **kwargs: Any) -> int:
             c = provider()

@@ -33,6 +33,7 @@ from .backends.base import RateCheck, RateLimit
 from .errors import CachifyRateLimitedError
 from .instance import Cachify, get_cachify
 from .keys import KeyTemplate
+from .metrics import events
 from .protocols import UNSET, UnsetType
 from .rates import Rate, rate_limits
 from .steps import Sleep, Steps, run_async, run_blocking
@@ -68,10 +69,13 @@ def _check_timeout(where: str, timeout: object) -> float | None:
 class _Limiter:
     """The validated limits of one limiter and the waiting admission over them (no I/O here)."""
 
-    __slots__ = ("cost", "limits", "rates", "text")
+    __slots__ = ("cost", "label", "limits", "rates", "text")
 
-    def __init__(self, where: str, rate: str | Sequence[str], burst: int | None, cost: int) -> None:
+    def __init__(
+        self, where: str, rate: str | Sequence[str], burst: int | None, cost: int, label: str = ""
+    ) -> None:
         rates, limits = rate_limits(where, rate, burst, cost)
+        self.label = label  # the key as declared (a template for the decorators), for metrics
         self.rates: tuple[Rate, ...] = rates
         self.limits: tuple[RateLimit, ...] = limits
         self.cost = cost
@@ -93,13 +97,21 @@ class _Limiter:
 
     def admit(self, c: Cachify, key: str, wait_s: float | None) -> RateCheck:
         if wait_s == 0:
-            return c.sync_backend.rate_acquire(key, self.limits, self.cost, True)
-        return run_blocking(self.admit_steps(key, wait_s), c.sync_backend)
+            check = c.sync_backend.rate_acquire(key, self.limits, self.cost, True)
+        else:
+            check = run_blocking(self.admit_steps(key, wait_s), c.sync_backend)
+        if events.sink is not None and not check.allowed:
+            events.sink.count("rate_limited", "rate", self.label, "")
+        return check
 
     async def aadmit(self, c: Cachify, key: str, wait_s: float | None) -> RateCheck:
         if wait_s == 0:
-            return await c.async_backend.rate_acquire(key, self.limits, self.cost, True)
-        return await run_async(self.admit_steps(key, wait_s), c.async_backend)
+            check = await c.async_backend.rate_acquire(key, self.limits, self.cost, True)
+        else:
+            check = await run_async(self.admit_steps(key, wait_s), c.async_backend)
+        if events.sink is not None and not check.allowed:
+            events.sink.count("rate_limited", "rate", self.label, "")
+        return check
 
     def limited(self, display_key: str, check: RateCheck) -> CachifyRateLimitedError:
         error = CachifyRateLimitedError(display_key, check.retry_after_ms / 1000, self.text)
@@ -240,7 +252,7 @@ class rate_limit:
         if not isinstance(key, str):
             raise TypeError(f"rate_limit key must be a str, got {type(key).__name__}")
         where = f"rate_limit {key!r}"
-        self._limiter = _Limiter(where, rate, burst, cost)
+        self._limiter = _Limiter(where, rate, burst, cost, key)
         wait_s = _check_timeout(where, timeout)
         if not isinstance(nowait, bool):
             raise ValueError(f"{where}: nowait must be a bool, got {nowait!r}")
@@ -373,7 +385,7 @@ def make_rate_limited(
     if not isinstance(key, str):
         raise TypeError(f"rate_limited key must be a str, got {type(key).__name__}")
     where = f"rate_limited {key!r}"
-    limiter = _Limiter(where, rate, burst, cost)
+    limiter = _Limiter(where, rate, burst, cost, key)
     if on_limited is not None and not callable(on_limited):
         raise TypeError(f"{where}: on_limited must be callable, got {type(on_limited).__name__}")
     diverted = raise_on_limited or on_limited is not None

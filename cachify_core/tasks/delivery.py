@@ -65,6 +65,7 @@ from typing import Any, cast
 
 from ..backends.base import Handover
 from ..errors import CachifyBackendError, CachifyPoolFullError
+from ..metrics import events
 from ..steps import Primitives, Steps, run_async, run_blocking
 from . import logs
 from .policy import Admission, Outcome, RunHandle, TaskPolicy, Verdict
@@ -199,6 +200,8 @@ class Delivery:
         self.decision = decision
         self._handed.extend(decision.handed)
         verdict = decision.verdict
+        if events.sink is not None:
+            events.sink.verdict(self.task_name, verdict.value)
         if verdict is Verdict.RUN:
             self.handle = decision.handle
             self.state = State.RUNNING
@@ -288,6 +291,8 @@ class Delivery:
             decision = self.decision
             delay_s = 0.0 if decision is None else decision.delay_s
             reason = "" if decision is None else decision.reason
+            if events.sink is not None:
+                events.sink.count("requeued", "pool", self.policy.label("pool_key"), self.task_name)
             logs.requeued(self.task_name, self.task_id, self.requeues + 1, delay_s, reason)
 
     # -- blocking ------------------------------------------------------------------------------
@@ -321,6 +326,10 @@ class Delivery:
             result = self.publish(handed)
             if inspect.isawaitable(result):
                 raise TypeError(f"{self!r}: an async publish was given to a blocking delivery")
+            if events.sink is not None:
+                events.sink.count(
+                    "handed_over", "pool", self.policy.label("pool_key"), self.task_name, len(handed)
+                )
         except Exception as exc:  # the sweep publishes them again after their lease
             logs.handover_failed(self.task_name, len(handed), exc)
 
@@ -380,6 +389,10 @@ class Delivery:
             result = self.publish(handed)
             if inspect.isawaitable(result):
                 await result
+            if events.sink is not None:
+                events.sink.count(
+                    "handed_over", "pool", self.policy.label("pool_key"), self.task_name, len(handed)
+                )
         except Exception as exc:  # the sweep publishes them again after their lease
             logs.handover_failed(self.task_name, len(handed), exc)
 

@@ -30,6 +30,7 @@ from ..backends.base import Handover, RoomSettings, RoomStatus
 from ..backends.memory import AsyncMemoryBackend, MemoryStore
 from ..errors import CachifyBackendError, CachifyInitError, CachifyLockError, CachifyPoolFullError
 from ..instance import Cachify, get_cachify, seconds_to_ms
+from ..metrics import events
 from ..protocols import UnsetType
 from ..rooms import registry_key
 from ..serialization import CachifySerializationError
@@ -149,6 +150,11 @@ class TaskPolicy:
         assert template is not None
         return template.namespace(c.prefix), template.format(args, kwargs)
 
+    def label(self, which: str) -> str:
+        """The metrics label of a key option (``"pool_key"``...): its template as declared."""
+        template = getattr(self.options, which)
+        return "" if template is None else str(template.template)
+
     def once_key(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str | None:
         return self._key(self.cachify, "once_key", args, kwargs)
 
@@ -192,6 +198,8 @@ class TaskPolicy:
     def _duplicate(self, task_id: str, key: str, holder: str, dependents: bool) -> Claim:
         if self.options.once_raise or dependents:
             raise CachifyDuplicateError(self.options.task_name, key, holder)
+        if events.sink is not None:
+            events.sink.count("duplicate_at_send", "once", self.label("once_key"), self.options.task_name)
         logs.not_sent(self.options.task_name, task_id, key, holder)
         return Claim(key, holder)
 
@@ -269,6 +277,8 @@ class TaskPolicy:
         self, task_id: str, key: str, holder: str, handed: tuple[Handover, ...] = ()
     ) -> Admission:
         reason = f"duplicate: {key} is held by task {holder}"
+        if events.sink is not None:
+            events.sink.count("duplicate_at_run", "once", self.label("once_key"), self.options.task_name)
         logs.skipped(self.options.task_name, task_id, reason)
         return Admission(Verdict.SKIP, reason=reason, handed=handed)
 
@@ -345,11 +355,16 @@ class TaskPolicy:
         try:
             read = yield lambda b: b.cache_get(ns, key)
         except CachifyBackendError as exc:
+            if events.sink is not None:
+                events.sink.count("cache_error", "cache", self.label("cache_key"), self.options.task_name)
             if self.options.cache_on_backend_error == "raise":
                 raise
             logs.cache_unreachable(self.options.task_name, task_id, exc)
             return None  # handle.cache_key stays None: no write-back either
         handle.cache_ns, handle.cache_key, handle.cache_gen = ns, key, read.gen
+        if events.sink is not None:
+            hit = "cache_miss" if read.value is None else "cache_hit"
+            events.sink.count(hit, "cache", self.label("cache_key"), self.options.task_name)
         if read.value is None:
             return None
         return c.codec.unpack(read.value, lambda: f"task {self.options.task_name!r} {key!r}")
@@ -395,6 +410,8 @@ class TaskPolicy:
                     handle.once_lease = leases.begin(
                         c, "lock", once_key, task_id, self._once_ttl_ms(), True, asyncio
                     )
+                    if events.sink is not None:
+                        events.sink.acquired("once", self.label("once_key"), o.task_name, task_id)
             if o.pool_key is not None:
                 slot_key = self._key(c, "pool_key", args, kwargs)
                 assert slot_key is not None
@@ -408,6 +425,8 @@ class TaskPolicy:
                     data = payload() if parks and payload is not None else b""
                     got = yield lambda b: b.room_acquire(slot_key, token, entry_id, data, room, reservation)
                     status, handed = got.status, got.handed
+                    if events.sink is not None and status is RoomStatus.PARKED:
+                        events.sink.room_parked(self.label("pool_key"), o.task_name, entry_id, c, slot_key)
                     if status is RoomStatus.PARKED or status is RoomStatus.DUPLICATE:
                         return (
                             yield from self._not_running_steps(handle, status, started_key, slot_key, handed)
@@ -438,6 +457,10 @@ class TaskPolicy:
                     return admission
                 handle.slot_key, handle.slot_token, handle.room = slot_key, token, room
                 handle.slot_lease = leases.begin(c, "pool", slot_key, token, slot_ttl, True, asyncio)
+                if events.sink is not None:
+                    events.sink.acquired("pool", self.label("pool_key"), o.task_name, token, c, slot_key)
+                    if handle.claimed is not None:
+                        events.sink.room_claimed(self.label("pool_key"), o.task_name, handle.claimed)
             yield from self.unclaim_steps(task_id, started_key)
         except BaseException:
             # Failed or cancelled half-way: give back what this admission took (a queued claim
@@ -481,6 +504,8 @@ class TaskPolicy:
         once_key, handle.once_key = handle.once_key, None
         if status is RoomStatus.DUPLICATE:
             reason = f"a copy of a hand-over of {slot_key} that already started"
+            if events.sink is not None:
+                events.sink.count("duplicate_at_run", "pool", self.label("pool_key"), o.task_name)
             logs.skipped(o.task_name, handle.task_id, reason)
             return Admission(Verdict.SKIP, reason=reason, handed=handed)
         if once_key is not None:
@@ -525,8 +550,16 @@ class TaskPolicy:
                 claimed = None if retry else handle.claimed
                 got = yield lambda b: b.room_release(slot_key, slot_token, room, claimed)
                 handle.handed.extend(got.handed)
+                if events.sink is not None:
+                    events.sink.released(
+                        "pool", self.label("pool_key"), self.options.task_name, slot_token, got.released
+                    )
             elif slot_key is not None and slot_token is not None:
-                yield lambda b: b.pool_release(slot_key, slot_token)
+                ok = yield lambda b: b.pool_release(slot_key, slot_token)
+                if events.sink is not None:
+                    events.sink.released(
+                        "pool", self.label("pool_key"), self.options.task_name, slot_token, ok
+                    )
         finally:  # a failed slot release must not keep the hold for once_ttl too
             if once_key is not None:
                 ttl = self._once_ttl_ms()
@@ -534,7 +567,11 @@ class TaskPolicy:
                 if (keep_queued_hold and mode == "queued") or (retry and mode == "running"):
                     yield lambda b: b.lock_extend(once_key, handle.task_id, ttl)
                 else:
-                    yield lambda b: b.lock_release(once_key, handle.task_id)
+                    ok = yield lambda b: b.lock_release(once_key, handle.task_id)
+                    if events.sink is not None:
+                        events.sink.released(
+                            "once", self.label("once_key"), self.options.task_name, handle.task_id, ok
+                        )
 
     def finish_steps(self, handle: RunHandle, outcome: Outcome, result: Any) -> Steps[None]:
         if handle.finished:

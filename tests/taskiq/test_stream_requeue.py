@@ -187,7 +187,8 @@ async def test_a_parked_delivery_is_acknowledged_at_once_and_handed_over_when_th
     holder = await stream.tasks["room_holder"].kiq()
     await eventually(lambda: _len_pending(stream, 1), 5, "the holder is running")
 
-    first = await stream.tasks["room_waiter"].kiq(1)
+    # A bytes label (base64 on the wire) travels through the payload as it was sent.
+    first = await stream.tasks["room_waiter"].kicker().with_labels(blob=b"raw").kiq(1)
     second = await stream.tasks["room_waiter"].kiq(2)
 
     async def both_parked() -> bool:
@@ -214,6 +215,9 @@ async def test_a_parked_delivery_is_acknowledged_at_once_and_handed_over_when_th
     copies = [fields[b"data"] for _, fields in entries[3:]]
     assert first.task_id.encode() in copies[0]
     assert second.task_id.encode() in copies[1]
+    copy = stream.broker.formatter.loads(copies[0])
+    copy.parse_labels()
+    assert copy.labels["blob"] == b"raw"  # typed as it was sent
 
     await eventually(lambda: _len_pending(stream, 0), 5, "every delivery acknowledged")
     assert await room(stream, cachify) == RoomStats(0, 0.0, 0, 0, 0)

@@ -19,6 +19,7 @@ from typing import Any
 
 from taskiq.abc.broker import AsyncBroker
 from taskiq.kicker import AsyncKicker
+from taskiq.labels import prepare_label
 from taskiq.message import TaskiqMessage
 
 from cachify_core.backends.base import Handover
@@ -52,10 +53,13 @@ def payload(broker: AsyncBroker, message: TaskiqMessage, requeues: int) -> bytes
     worker of this app publishes again, carrying ``requeues`` (the delivery's + 1)."""
     labels = {k: v for k, v in message.labels.items() if k not in _NOT_CARRIED}
     labels[REQUEUES_LABEL] = requeues
+    # As Taskiq sends labels: text tagged with its type (a bytes label survives the formatter).
+    sent = {k: prepare_label(v) for k, v in labels.items()}
     copy = TaskiqMessage(
         task_id=message.task_id,
         task_name=message.task_name,
-        labels=labels,
+        labels={k: text for k, (text, _) in sent.items()},
+        labels_types={k: kind for k, (_, kind) in sent.items()},
         args=list(message.args),
         kwargs=dict(message.kwargs),
     )
@@ -71,6 +75,7 @@ class Publisher:
     async def publish_one(self, entry_id: str, body: bytes) -> None:
         """Kick the message in ``body`` (a payload without its frame) reserving ``entry_id``."""
         message = self.broker.formatter.loads(body)
+        message.parse_labels()
         await resend(self.broker, message, {RESERVATION_LABEL: entry_id})
 
     def publish(self, handed: Sequence[Handover]) -> Awaitable[int]:

@@ -86,6 +86,10 @@ class Row:
     store_commands_per_task: float
     store_top_commands: dict[str, float]
     send_s: float
+    #: Slot turnover: for the k-th start (k >= cap), start_k - end_(k-cap): how long a freed slot
+    #: stayed idle before the next task began on it (ms, median and 95th percentile).
+    slot_idle_ms_p50: float
+    slot_idle_ms_p95: float
 
 
 def measure(
@@ -123,6 +127,7 @@ def measure(
     finally:
         obs.close()
     a = records.analyse(executions, list(range(n)), size, body_s, until=until)
+    idle_p50, idle_p95 = slot_idle_ms(executions, size)
     rt = stats.per_task(before, after, n)
     makespan = a.makespan_s if finished else max(a.makespan_s, until - a.first_start)
     # Unfinished: what the completed part used of the capacity over the time allowed.
@@ -130,21 +135,34 @@ def measure(
     return Row(
         framework, variant, size, sum(layout), len(layout), n, a.completed, not finished, makespan,
         a.ideal_s, capacity, a.peak, a.fifo_max_inversion, rt.round_trips, rt.commands, rt.top, send_s,
+        idle_p50, idle_p95,
     )  # fmt: skip
+
+
+def slot_idle_ms(executions: list[records.Execution], cap: int) -> tuple[float, float]:
+    """Median and 95th percentile of start_k - end_(k-cap) over completed runs, in ms."""
+    done = [e for e in executions if e.end is not None]
+    starts = sorted(e.start for e in done)
+    ends = sorted(e.end for e in done if e.end is not None)
+    gaps = sorted(max(0.0, starts[k] - ends[k - cap]) * 1000 for k in range(cap, len(starts)))
+    if not gaps:
+        return 0.0, 0.0
+    return gaps[len(gaps) // 2], gaps[min(len(gaps) - 1, int(len(gaps) * 0.95))]
 
 
 def table(rows: list[Row]) -> list[str]:
     lines = [
         "| framework | cap | variant | slots (processes) | done | makespan s | ideal s | capacity used "
-        "| peak / cap | FIFO max inversion | store RT / task | store cmds / task |",
-        "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| peak / cap | FIFO max inversion | slot idle ms p50 / p95 | store RT / task | store cmds / task |",
+        "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         done = f"{r.completed}/{r.tasks}" + (" (timed out)" if r.timed_out else "")
         lines.append(
             f"| {r.framework} | {r.max_size} | {r.variant} | {r.slots} ({r.processes}) | {done} | "
             f"{r.makespan_s:.2f} | {r.ideal_s:.2f} | {r.capacity_used:.0%} | {r.peak} / {r.max_size} | "
-            f"{r.fifo_max_inversion} | {r.store_round_trips_per_task:.1f} | {r.store_commands_per_task:.1f} |"
+            f"{r.fifo_max_inversion} | {r.slot_idle_ms_p50:.1f} / {r.slot_idle_ms_p95:.1f} | "
+            f"{r.store_round_trips_per_task:.1f} | {r.store_commands_per_task:.1f} |"
         )
     return lines
 

@@ -8,6 +8,8 @@
   test module, killed (their whole process group) when it ends.
 - ``app``: :mod:`tests.taskiq.worker_app` on the sending side, its broker started for one test,
   with cachify's db 0 and the results' db 2 flushed before and after.
+- ``room_workers`` / ``room_app``: the same for :mod:`tests.taskiq.room_app` (the waiting-room
+  tests; its own stream and prefix).
 
 A missing Redis skips these tests locally and fails them with ``CI=true`` (the suite's
 ``redis_url`` fixture decides).
@@ -40,6 +42,7 @@ from ..servers import unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 APP_MODULE = "tests.taskiq.worker_app"
+ROOM_APP_MODULE = "tests.taskiq.room_app"
 #: Seconds the workers get to stop on SIGTERM before their process group is killed. Taskiq
 #: 0.13's children over RedisStreamBroker often hang in shutdown, so this is kept short.
 STOP_GRACE_S = 3.0
@@ -114,13 +117,14 @@ class Workers:
         return self.log_path.read_text(errors="replace")
 
 
-@pytest.fixture(scope="module")
-def workers(redis_base_url: str) -> Iterator[Workers]:
+@contextlib.contextmanager
+def running_workers(redis_base_url: str, app_module: str, count: int = 2) -> Iterator[Workers]:
+    """``taskiq worker <app_module>:broker --workers <count>``, until all listen; stopped after."""
     flush(redis_base_url, 0, 1, 2)
     log_path = Path(tempfile.mkstemp(prefix="cachify-taskiq-workers-", suffix=".log")[1])
     env = {**os.environ, "CACHIFY_TASKIQ_REDIS": redis_base_url, "PYTHONPATH": str(ROOT)}
     taskiq = Path(sys.executable).with_name("taskiq")
-    command = [str(taskiq), "worker", f"{APP_MODULE}:broker", "--workers", "2"]
+    command = [str(taskiq), "worker", f"{app_module}:broker", "--workers", str(count)]
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -128,7 +132,7 @@ def workers(redis_base_url: str) -> Iterator[Workers]:
     handle = Workers(proc, log_path)
     try:
         deadline = time.monotonic() + WORKER_START_S
-        while handle.log().count("Listening started") < 2:
+        while handle.log().count("Listening started") < count:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"taskiq workers did not start:\n{handle.log()[-4000:]}")
             time.sleep(0.05)
@@ -137,6 +141,18 @@ def workers(redis_base_url: str) -> Iterator[Workers]:
         stop_process_group(proc)
         flush(redis_base_url, 0, 1, 2)
         log_path.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="module")
+def workers(redis_base_url: str) -> Iterator[Workers]:
+    with running_workers(redis_base_url, APP_MODULE) as handle:
+        yield handle
+
+
+@pytest.fixture(scope="module")
+def room_workers(redis_base_url: str) -> Iterator[Workers]:
+    with running_workers(redis_base_url, ROOM_APP_MODULE) as handle:
+        yield handle
 
 
 def stop_process_group(proc: subprocess.Popen[bytes]) -> None:
@@ -150,14 +166,31 @@ def stop_process_group(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(timeout=10)
 
 
+async def sending_side(redis_base_url: str, app_module: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    monkeypatch.setenv("CACHIFY_TASKIQ_REDIS", redis_base_url)
+    module = importlib.import_module(app_module)
+    flush(redis_base_url, 0, 2)
+    await module.broker.startup()
+    return module
+
+
 @pytest.fixture
 async def app(
     redis_base_url: str, workers: Workers, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[ModuleType]:
-    monkeypatch.setenv("CACHIFY_TASKIQ_REDIS", redis_base_url)
-    module = importlib.import_module(APP_MODULE)
-    flush(redis_base_url, 0, 2)
-    await module.broker.startup()
+    module = await sending_side(redis_base_url, APP_MODULE, monkeypatch)
+    try:
+        yield module
+    finally:
+        await module.broker.shutdown()
+        flush(redis_base_url, 0, 2)
+
+
+@pytest.fixture
+async def room_app(
+    redis_base_url: str, room_workers: Workers, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[ModuleType]:
+    module = await sending_side(redis_base_url, ROOM_APP_MODULE, monkeypatch)
     try:
         yield module
     finally:

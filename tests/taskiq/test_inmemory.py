@@ -292,10 +292,19 @@ async def test_an_async_pool_on_full_callable_is_awaited(
 
 
 async def test_pool_max_requeues_then_fails(make_broker: Callable[..., InMemoryBroker], kind: str) -> None:
+    """Without a waiting room (``pool_max_waiting=0``) a full pool backs off; a parked task
+    never gives up (its requeues are hand-overs)."""
     broker = make_broker()
     probe = _holding(Probe())
     task = declare(
-        broker, kind, probe, pool_key="one", pool_max_size=1, pool_backoff=FAST_BACKOFF, pool_max_requeues=2
+        broker,
+        kind,
+        probe,
+        pool_key="one",
+        pool_max_size=1,
+        pool_backoff=FAST_BACKOFF,
+        pool_max_requeues=2,
+        pool_max_waiting=0,
     )
     await broker.startup()
 

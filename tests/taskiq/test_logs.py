@@ -11,6 +11,7 @@ import pytest
 from taskiq import InMemoryBroker
 
 from cachify_core import Cachify
+from cachify_taskiq import REQUEUES_LABEL
 
 from .conftest import eventually
 from .probes import Probe, declare
@@ -73,7 +74,9 @@ async def test_requeued_and_cache_hit(
     broker = make_broker()
     probe = Probe()
     probe.hold_first = True
-    task = declare(broker, "async", probe, pool_key="one", pool_max_size=1, pool_backoff=FAST_BACKOFF)
+    task = declare(  # no waiting room: the backoff requeue
+        broker, "async", probe, pool_key="one", pool_max_size=1, pool_backoff=FAST_BACKOFF, pool_max_waiting=0
+    )
     cached = declare(broker, "async", Probe(), cache_key="square-{i}")
     await broker.startup()
 
@@ -94,3 +97,30 @@ async def test_requeued_and_cache_hit(
     assert (await result_of(hit)).return_value == 30
     [line] = lines(logs, "cache hit")
     assert line == f"cachify: task {cached.task_name}[{hit.task_id}] cache hit: square-3-cached"
+
+
+async def test_parked(
+    make_broker: Callable[..., InMemoryBroker], cachify: Cachify, logs: pytest.LogCaptureFixture
+) -> None:
+    broker = make_broker()
+    probe = Probe()
+    probe.hold_first = True
+    task = declare(broker, "async", probe, pool_key="one", pool_max_size=1)
+    await broker.startup()
+
+    holder = await task.kiq(0)
+    await eventually(lambda: _true(probe.now == 1), 5, "the holder started")
+    waiter = await task.kiq(1)
+    await eventually(lambda: _true(bool(lines(logs, "parked"))), 5, "the park was logged")
+    probe.hold.set()
+    await result_of(holder)
+    result = await result_of(waiter)
+    assert result.return_value == 10
+    assert result.labels[REQUEUES_LABEL] == 1  # kicked again once, by the holder's release
+
+    [parked] = lines(logs, "parked")
+    assert (
+        parked
+        == f"cachify: task {task.task_name}[{waiter.task_id}] parked in the waiting room of {cachify.prefix}one-pool"
+    )
+    assert not lines(logs, "requeued")

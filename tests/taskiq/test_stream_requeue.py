@@ -1,6 +1,11 @@
-"""Requeues over a real RedisStreamBroker, with Taskiq's receiver running in this process so the
-stream can be inspected at each step: the requeued delivery stays unacknowledged (so a dying
-worker cannot lose it) until its re-send is in the stream, while the worker's capacity is free.
+"""A full pool over a real RedisStreamBroker, with Taskiq's receiver running in this process so
+the stream can be inspected at each step.
+
+- Parked in the waiting room (the default): the delivery is acknowledged at once and nothing
+  is re-sent until a slot frees; then exactly one copy, reserving its entry, is in the stream.
+- The backoff requeue (the fallback; here ``pool_max_waiting=0``): the requeued delivery stays
+  unacknowledged (so a dying worker cannot lose it) until its re-send is in the stream, while
+  the worker's capacity is free.
 """
 
 from __future__ import annotations
@@ -18,8 +23,11 @@ from taskiq.api import run_receiver_task
 from taskiq_redis import RedisAsyncResultBackend, RedisStreamBroker
 
 from cachify_core import Cachify
+from cachify_core.backends.base import RoomStats
 from cachify_core.tasks import TaskPolicy
-from cachify_taskiq import CachifyMiddleware
+from cachify_taskiq import REQUEUES_LABEL, CachifyMiddleware
+from cachify_taskiq.envelope import RESERVATION_LABEL
+from cachify_taskiq.room import Publisher
 
 from .conftest import eventually
 
@@ -76,22 +84,34 @@ async def stream(
     )
     release = asyncio.Event()
 
-    @broker.task(pool_key="p", pool_max_size=1)
+    @broker.task(pool_key="p", pool_max_size=1, pool_max_waiting=0)
     async def holder() -> str:
         await release.wait()
         return "holder"
 
-    @broker.task(pool_key="p", pool_max_size=1)
+    @broker.task(pool_key="p", pool_max_size=1, pool_max_waiting=0)
     async def waiter() -> str:
         return "waiter"
+
+    @broker.task(pool_key="r", pool_max_size=1)
+    async def room_holder() -> str:
+        await release.wait()
+        return "holder"
+
+    @broker.task(pool_key="r", pool_max_size=1)
+    async def room_waiter(n: int) -> int:
+        return n
 
     @broker.task
     async def plain() -> str:
         return "plain"
 
     client = aredis.Redis.from_url(f"{redis_base_url}/1")
+    broker.is_worker_process = True  # (as ``taskiq worker`` sets it): the sweeper starts
     await broker.startup()
-    s = Stream(broker, queue, client, release, {"holder": holder, "waiter": waiter, "plain": plain})
+    tasks = {"holder": holder, "waiter": waiter, "plain": plain}
+    tasks.update(room_holder=room_holder, room_waiter=room_waiter)
+    s = Stream(broker, queue, client, release, tasks)
     try:
         yield s
     finally:
@@ -153,6 +173,92 @@ async def test_shutdown_sends_waiting_requeues_at_once(
     await stream.broker.shutdown()  # the middleware publishes the waiting requeue now
     assert await stream.length() == 3
     assert waiter_entry not in await stream.pending_ids()
+
+
+# -- the waiting room -----------------------------------------------------------------------------
+async def room(stream: Stream, cachify: Cachify) -> RoomStats:
+    return await cachify.async_backend.room_stats(f"{cachify.prefix}r-pool")
+
+
+async def test_a_parked_delivery_is_acknowledged_at_once_and_handed_over_when_the_slot_frees(
+    stream: Stream, cachify: Cachify
+) -> None:
+    stream.start_worker(max_async_tasks=4)
+    holder = await stream.tasks["room_holder"].kiq()
+    await eventually(lambda: _len_pending(stream, 1), 5, "the holder is running")
+
+    # A bytes label (base64 on the wire) travels through the payload as it was sent.
+    first = await stream.tasks["room_waiter"].kicker().with_labels(blob=b"raw").kiq(1)
+    second = await stream.tasks["room_waiter"].kiq(2)
+
+    async def both_parked() -> bool:
+        return (await room(stream, cachify)).parked == 2
+
+    await eventually(both_parked, 5, "both waiters parked")
+    # Parked: acknowledged at once (only the holder is pending), nothing re-sent, no timer.
+    await eventually(lambda: _len_pending(stream, 1), 2, "the parked deliveries were acknowledged")
+    await asyncio.sleep(0.5)
+    assert await stream.length() == 3
+    assert not await first.is_ready()  # no result stored for a parked delivery
+
+    stream.release_holder.set()
+    assert (await holder.wait_result(check_interval=0.02, timeout=5)).return_value == "holder"
+    results = [await h.wait_result(check_interval=0.02, timeout=5) for h in (first, second)]
+    assert [r.return_value for r in results] == [1, 2]  # same task ids as kicked
+    for result in results:  # one hand-over each: requeues + 1, its entry reserved, no retry
+        assert result.labels[REQUEUES_LABEL] == 1
+        assert isinstance(result.labels[RESERVATION_LABEL], str)
+        assert "_retries" not in result.labels
+    # Exactly one copy per park, in the order they parked.
+    entries = await stream.redis.xrange(stream.queue)
+    assert len(entries) == 5
+    copies = [fields[b"data"] for _, fields in entries[3:]]
+    assert first.task_id.encode() in copies[0]
+    assert second.task_id.encode() in copies[1]
+    copy = stream.broker.formatter.loads(copies[0])
+    copy.parse_labels()
+    assert copy.labels["blob"] == b"raw"  # typed as it was sent
+
+    await eventually(lambda: _len_pending(stream, 0), 5, "every delivery acknowledged")
+    assert await room(stream, cachify) == RoomStats(0, 0.0, 0, 0, 0)
+    assert await cachify.async_backend.pool_size(f"{cachify.prefix}r-pool") == 0
+
+
+async def test_a_hand_over_whose_publish_failed_is_published_by_the_sweep(
+    stream: Stream, cachify: Cachify, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    publish_one = Publisher.publish_one
+    failed: list[str] = []
+
+    async def fail_once(self: Publisher, entry_id: str, body: bytes) -> None:
+        if not failed:
+            failed.append(entry_id)
+            raise ConnectionError("broker away")
+        await publish_one(self, entry_id, body)
+
+    monkeypatch.setattr(Publisher, "publish_one", fail_once)
+    stream.start_worker(max_async_tasks=4)
+    holder = await stream.tasks["room_holder"].kiq()
+    await eventually(lambda: _len_pending(stream, 1), 5, "the holder is running")
+    waiter = await stream.tasks["room_waiter"].kiq(7)
+
+    async def parked() -> bool:
+        return (await room(stream, cachify)).parked == 1
+
+    await eventually(parked, 5, "the waiter parked")
+    stream.release_holder.set()
+    await holder.wait_result(check_interval=0.02, timeout=5)
+    assert failed  # the release's publish failed: the entry is handed over, nothing in the stream
+    assert (await room(stream, cachify)).handed == 1
+    assert await stream.length() == 2
+
+    # The worker's sweep publishes it again once its hand-over lease (10 s) is over.
+    result = await waiter.wait_result(check_interval=0.05, timeout=20)
+    assert result.return_value == 7
+    assert result.labels[RESERVATION_LABEL] == failed[0]
+    assert await stream.length() == 3
+    await eventually(lambda: _len_pending(stream, 0), 5, "every delivery acknowledged")
+    assert await room(stream, cachify) == RoomStats(0, 0.0, 0, 0, 0)
 
 
 async def _len_pending(stream: Stream, count: int) -> bool:

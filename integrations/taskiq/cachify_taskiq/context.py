@@ -22,11 +22,12 @@ from taskiq.message import TaskiqMessage
 
 from cachify_core.tasks import Admission, CachifyTaskOptionError, Delivery, Verdict
 
-from . import envelope
+from . import envelope, room
 from .requeue import PendingRequeue
 
 if TYPE_CHECKING:
     from .declaration import Declaration
+    from .room import Publisher
 
 __all__ = ["Run", "begin", "current", "end", "enter"]
 
@@ -46,18 +47,28 @@ class Run:
     outer: Run | None = None  #: a run this one is nested in (InMemoryBroker ``await_inplace``)
     token: contextvars.Token[Run | None] | None = None
     entered: bool = False  #: the wrapper took this run; a direct call inside the body is not it
-    skipped: bool = False  #: ended by cachify's NoResultError (a skip or a requeue), not the body's
+    skipped: bool = False  #: ended by cachify's NoResultError (a skip, park or requeue), not the body's
     requeue: PendingRequeue | None = None
     done: bool = False
 
     @classmethod
-    def of(cls, message: TaskiqMessage, declaration: Declaration) -> Run:
+    def of(cls, message: TaskiqMessage, declaration: Declaration, publisher: Publisher) -> Run:
         error = None
         try:
             policy = declaration.policy_received(message)
         except CachifyTaskOptionError as exc:
             policy, error = declaration.policies.declared, exc
-        delivery = Delivery(policy, message.task_id, (), {}, envelope.requeues(message.labels))
+        requeues = envelope.requeues(message.labels)
+        delivery = Delivery(
+            policy,
+            message.task_id,
+            (),
+            {},
+            requeues,
+            reservation=envelope.reservation(message.labels),
+            payload=lambda: room.payload(publisher.broker, message, requeues + 1),
+            publish=publisher.publish,
+        )
         return cls(message, declaration, delivery, asyncio.get_running_loop(), error)
 
     @property
@@ -73,8 +84,9 @@ class Run:
 
     def without_body(self, decision: Admission) -> Any:
         """The task's result for a verdict other than RUN: a value (a cache hit, a callable
-        ``pool_on_full``), or ``NoResultError`` (a skip, a requeue), so Taskiq stores nothing
-        and acknowledges."""
+        ``pool_on_full``), or ``NoResultError`` (a skip, a requeue, parked in the waiting room),
+        so Taskiq stores nothing and acknowledges. Only a requeue waits for a re-send of its
+        own; a parked delivery is published again by whoever hands it its slot."""
         if decision.verdict in (Verdict.CACHED, Verdict.RETURN):
             return decision.value
         if decision.verdict is Verdict.REQUEUE:

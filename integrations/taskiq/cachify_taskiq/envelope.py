@@ -9,6 +9,8 @@ worker's hooks run. So cachify's own labels are plain strings and ints:
 * :data:`OPTIONS_LABEL` (the core's ``OPTIONS_FIELD``): the message's validated option
   overrides as one JSON text, written by ``pre_send``. The worker reads per-message options
   from here only, never from the option labels themselves, whose types a re-send loses.
+* :data:`RESERVATION_LABEL` (the core's ``RESERVATION_FIELD``): the waiting-room entry id a
+  handed-over copy was given a slot for; a text. Kept by a requeue and a retry of that copy.
 * :data:`REPUBLISH_LABEL`, :data:`DUPLICATE_LABEL`: markers between ``pre_send`` and the
   wrapped ``kick``; removed before anything reaches a broker.
 """
@@ -25,10 +27,12 @@ from taskiq.message import TaskiqMessage
 from cachify_core.tasks import (
     OPTIONS_FIELD,
     REQUEUES_FIELD,
+    RESERVATION_FIELD,
     CachifyTaskOptionError,
     is_task_option,
     read_overrides,
     read_requeues,
+    read_reservation,
     write_overrides,
 )
 
@@ -37,17 +41,20 @@ __all__ = [
     "OPTIONS_LABEL",
     "REPUBLISH_LABEL",
     "REQUEUES_LABEL",
+    "RESERVATION_LABEL",
     "RETRIES_LABEL",
     "as_sent",
     "carried_options",
     "option_labels",
     "pop_label",
     "requeues",
+    "reservation",
     "write_options",
 ]
 
 REQUEUES_LABEL = REQUEUES_FIELD
 OPTIONS_LABEL = OPTIONS_FIELD
+RESERVATION_LABEL = RESERVATION_FIELD
 #: Put on cachify's own requeue and removed by ``pre_send``: a re-send, never refused.
 REPUBLISH_LABEL = "cachify_republish"
 #: Put by ``pre_send`` on a duplicate's message (value: the id it would have had); the wrapped
@@ -73,6 +80,10 @@ def pop_label(message: TaskiqMessage, name: str) -> Any:
 
 def requeues(labels: Mapping[str, Any]) -> int:
     return read_requeues(labels.get(REQUEUES_LABEL))
+
+
+def reservation(labels: Mapping[str, Any]) -> str | None:
+    return read_reservation(labels.get(RESERVATION_LABEL))
 
 
 def carried_options(labels: Mapping[str, Any]) -> Any:

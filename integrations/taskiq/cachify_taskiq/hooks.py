@@ -1,17 +1,6 @@
 """``CachifyMiddleware``: Taskiq's hooks translated onto the core's task lifecycle
 (:class:`~cachify_core.tasks.Delivery`; its docstring is the table of states and events).
 
-claim the dedup hold at ``kiq``    ``pre_send`` (a duplicate is marked; the wrapped ``kick``
-                                   skips it and ``kiq`` returns the holder's handle)
-give it back if the publish fails  the wrapped ``kick`` (:mod:`.broker_hooks`)
-cache check → dedup → pool slot    the task function's wrapper (:mod:`.wrapper`), where a run
-                                   can be skipped or answered without running its body
-store result, release slot, hold   ``post_execute``, after ``on_error`` so that a retry re-sent
-                                   by a retry middleware keeps its task's hold
-requeue after a backoff            a timer of this middleware (:mod:`.requeue`); the delivery's
-                                   ack waits for the re-send
-=================================  =============================================================
-=======
 =======================================  ========================================================
 Taskiq                                   cachify
 =======================================  ========================================================
@@ -25,7 +14,12 @@ the task function (:mod:`.wrapper`)      ``admit``; a ``CachifyPoolFullError`` f
 ``pre_send`` of the running task's id    ``retrying``: a retry middleware re-sends it
 ``post_execute`` (after ``on_error``)    ``succeeded`` or ``ended``; a requeue starts its
                                          timer (:mod:`.requeue`)
-the delivery's ack                       held until a requeue's re-send is published
+any event that releases a slot           its hand-overs are kicked at once, reserving their
+                                         waiting-room entry (:mod:`.room`)
+the delivery's ack                       at once for a parked delivery; held until a requeue's
+                                         re-send is published
+worker startup / shutdown                the waiting-room sweeper on the worker's loop starts /
+                                         stops
 =======================================  ========================================================
 """
 
@@ -42,7 +36,7 @@ from taskiq.result import TaskiqResult
 from taskiq.utils import maybe_awaitable
 
 from cachify_core.instance import Cachify
-from cachify_core.tasks import Claim, State, TaskPolicy, is_retry_of
+from cachify_core.tasks import Claim, State, TaskPolicy, handover, is_retry_of
 
 from . import broker_hooks, context, envelope, receiver_log
 from .arguments import worker_arguments
@@ -50,6 +44,7 @@ from .broker_hooks import Ack
 from .declaration import Declarations
 from .envelope import DUPLICATE_LABEL, REPUBLISH_LABEL, RETRIES_LABEL
 from .requeue import Requeuer
+from .room import FRAMEWORK_TAG, Publisher
 
 __all__ = ["CachifyMiddleware"]
 
@@ -75,6 +70,9 @@ class CachifyMiddleware(TaskiqMiddleware):
         #: later middleware's ``pre_send`` raising leaves its entry here, and the hold to once_ttl.)
         self._claims: dict[str, tuple[TaskPolicy, Claim]] = {}
         self._requeuer: Requeuer | None = None
+        self._publisher: Publisher | None = None
+        #: Whether this process started waiting-room sweepers (a worker's startup).
+        self._sweeping = False
         #: Whether workers run in this process (InMemoryBroker), so the memory backend will do.
         self._in_process = False
 
@@ -85,6 +83,7 @@ class CachifyMiddleware(TaskiqMiddleware):
         broker_hooks.install(broker, self)
         receiver_log.install()
         self._requeuer = Requeuer(broker)
+        self._publisher = Publisher(broker)
 
     async def startup(self) -> None:
         self._declarations.adopt_all()  # tasks declared some other way are validated here at the latest
@@ -92,10 +91,32 @@ class CachifyMiddleware(TaskiqMiddleware):
             for declaration in self._declarations:
                 declaration.policies.declared.require_shared_store(FRAMEWORK)
         self._check_idle_timeout()
+        if self.broker.is_worker_process or self._in_process:
+            self._start_sweepers()
 
     async def shutdown(self) -> None:
+        if self._sweeping:
+            self._sweeping = False
+            handover.stop_worker_sweepers()
         if self._requeuer is not None:
             await self._requeuer.flush()
+
+    def _start_sweepers(self) -> None:
+        """One sweeper on this worker's loop per Cachify instance a pooled task uses: it
+        publishes hand-overs whose publish was lost and moves a queue whose holder died. Nothing
+        on a store without waiting rooms."""
+        assert self._publisher is not None
+        seen: set[int] = set()
+        for declaration in self._declarations:
+            policy = declaration.policies.declared
+            if policy.options.pool_key is None:
+                continue
+            c = policy.cachify
+            if id(c) in seen:
+                continue
+            seen.add(id(c))
+            if handover.start_async_worker_sweeper(c, FRAMEWORK_TAG, self._publisher.publish_one) is not None:
+                self._sweeping = True
 
     def _check_idle_timeout(self) -> None:
         """A delivery held unacknowledged during its backoff longer than the broker's idle timeout
@@ -166,7 +187,8 @@ class CachifyMiddleware(TaskiqMiddleware):
     def pre_execute(self, message: TaskiqMessage) -> TaskiqMessage:
         declaration = self._declarations.find(message.task_name)
         if declaration is not None:
-            context.begin(context.Run.of(message, declaration))
+            assert self._publisher is not None
+            context.begin(context.Run.of(message, declaration, self._publisher))
         return message
 
     async def post_execute(self, message: TaskiqMessage, result: TaskiqResult[Any]) -> None:

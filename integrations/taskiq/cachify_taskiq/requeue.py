@@ -1,5 +1,10 @@
 """Requeue after a backoff: the delivery is released at once, its re-send waits on a timer.
 
+This is the fallback for a full pool: a pool whose waiting room parks the delivery needs none
+of it (:mod:`.room`). It serves a full pool that cannot park (``pool_max_waiting``
+reached, a store without waiting rooms), a ``CachifyPoolFullError`` raised by the body, and a
+store that cannot be reached (``on_store_error="defer"``).
+
 Neither Taskiq nor taskiq-redis delays a message, and sleeping in the task would hold one of
 the worker's ``max_async_tasks`` places for the whole backoff. So the run that found its pool
 full ends immediately (``NoResultError``: no result stored) and this module re-sends the task,
@@ -23,14 +28,14 @@ import asyncio
 import contextvars
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from taskiq.abc.broker import AsyncBroker
-from taskiq.kicker import AsyncKicker
 from taskiq.utils import maybe_awaitable
 
 from .broker_hooks import Ack
-from .envelope import REPUBLISH_LABEL, REQUEUES_LABEL
+from .envelope import REQUEUES_LABEL
+from .room import resend
 
 if TYPE_CHECKING:
     from .context import Run
@@ -99,13 +104,9 @@ class Requeuer:
         message, delivery = run.message, run.delivery
         delay_s = 0.5
         while True:
-            kicker: AsyncKicker[Any, Any] = (
-                AsyncKicker(task_name=message.task_name, broker=self._broker, labels=dict(message.labels))
-                .with_task_id(message.task_id)
-                .with_labels(**{REQUEUES_LABEL: delivery.requeues + 1, REPUBLISH_LABEL: True})
-            )
             try:
-                await kicker.kiq(*message.args, **message.kwargs)
+                # The copy keeps every label, a reservation included: it claims its slot.
+                await resend(self._broker, message, {REQUEUES_LABEL: delivery.requeues + 1})
                 break
             except Exception as exc:
                 if self._closing:

@@ -263,6 +263,9 @@ class ClientBackend:
     def rate_acquire(self, key: str, limits: Sequence[RateLimit], cost: int, consume: bool) -> RateCheck:
         raise _no_rates(self.name)
 
+    def rate_schedule(self, key: str, limits: Sequence[RateLimit], cost: int) -> RateCheck:
+        raise _no_rates(self.name)
+
     def wait(self, key: str, timeout_s: float) -> bool:
         time.sleep(max(timeout_s, 0.0))
         return False
@@ -395,6 +398,9 @@ class AsyncClientBackend:
     ) -> RateCheck:
         raise _no_rates(self.name)
 
+    async def rate_schedule(self, key: str, limits: Sequence[RateLimit], cost: int) -> RateCheck:
+        raise _no_rates(self.name)
+
     async def wait(self, key: str, timeout_s: float) -> bool:
         await asyncio.sleep(max(timeout_s, 0.0))
         return False
@@ -499,6 +505,9 @@ class ThreadedAsyncBackend:
     async def rate_acquire(
         self, key: str, limits: Sequence[RateLimit], cost: int, consume: bool
     ) -> RateCheck:
+        raise _no_rates(self.name)
+
+    async def rate_schedule(self, key: str, limits: Sequence[RateLimit], cost: int) -> RateCheck:
         raise _no_rates(self.name)
 
     async def wait(self, key: str, timeout_s: float) -> bool:

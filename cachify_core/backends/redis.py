@@ -15,6 +15,7 @@ pool_acquire            1    ``pool_acquire.lua`` (prune + count + add)
 pool_release            1    ``pool_release.lua`` (ZREM + wake)
 pool_extend / size      1    ``pool_extend.lua`` / ``pool_size.lua``
 rate_acquire            1    ``rate_acquire.lua`` (every limit of the call at once)
+rate_schedule           1    ``rate_acquire.lua``, mode 2 (counted at the earliest allowed time)
 wait                    1    BLPOP on the key's wake list, bounded by ``timeout_s``
 room_acquire            1    ``room_acquire.lua`` (Cluster: 2 when it parks)
 room_release            1    ``room_release.lua``
@@ -218,9 +219,11 @@ def _pool_release(key: str, token: str) -> _Call:
     return POOL_RELEASE, (k, k + ":waiting", k + ":wake"), (token,)
 
 
-def _rate_acquire(key: str, limits: Sequence[RateLimit], cost: int, consume: bool) -> _Call:
+def _rate_acquire(
+    key: str, limits: Sequence[RateLimit], cost: int, consume: bool, schedule: bool = False
+) -> _Call:
     k = _tag(key)
-    args: list[str | int | bytes] = [cost, 1 if consume else 0]
+    args: list[str | int | bytes] = [cost, 2 if schedule else 1 if consume else 0]
     for limit in limits:
         args += (limit.emission_us, limit.burst)
     return RATE_ACQUIRE, tuple(f"{k}:{limit.name}" for limit in limits), tuple(args)
@@ -502,6 +505,9 @@ class RedisBackend:
     def rate_acquire(self, key: str, limits: Sequence[RateLimit], cost: int, consume: bool) -> RateCheck:
         return _rate_check(self._script("rate_acquire", _rate_acquire(key, limits, cost, consume)))
 
+    def rate_schedule(self, key: str, limits: Sequence[RateLimit], cost: int) -> RateCheck:
+        return _rate_check(self._script("rate_schedule", _rate_acquire(key, limits, cost, True, True)))
+
     def wait(self, key: str, timeout_s: float) -> bool:
         try:
             return self._wire("BLPOP", _tag(key) + ":wake", _blpop_timeout(timeout_s)) is not None
@@ -703,6 +709,9 @@ class AsyncRedisBackend:
         self, key: str, limits: Sequence[RateLimit], cost: int, consume: bool
     ) -> RateCheck:
         return _rate_check(await self._script("rate_acquire", _rate_acquire(key, limits, cost, consume)))
+
+    async def rate_schedule(self, key: str, limits: Sequence[RateLimit], cost: int) -> RateCheck:
+        return _rate_check(await self._script("rate_schedule", _rate_acquire(key, limits, cost, True, True)))
 
     async def wait(self, key: str, timeout_s: float) -> bool:
         try:

@@ -5,9 +5,10 @@ and the handed-over copy runs on the slot reserved for it — on both backends o
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -39,6 +40,26 @@ async def event(delivery: Delivery, kind: str, name: str, *args: Any, **kwargs: 
     return await result if inspect.isawaitable(result) else result
 
 
+#: Deliveries of the running test: the ones still running are ended at teardown, so no lease of
+#: theirs goes on renewing into later tests.
+LIVE: list[Delivery] = []
+
+
+def live(delivery: Delivery) -> Delivery:
+    LIVE.append(delivery)
+    return delivery
+
+
+@pytest.fixture(autouse=True)
+def _end_runs() -> Iterator[None]:
+    yield
+    while LIVE:
+        d = LIVE.pop()
+        if d.state in (State.RUNNING, State.RAISED):
+            with contextlib.suppress(Exception):
+                d.ended()
+
+
 class Broker:
     """Stands for the integration: what it published, as (entry id, message) pairs."""
 
@@ -51,14 +72,16 @@ class Broker:
 
     def delivery(self, p: TaskPolicy, task_id: str, x: int, reservation: str | None = None) -> Delivery:
         message = {"id": task_id, "x": x}
-        return Delivery(
-            p,
-            task_id,
-            (x,),
-            {},
-            reservation=reservation,
-            payload=lambda: json.dumps(message).encode(),
-            publish=self.publish,
+        return live(
+            Delivery(
+                p,
+                task_id,
+                (x,),
+                {},
+                reservation=reservation,
+                payload=lambda: json.dumps(message).encode(),
+                publish=self.publish,
+            )
         )
 
     def redeliver(self, p: TaskPolicy) -> Delivery:
@@ -214,8 +237,8 @@ async def test_waiting_room_at_its_cap_backs_off_through_the_broker(cachify: Cac
 
 async def test_no_payload_means_backoff(cachify: Cachify, kind: str) -> None:
     p = policy(cachify, pool_key="p", pool_max_size=1)
-    await event(Delivery(p, "t0", (0,), {}), kind, "admit")
-    decision = await event(Delivery(p, "t1", (1,), {}), kind, "admit")
+    await event(live(Delivery(p, "t0", (0,), {})), kind, "admit")
+    decision = await event(live(Delivery(p, "t1", (1,), {})), kind, "admit")
     assert decision.verdict is Verdict.REQUEUE
 
 
@@ -227,7 +250,7 @@ async def test_a_failing_publisher_is_left_to_the_sweep(cachify: Cachify, kind: 
     def broken(handed: Sequence[Handover]) -> None:
         raise ConnectionError("broker down")
 
-    first = Delivery(p, "t0", (0,), {}, payload=lambda: b"{}", publish=broken)
+    first = live(Delivery(p, "t0", (0,), {}, payload=lambda: b"{}", publish=broken))
     await event(first, kind, "admit")
     await event(broker.delivery(p, "t1", 1), kind, "admit")
     await event(first, kind, "succeeded", 0)  # the publish failed: logged, not raised

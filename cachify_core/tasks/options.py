@@ -1,4 +1,4 @@
-"""Task options (``once_*``, ``pool_*``, ``cache_*``): parsing and validation, once for all
+"""Task options (``once_*``, ``rate_*``, ``pool_*``, ``cache_*``): parsing and validation, once for all
 three integrations. The contract is docs/TASK_OPTIONS.md; every mistake is reported when the
 task is declared, naming the task and the option.
 """
@@ -10,10 +10,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ..backends.base import DEFAULT_MAX_WAITING
+from ..backends.base import DEFAULT_MAX_WAITING, RateLimit
 from ..errors import CachifyError
 from ..keys import KeyTemplate
 from ..protocols import UNSET, UnsetType
+from ..rates import Rate, rate_limits
 
 __all__ = [
     "DEFAULT_ONCE_TTL_S",
@@ -22,6 +23,7 @@ __all__ = [
     "DEFAULT_STORE_BACKOFF_S",
     "OPTION_NAMES",
     "CachifyTaskOptionError",
+    "RateBound",
     "TaskOptions",
     "parse_task_options",
 ]
@@ -30,6 +32,7 @@ OnceMode = Literal["queued", "until_started", "running"]
 OnFull = Literal["requeue", "drop", "raise"] | Callable[..., Any]
 OnBackendError = Literal["call", "raise"]
 OnStoreError = Literal["defer", "fail", "run"]
+OnLimited = Literal["wait", "drop", "raise"] | Callable[..., Any]
 OnceOnStoreError = Literal["fail", "send"]
 
 #: An hour: long enough for a queue backlog, short enough that a lost message does not block
@@ -61,15 +64,35 @@ OPTION_NAMES = frozenset(
         "cache_on_backend_error",
         "once_on_store_error",
         "on_store_error",
+        "rate_key",
+        "rate",
+        "rate_cost",
+        "rate_keys",
+        "rate_on_limited",
     }
 )
-_PREFIXES = ("once_", "pool_", "cache_")
-#: Options that belong to no single feature.
-_GENERAL = frozenset({"on_store_error"})
+_PREFIXES = ("once_", "pool_", "cache_", "rate_")
+#: Options that belong to no single feature, or to one without its prefix.
+_GENERAL = frozenset({"on_store_error", "rate"})
+#: The frameworks' own options that look like ours: Celery's per-worker ``rate_limit``.
+_FOREIGN = frozenset({"rate_limit"})
 
 
 class CachifyTaskOptionError(CachifyError, ValueError):
     """A task option is unknown, missing a companion, or has a bad value."""
+
+
+@dataclass(frozen=True)
+class RateBound:
+    """One rate limit a task's runs go through: a key template and its limits (all apply)."""
+
+    key: KeyTemplate
+    rates: tuple[Rate, ...]
+    limits: tuple[RateLimit, ...]
+
+    @property
+    def text(self) -> str:
+        return ", ".join(str(r) for r in self.rates)
 
 
 @dataclass(frozen=True)
@@ -101,10 +124,27 @@ class TaskOptions:
     #: What a send does when its claim cannot reach the store: ``"fail"`` (raise, naming the
     #: task; nothing is sent) or ``"send"`` the message ungated (the run checks the hold again).
     once_on_store_error: OnceOnStoreError = "fail"
+    #: Global rate limits (``rate_key`` + ``rate``, and each of ``rate_keys``): all must admit.
+    rate_bounds: tuple[RateBound, ...] = ()
+    #: Units of every limit one run consumes.
+    rate_cost: int = 1
+    #: What a run the limits do not admit now does: ``"wait"`` (parked until its time),
+    #: ``"drop"``, ``"raise"`` (``CachifyRateLimitedError``), or a callable's value.
+    rate_on_limited: OnLimited = "wait"
 
     @property
     def active(self) -> bool:
-        return self.once_key is not None or self.pool_key is not None or self.cache_key is not None
+        return (
+            self.once_key is not None
+            or self.pool_key is not None
+            or self.cache_key is not None
+            or bool(self.rate_bounds)
+        )
+
+    @property
+    def uses_waiting_rooms(self) -> bool:
+        """Whether runs may wait in a waiting room (a pool, or a rate limit): workers sweep them."""
+        return self.pool_key is not None or bool(self.rate_bounds)
 
     @property
     def claims_at_enqueue(self) -> bool:
@@ -114,7 +154,7 @@ class TaskOptions:
 
 def is_task_option(name: str) -> bool:
     """Whether an option name belongs to cachify (so a typo of one is an error, not ignored)."""
-    return name.startswith(_PREFIXES) or name in _GENERAL
+    return (name.startswith(_PREFIXES) or name in _GENERAL) and name not in _FOREIGN
 
 
 def _seconds(task: str, name: str, value: Any) -> float:
@@ -151,6 +191,11 @@ def parse_task_options(task_name: str, func: Callable[..., Any], raw: Mapping[st
         orphans = sorted(k for k in given if k.startswith(group) and k != key and k not in standalone)
         if orphans and given.get(key) is None:
             raise CachifyTaskOptionError(f"task {task_name!r}: {', '.join(orphans)} given without {key}")
+    rate_orphans = sorted(k for k in given if k in ("rate", "rate_cost", "rate_on_limited"))
+    if rate_orphans and given.get("rate_key") is None and not given.get("rate_keys"):
+        raise CachifyTaskOptionError(
+            f"task {task_name!r}: {', '.join(rate_orphans)} given without rate_key (or rate_keys)"
+        )
 
     opts: dict[str, Any] = {"task_name": task_name}
     if given.get("once_key") is not None:
@@ -233,6 +278,8 @@ def parse_task_options(task_name: str, func: Callable[..., Any], raw: Mapping[st
             )
         opts["cache_on_backend_error"] = on_error
 
+    opts.update(_rate_options(task_name, func, given))
+
     on_store_error = given.get("on_store_error", "defer")
     if on_store_error not in ("defer", "fail", "run"):
         raise CachifyTaskOptionError(
@@ -242,3 +289,59 @@ def parse_task_options(task_name: str, func: Callable[..., Any], raw: Mapping[st
         )
     opts["on_store_error"] = on_store_error
     return TaskOptions(**opts)
+
+
+def _rate_options(task_name: str, func: Callable[..., Any], given: Mapping[str, Any]) -> dict[str, Any]:
+    """``rate_key`` + ``rate``, ``rate_keys``, ``rate_cost``, ``rate_on_limited``, validated."""
+    if given.get("rate_key") is None and not given.get("rate_keys"):
+        return {}
+    cost = given.get("rate_cost", 1)
+    if isinstance(cost, bool) or not isinstance(cost, int) or cost < 1:
+        raise CachifyTaskOptionError(
+            f"task {task_name!r}: rate_cost must be an int >= 1 (units of every limit one run uses), got {cost!r}"
+        )
+    pairs: list[tuple[str, Any, str]] = []  # (template, rate, the option it came from)
+    if given.get("rate_key") is not None:
+        if given.get("rate") is None:
+            raise CachifyTaskOptionError(
+                f"task {task_name!r}: rate_key needs rate, e.g. rate='10/s' or rate=['10/s', '1000/h']"
+            )
+        pairs.append((given["rate_key"], given["rate"], "rate"))
+    elif given.get("rate") is not None:
+        raise CachifyTaskOptionError(
+            f"task {task_name!r}: rate given without rate_key (rate_keys carry their own)"
+        )
+    keys = given.get("rate_keys")
+    if keys:
+        if isinstance(keys, (str, bytes)) or not isinstance(keys, (list, tuple)):
+            raise CachifyTaskOptionError(
+                f"task {task_name!r}: rate_keys must be a list of (key_template, rate) pairs, got {keys!r}"
+            )
+        for n, pair in enumerate(keys):
+            if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+                raise CachifyTaskOptionError(
+                    f"task {task_name!r}: rate_keys[{n}] must be a (key_template, rate) pair, got {pair!r}"
+                )
+            pairs.append((pair[0], pair[1], f"rate_keys[{n}]"))
+    bounds: list[RateBound] = []
+    seen: set[str] = set()
+    for template, rate, where in pairs:
+        name = "rate_key" if where == "rate" else where
+        key = _template(task_name, name, template, func, "rate")
+        if key.template in seen:
+            raise CachifyTaskOptionError(
+                f"task {task_name!r}: {name}: key template {key.template!r} is given twice; put both "
+                "rates in one list instead"
+            )
+        seen.add(key.template)
+        try:
+            rates, limits = rate_limits(f"task {task_name!r}: {where}", rate, None, cost)
+        except ValueError as exc:
+            raise CachifyTaskOptionError(str(exc)) from None
+        bounds.append(RateBound(key, rates, limits))
+    on_limited = given.get("rate_on_limited", "wait")
+    if not callable(on_limited) and on_limited not in ("wait", "drop", "raise"):
+        raise CachifyTaskOptionError(
+            f"task {task_name!r}: rate_on_limited must be 'wait', 'drop', 'raise' or a callable, got {on_limited!r}"
+        )
+    return {"rate_bounds": tuple(bounds), "rate_cost": cost, "rate_on_limited": on_limited}

@@ -38,6 +38,7 @@ from ..steps import Steps, run_async, run_blocking
 from ..tokens import new_token
 from . import logs
 from .options import DEFAULT_STORE_BACKOFF_S, TaskOptions
+from .rate_step import rate_cancel_steps, rate_release_steps, rate_steps
 
 __all__ = [
     "Admission",
@@ -108,6 +109,12 @@ class RunHandle:
     claimed: str | None = None
     #: Hand-overs the finish made: the integration publishes them (drained by the delivery).
     handed: list[Handover] = field(default_factory=list, repr=False)
+    #: A rate limiter's timed entry this run claimed when its time came (``rate_*``).
+    rate_room_key: str | None = None
+    rate_token: str | None = None
+    rate_room: RoomSettings | None = None
+    rate_claimed: str | None = None
+    rate_lease: leases.Lease | None = None
 
 
 @dataclass
@@ -161,7 +168,7 @@ class TaskPolicy:
     def _once_ttl_ms(self) -> int:
         return seconds_to_ms(self.options.once_ttl_s, "once_ttl") or 0
 
-    def _slot_ttl_ms(self) -> int:
+    def slot_ttl_ms(self) -> int:
         return seconds_to_ms(self.options.pool_slot_ttl_s, "pool_slot_ttl") or 0
 
     def _cache_ttl_ms(self, c: Cachify) -> int | None:
@@ -412,10 +419,22 @@ class TaskPolicy:
                     )
                     if events.sink is not None:
                         events.sink.acquired("once", self.label("once_key"), o.task_name, task_id)
+            if o.rate_bounds:
+                limited, settled = yield from rate_steps(
+                    self, c, handle, args, kwargs, reservation, payload, asyncio, started_key
+                )
+                if limited is not None:
+                    if settled:  # parked, or a duplicate hand-over: holds already seen to
+                        return limited
+                    requeued = limited.verdict is Verdict.REQUEUE
+                    yield from self._release_steps(handle, keep_queued_hold=requeued)
+                    if not requeued:
+                        yield from self.unclaim_steps(task_id, started_key)
+                    return limited
             if o.pool_key is not None:
                 slot_key = self._key(c, "pool_key", args, kwargs)
                 assert slot_key is not None
-                token, slot_ttl = slot_token or new_token(), self._slot_ttl_ms()
+                token, slot_ttl = slot_token or new_token(), self.slot_ttl_ms()
                 backend = c.async_backend if asyncio else c.sync_backend
                 parks = payload is not None and o.pool_on_full == "requeue" and o.pool_max_waiting > 0
                 room = None
@@ -429,7 +448,9 @@ class TaskPolicy:
                         events.sink.room_parked(self.label("pool_key"), o.task_name, entry_id, c, slot_key)
                     if status is RoomStatus.PARKED or status is RoomStatus.DUPLICATE:
                         return (
-                            yield from self._not_running_steps(handle, status, started_key, slot_key, handed)
+                            yield from self.parked_or_duplicate_steps(
+                                handle, status, started_key, slot_key, handed
+                            )
                         )
                     if status is RoomStatus.FULL and parks:
                         logs.room_full(o.task_name, task_id, slot_key, o.pool_max_waiting)
@@ -480,11 +501,11 @@ class TaskPolicy:
         return RoomSettings(
             registry=registry_key(c.prefix),
             max_size=o.pool_max_size,
-            slot_ttl_ms=self._slot_ttl_ms(),
+            slot_ttl_ms=self.slot_ttl_ms(),
             max_waiting=o.pool_max_waiting,
         )
 
-    def _not_running_steps(
+    def parked_or_duplicate_steps(
         self,
         handle: RunHandle,
         status: RoomStatus,
@@ -523,7 +544,10 @@ class TaskPolicy:
     ) -> Steps[tuple[Handover, ...]]:
         """A handed-over copy that will not run (a cache hit, a duplicate): its entry leaves the
         waiting room and its reserved slot goes to the next one in line (1 round trip)."""
-        if reservation is None or self.options.pool_key is None:
+        if reservation is None:
+            return ()
+        yield from rate_cancel_steps(self, c, reservation, args, kwargs)
+        if self.options.pool_key is None:
             return ()
         slot_key = self._key(c, "pool_key", args, kwargs)
         assert slot_key is not None
@@ -561,6 +585,8 @@ class TaskPolicy:
                         "pool", self.label("pool_key"), self.options.task_name, slot_token, ok
                     )
         finally:  # a failed slot release must not keep the hold for once_ttl too
+            if handle.rate_room_key is not None:
+                yield from rate_release_steps(handle, retry)
             if once_key is not None:
                 ttl = self._once_ttl_ms()
                 mode = self.options.once_mode

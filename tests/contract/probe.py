@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 #: Upper bound of every wait in the contract suite, in seconds.
@@ -28,6 +28,7 @@ class Entry:
     x: int
     task_id: str
     attempt: int
+    at: float = field(default_factory=time.monotonic)  #: when the body was entered
 
 
 #: Every probe of the running test, so its teardown can open their gates (a failed assertion

@@ -83,6 +83,12 @@ ROWS: dict[str, Row] = {
     ),
     "17": Row("one log vocabulary on logger cachify.tasks, naming task, id and key"),
     "18": Row("task cache_key with the store unreachable: fail open by default, or raise", stores=("dead",)),
+    "19": Row(
+        "a full pool parks the task in its waiting room; each freed slot goes to the oldest",
+        QUEUED,
+        why_not="celery-eager: no broker to come back through, a full pool waits in place (row 8)",
+    ),
+    "20": Row("rate_key: a limited task waits for its time in the room and runs once, retries untouched"),
 }
 
 #: Publish paths of row 15, per framework (each a call in the driver's ``publish_paths``).

@@ -168,7 +168,7 @@ class CachifyTask(Task):  # type: ignore[misc]  # celery ships no type informati
         requeues = requeues_of(request)
         app = self.app
         parks = not request.is_eager  # nothing comes back through a broker: a full pool waits here
-        if parks and policy.options.pool_key is not None:
+        if parks and policy.options.uses_waiting_rooms:
             ensure_sweeper(app, policy.cachify)
         while True:
             delivery = Delivery(

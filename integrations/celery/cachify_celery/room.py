@@ -99,7 +99,7 @@ def start_for_app(app: Any) -> None:
     seen: set[int] = set()
     for task in list(app.tasks.values()):
         policies = getattr(type(task), "_cachify_policies", None)
-        if policies is None or policies.declared.options.pool_key is None:
+        if policies is None or not policies.declared.options.uses_waiting_rooms:
             continue
         try:
             instance = policies.declared.cachify

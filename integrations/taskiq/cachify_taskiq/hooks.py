@@ -102,21 +102,19 @@ class CachifyMiddleware(TaskiqMiddleware):
             await self._requeuer.flush()
 
     def _start_sweepers(self) -> None:
-        """One sweeper on this worker's loop per Cachify instance a pooled task uses: it
-        publishes hand-overs whose publish was lost and moves a queue whose holder died. Nothing
-        on a store without waiting rooms."""
-        assert self._publisher is not None
-        seen: set[int] = set()
+        """One sweeper on this worker's loop per Cachify instance a pooled or rate-limited task
+        uses: it publishes hand-overs whose publish was lost, timed entries when their time
+        comes, and moves a queue whose holder died. Nothing on a store without waiting rooms.
+        Tasks declared after startup start theirs at their first delivery."""
         for declaration in self._declarations:
             policy = declaration.policies.declared
-            if policy.options.pool_key is None:
-                continue
-            c = policy.cachify
-            if id(c) in seen:
-                continue
-            seen.add(id(c))
-            if handover.start_async_worker_sweeper(c, FRAMEWORK_TAG, self._publisher.publish_one) is not None:
-                self._sweeping = True
+            if policy.options.uses_waiting_rooms:
+                self._ensure_sweeper(policy.cachify)
+
+    def _ensure_sweeper(self, c: Cachify) -> None:
+        assert self._publisher is not None
+        if handover.start_async_worker_sweeper(c, FRAMEWORK_TAG, self._publisher.publish_one) is not None:
+            self._sweeping = True
 
     def _check_idle_timeout(self) -> None:
         """A delivery held unacknowledged during its backoff longer than the broker's idle timeout
@@ -189,6 +187,9 @@ class CachifyMiddleware(TaskiqMiddleware):
         if declaration is not None:
             assert self._publisher is not None
             context.begin(context.Run.of(message, declaration, self._publisher))
+            policy = declaration.policies.declared
+            if policy.options.uses_waiting_rooms and (self.broker.is_worker_process or self._in_process):
+                self._ensure_sweeper(policy.cachify)  # once per process and instance
         return message
 
     async def post_execute(self, message: TaskiqMessage, result: TaskiqResult[Any]) -> None:

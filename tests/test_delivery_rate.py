@@ -1,0 +1,267 @@
+"""The ``rate_*`` task options in the delivery lifecycle: a run the limits do not admit now is
+parked as a timed entry, counted at its own future time, published again by the sweep at that
+time (never earlier), and runs without a second count — on both backends, blocking and asyncio."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pytest
+
+from cachify_core import Cachify, CachifyRateLimitedError, rooms
+from cachify_core.backends.base import Handover
+from cachify_core.tasks import (
+    CachifyTaskOptionError,
+    Delivery,
+    State,
+    TaskPolicy,
+    Verdict,
+    parse_task_options,
+)
+
+TASK = "tasks.geocode"
+
+
+def geocode(tenant: str, x: int = 0) -> int:
+    return x
+
+
+def policy(cachify: Cachify, **raw: Any) -> TaskPolicy:
+    return TaskPolicy(parse_task_options(TASK, geocode, raw), cachify)
+
+
+@pytest.fixture(params=["sync", "async"])
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+async def event(delivery: Delivery, kind: str, name: str, *args: Any, **kwargs: Any) -> Any:
+    if kind == "sync":
+        return getattr(delivery, name)(*args, **kwargs)
+    result = getattr(delivery, "a" + name)(*args, **kwargs)
+    return await result if inspect.isawaitable(result) else result
+
+
+#: Deliveries of the running test: the ones still running are ended at teardown, so no lease of
+#: theirs goes on renewing into later tests.
+LIVE: list[Delivery] = []
+
+
+def live(delivery: Delivery) -> Delivery:
+    LIVE.append(delivery)
+    return delivery
+
+
+@pytest.fixture(autouse=True)
+def _end_runs() -> Iterator[None]:
+    yield
+    while LIVE:
+        d = LIVE.pop()
+        if d.state in (State.RUNNING, State.RAISED):
+            with contextlib.suppress(Exception):
+                d.ended()
+
+
+class Broker:
+    """Stands for the integration: what it published, as (entry id, message) pairs."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+
+    def publish(self, handed: Sequence[Handover]) -> None:
+        for h in handed:
+            self.sent.append((h.entry_id, json.loads(h.payload)))
+
+    def delivery(self, p: TaskPolicy, task_id: str, tenant: str, reservation: str | None = None) -> Delivery:
+        message = {"id": task_id, "tenant": tenant}
+        return live(
+            Delivery(
+                p,
+                task_id,
+                (tenant,),
+                {},
+                reservation=reservation,
+                payload=lambda: json.dumps(message).encode(),
+                publish=self.publish,
+            )
+        )
+
+    def redeliver(self, p: TaskPolicy) -> Delivery:
+        entry_id, message = self.sent.pop(0)
+        return self.delivery(p, message["id"], message["tenant"], reservation=entry_id)
+
+    def sweep(self, c: Cachify) -> None:
+        self.publish(rooms.sweep(c))
+
+
+def supports(cachify: Cachify) -> None:
+    if not cachify.sync_backend.supports_waiting_room:
+        pytest.skip("store without waiting rooms")
+
+
+def wait_for(broker: Broker, c: Cachify, count: int, within_s: float) -> float:
+    """Sweep until ``count`` hand-overs came (bounded); the time it took."""
+    began = time.monotonic()
+    while len(broker.sent) < count:
+        assert time.monotonic() - began < within_s, f"{len(broker.sent)} of {count} hand-overs"
+        broker.sweep(c)
+        time.sleep(0.01)
+    return time.monotonic() - began
+
+
+async def test_a_limited_run_parks_until_its_time_and_runs_uncounted(cachify: Cachify, kind: str) -> None:
+    supports(cachify)
+    p = policy(cachify, rate_key="geo-{tenant}", rate="4/s")  # burst 4, then one per 250 ms
+    broker = Broker()
+    for i in range(4):
+        d = broker.delivery(p, f"t{i}", "acme")
+        assert (await event(d, kind, "admit")).verdict is Verdict.RUN
+        await event(d, kind, "succeeded", i)
+    late = [broker.delivery(p, f"t{i}", "acme") for i in (4, 5)]
+    for d in late:
+        decision = await event(d, kind, "admit")
+        assert (decision.verdict, d.state) == (Verdict.PARKED, State.ENDED)
+    broker.sweep(cachify)
+    assert broker.sent == []  # not due yet: never published early
+    took = wait_for(broker, cachify, 1, 2.0)
+    assert 0.15 < took < 0.6  # its own time (~250 ms after the burst), not earlier
+    copy = broker.redeliver(p)
+    assert copy.task_id == "t4"
+    assert (await event(copy, kind, "admit")).verdict is Verdict.RUN  # no second count
+    await event(copy, kind, "succeeded", 4)
+    wait_for(broker, cachify, 1, 2.0)
+    second = broker.redeliver(p)
+    assert second.task_id == "t5"
+    assert (await event(second, kind, "admit")).verdict is Verdict.RUN
+    await event(second, kind, "succeeded", 5)
+    # Another tenant has a limit of its own.
+    other = broker.delivery(p, "o1", "globex")
+    assert (await event(other, kind, "admit")).verdict is Verdict.RUN
+    await asyncio.sleep(0.3)
+    broker.sweep(cachify)
+    assert broker.sent == []  # claimed entries are not published again
+
+
+async def test_a_duplicate_copy_of_a_claimed_timed_entry_does_not_run(cachify: Cachify, kind: str) -> None:
+    supports(cachify)
+    p = policy(cachify, rate_key="geo-{tenant}", rate="1/s")
+    broker = Broker()
+    first = broker.delivery(p, "t0", "acme")
+    await event(first, kind, "admit")
+    await event(broker.delivery(p, "t1", "acme"), kind, "admit")
+    wait_for(broker, cachify, 1, 2.5)
+    entry_id, message = broker.sent[0]
+    copy = broker.redeliver(p)
+    assert (await event(copy, kind, "admit")).verdict is Verdict.RUN
+    twin = broker.delivery(p, message["id"], message["tenant"], reservation=entry_id)
+    assert (await event(twin, kind, "admit")).verdict is Verdict.SKIP
+    await event(copy, kind, "succeeded", 1)
+
+
+@pytest.mark.parametrize("mode", ["drop", "raise", "callable"])
+async def test_rate_on_limited(cachify: Cachify, kind: str, mode: str) -> None:
+    on_limited: Any = (lambda tenant, x=0: f"later-{tenant}") if mode == "callable" else mode
+    p = policy(
+        cachify, once_key="g-{tenant}-{x}", rate_key="geo-{tenant}", rate="1/m", rate_on_limited=on_limited
+    )
+    broker = Broker()
+    p.claim("t0", ("acme",), {})
+    await event(broker.delivery(p, "t0", "acme"), kind, "admit")
+    p.claim("t1", ("acme", 1), {})
+    d = live(Delivery(p, "t1", ("acme", 1), {}, payload=lambda: b"{}", publish=broker.publish))
+    if mode == "raise":
+        with pytest.raises(CachifyRateLimitedError) as caught:
+            await event(d, kind, "admit")
+        assert 55 < caught.value.retry_after_s <= 60
+    else:
+        decision = await event(d, kind, "admit")
+        expected = Verdict.SKIP if mode == "drop" else Verdict.RETURN
+        assert decision.verdict is expected
+        if mode == "callable":
+            assert decision.value == "later-acme"
+    # the run will not happen: its hold went with it
+    assert not p.claim("t2", ("acme", 1), {}).duplicate
+
+
+async def test_without_a_payload_it_backs_off_for_the_reported_time(cachify: Cachify, kind: str) -> None:
+    p = policy(cachify, rate_key="geo-{tenant}", rate="1/s")
+    await event(live(Delivery(p, "t0", ("acme",), {})), kind, "admit")
+    decision = await event(live(Delivery(p, "t1", ("acme",), {})), kind, "admit")
+    assert decision.verdict is Verdict.REQUEUE
+    assert 0.5 < decision.delay_s <= 1.0
+
+
+async def test_rate_then_pool_counts_once(cachify: Cachify, kind: str) -> None:
+    supports(cachify)
+    p = policy(cachify, rate_key="geo-{tenant}", rate="2/s", pool_key="p", pool_max_size=1)
+    broker = Broker()
+    first = broker.delivery(p, "t0", "acme")
+    assert (await event(first, kind, "admit")).verdict is Verdict.RUN
+    second = broker.delivery(p, "t1", "acme")
+    assert (await event(second, kind, "admit")).verdict is Verdict.PARKED  # rate ok, pool full
+    await event(first, kind, "succeeded", 0)
+    copy = broker.redeliver(p)  # the pool's hand-over: its rate was counted already
+    assert (await event(copy, kind, "admit")).verdict is Verdict.RUN
+    await event(copy, kind, "succeeded", 1)
+    # The limiter saw exactly two runs: a third is refused now.
+    third = broker.delivery(p, "t2", "acme")
+    assert (await event(third, kind, "admit")).verdict is Verdict.PARKED
+
+
+async def test_global_and_per_tenant_bounds_both_apply(cachify: Cachify, kind: str) -> None:
+    supports(cachify)
+    p = policy(cachify, rate_keys=[("geo-{tenant}", "2/m"), ("geo-all", "3/m")])
+    broker = Broker()
+    verdicts = []
+    for n, tenant in enumerate(["a", "a", "a", "b", "c"]):
+        verdicts.append((await event(broker.delivery(p, f"t{n}", tenant), kind, "admit")).verdict)
+    # a: 2 per tenant; the global 3 then refuses c (b was the third)
+    assert verdicts == [Verdict.RUN, Verdict.RUN, Verdict.PARKED, Verdict.RUN, Verdict.PARKED]
+
+
+async def test_cache_hit_of_a_timed_copy_leaves_the_room(cachify: Cachify, kind: str) -> None:
+    supports(cachify)
+    p = policy(cachify, rate_key="geo-{tenant}", rate="1/s", cache_key="c-{tenant}")
+    broker = Broker()
+    first = broker.delivery(p, "t0", "acme")
+    await event(first, kind, "admit")
+    await event(broker.delivery(p, "t1", "acme"), kind, "admit")
+    await event(first, kind, "succeeded", 42)  # cached now
+    wait_for(broker, cachify, 1, 2.5)
+    copy = broker.redeliver(p)
+    hit = await event(copy, kind, "admit")
+    assert (hit.verdict, hit.value) == (Verdict.CACHED, 42)
+    stats = cachify.sync_backend.room_stats(cachify.prefix + "geo-acme-rate-room")
+    assert (stats.parked, stats.handed, stats.timed) == (0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"rate_key": "geo-{tenant}", "rate": "10/x"}, "rate '10/x' is not"),
+        ({"rate_key": "geo-{tenant}", "rate": "0/s"}, "count must be >= 1"),
+        ({"rate_key": "geo-{tenant}", "rate": "1/s", "rate_cost": -1}, "rate_cost must be an int >= 1"),
+        ({"rate_key": "geo-{tenant}", "rate": "1/s", "rate_cost": 5}, "exceeds the burst"),
+        ({"rate": "1/s"}, "given without rate_key"),
+        ({"rate_key": "geo-{tenant}"}, "rate_key needs rate"),
+        ({"rate_key": "geo-{nope}", "rate": "1/s"}, "rate_key"),
+        ({"rate_keys": [("a", "1/s"), "b"]}, "rate_keys[1] must be a (key_template, rate) pair"),
+        ({"rate_key": "g", "rate": "1/s", "rate_on_limited": "later"}, "rate_on_limited must be"),
+        ({"rate_keyz": "g"}, "unknown option"),
+    ],
+)
+def test_bad_rate_options_fail_at_declaration(raw: dict[str, Any], message: str) -> None:
+    with pytest.raises(CachifyTaskOptionError) as caught:
+        parse_task_options(TASK, geocode, raw)
+    assert TASK in str(caught.value)
+    assert message in str(caught.value)
+
+
+def test_celery_rate_limit_is_not_ours() -> None:
+    assert parse_task_options(TASK, geocode, {"rate_limit": "10/s"}).rate_bounds == ()

@@ -162,7 +162,10 @@ STATIC_TYPES = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css
 
 def _asset(name: str) -> str:
     return (
-        resources.files(__package__ or "cachify_core.dashboard").joinpath("static").joinpath(name).read_text("utf-8")
+        resources.files(__package__ or "cachify_core.dashboard")
+        .joinpath("static")
+        .joinpath(name)
+        .read_text("utf-8")
     )
 
 

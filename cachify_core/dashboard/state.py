@@ -183,6 +183,9 @@ class Collector:
         self.max_caches = max_caches
         self.burst = burst
         self._lock = threading.Lock()
+        #: A pool's size as its waiting room last stored it (``:conf`` goes with the room's
+        #: last entry), so an emptied room's pool still shows ``1/2``, not ``1/?``.
+        self._sizes: OrderedDict[str, int] = OrderedDict()
 
     def collect(self) -> Snapshot:
         with self._lock:
@@ -206,6 +209,14 @@ class Collector:
 
     def _pool(self, p: ops.Pool, now_s: float) -> dict[str, Any]:
         row = asdict(p)
+        row["max_size_remembered"] = False
+        if p.max_size is not None:
+            self._sizes[p.key] = p.max_size
+            self._sizes.move_to_end(p.key)
+            while len(self._sizes) > self.history.max_pools:
+                self._sizes.popitem(last=False)
+        elif p.key in self._sizes:
+            row["max_size"], row["max_size_remembered"] = self._sizes[p.key], True
         row["history"] = [[round(t - now_s, 1), n] for t, n in self.history.series(p.key)]
         return row
 

@@ -67,15 +67,18 @@
     const b = el("button", { cls: cls + (step ? " armed" : ""), data: { action: labels[0] } }, labels[step]);
     b.type = "button";
     b.addEventListener("click", () => {
-      const next = step + 1;
+      // the state at click time: this button may be older than the last render
+      const now = armed.get(id);
+      const next = (now && now.until > Date.now() ? now.step : 0) + 1;
       if (next >= labels.length) {
         armed.delete(id);
         b.disabled = true;
         fire();
       } else {
         armed.set(id, { step: next, until: Date.now() + ARM_MS });
+        b.textContent = labels[next];
+        b.classList.add("armed");
       }
-      render();
     });
     return b;
   }
@@ -136,6 +139,7 @@
       ),
     );
     if (max === null) card.append(el("div", { cls: "muted" }, "size not stored (only a waiting room stores it)"));
+    else if (p.max_size_remembered) card.append(el("div", { cls: "muted" }, "size as its waiting room last stored it"));
     const body = el("tbody");
     for (const s of p.slots) {
       const cells = [

@@ -264,10 +264,6 @@ def test_pool_with_parked_workers_live_and_released_from_the_page(
                 expect(card.locator(".occupancy")).to_have_text("2/2")
                 expect(card.locator(".parked")).to_have_text("3")
                 expect(page.locator("#conn")).to_have_text("live")
-                shot = os.environ.get("CACHIFY_DASHBOARD_SCREENSHOT")
-                if shot:
-                    page.wait_for_timeout(4000)  # a few sparkline points
-                    page.screenshot(path=shot, full_page=True)
 
                 # a worker finishes: room_release hands its slot over; the page follows live
                 worker = next(i for i in range(3) if raw.get(f"{prefix}holding:{i}"))
@@ -291,6 +287,10 @@ def test_pool_with_parked_workers_live_and_released_from_the_page(
                 expect(card.locator(f'tr.slot[data-holder="{holder}"]')).to_have_count(0)
                 assert raw.zscore(pool_key, holder) is None
                 wait_for("the worker saw its slot go", lambda: raw.llen(prefix + "lost") == 1)
+                shot = os.environ.get("CACHIFY_DASHBOARD_SCREENSHOT")
+                if shot:  # the picture in the README: the pool under load, a few seconds of history
+                    page.wait_for_timeout(3000)
+                    page.screenshot(path=shot, full_page=True)
 
                 # a hold: compare-and-delete against the holder shown
                 row = page.locator("tr.hold", has=page.locator("td.key", has_text=prefix + "nightly-lock"))

@@ -92,14 +92,15 @@ def metrics_hits(prefix: str) -> tuple[str, dict[str, tuple[int, int]]]:
 
 
 class History:
-    """Occupancy samples of each pool over the last ``window_s`` seconds, in this process's
+    """Samples ``(time, slots in use, entries parked)`` of each pool over the last ``window_s``
+    seconds, in this process's
     memory (lost on restart). A pool not seen for ``window_s`` is dropped; at most
     ``max_pools`` pools are kept (the least recently seen dropped first)."""
 
     def __init__(self, window_s: float = 300.0, max_pools: int = 200) -> None:
         self.window_s = window_s
         self.max_pools = max_pools
-        self._series: OrderedDict[str, deque[tuple[float, int]]] = OrderedDict()
+        self._series: OrderedDict[str, deque[tuple[float, int, int]]] = OrderedDict()
 
     def add(self, now_s: float, pools: list[ops.Pool]) -> None:
         seen = {p.key for p in pools}
@@ -108,19 +109,19 @@ class History:
             if series is None:
                 series = self._series[p.key] = deque()
             self._series.move_to_end(p.key)
-            series.append((now_s, p.in_use))
+            series.append((now_s, p.in_use, p.room.parked if p.room else 0))
         for key in list(self._series):
             series = self._series[key]
             if key not in seen:
-                series.append((now_s, 0))  # gone from the store: nothing in use
+                series.append((now_s, 0, 0))  # gone from the store: nothing in use
             while series and series[0][0] < now_s - self.window_s:
                 series.popleft()
-            if not series or all(n == 0 for _, n in series):
+            if not series or all(n == 0 and w == 0 for _, n, w in series):
                 del self._series[key]
         while len(self._series) > self.max_pools:
             self._series.popitem(last=False)
 
-    def series(self, key: str) -> list[tuple[float, int]]:
+    def series(self, key: str) -> list[tuple[float, int, int]]:
         return list(self._series.get(key, ()))
 
 
@@ -217,7 +218,7 @@ class Collector:
                 self._sizes.popitem(last=False)
         elif p.key in self._sizes:
             row["max_size"], row["max_size_remembered"] = self._sizes[p.key], True
-        row["history"] = [[round(t - now_s, 1), n] for t, n in self.history.series(p.key)]
+        row["history"] = [[round(t - now_s, 1), n, w] for t, n, w in self.history.series(p.key)]
         return row
 
     def _cache(self, stats: ops.CacheStats, hits: dict[str, tuple[int, int]]) -> dict[str, Any]:

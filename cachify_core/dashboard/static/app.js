@@ -90,6 +90,8 @@
     else say(`not released: ${what} is no longer held by the holder shown (refresh and look again)`, true);
   }
 
+  // Slots in use (solid) and entries waiting (dashed) over the history kept by the server;
+  // the x axis spans the samples there are (at least 10 s), up to the server's window.
   function sparkline(history, windowS, max) {
     const w = 160, h = 28;
     const svg = document.createElementNS(SVG, "svg");
@@ -97,18 +99,22 @@
     svg.setAttribute("width", String(w));
     svg.setAttribute("height", String(h));
     svg.setAttribute("viewBox", `0 0 ${w} ${h}`);
-    const top = Math.max(max || 0, 1, ...history.map((p) => p[1]));
-    const pts = history.map(([dt, n]) => {
-      const x = Math.max(0, Math.min(w, ((windowS + dt) / windowS) * w));
-      const y = h - 2 - (n / top) * (h - 4);
-      return `${x.toFixed(1)},${y.toFixed(1)}`;
-    });
-    if (pts.length === 1) pts.push(`${w},${pts[0].split(",")[1]}`);
-    const line = document.createElementNS(SVG, "polyline");
-    line.setAttribute("points", pts.join(" "));
-    svg.append(line);
+    const span = Math.min(windowS, Math.max(10, ...history.map((p) => -p[0])));
+    const top = Math.max(max || 0, 1, ...history.map((p) => Math.max(p[1], p[2])));
+    for (const [index, cls] of [[2, "waiting"], [1, "used"]]) {
+      const pts = history.map((p) => {
+        const x = Math.max(0, Math.min(w, ((span + p[0]) / span) * w));
+        const y = h - 2 - (p[index] / top) * (h - 4);
+        return `${x.toFixed(1)},${y.toFixed(1)}`;
+      });
+      if (pts.length === 1) pts.unshift(`${Math.max(0, parseFloat(pts[0]) - 2)},${pts[0].split(",")[1]}`);
+      const line = document.createElementNS(SVG, "polyline");
+      line.setAttribute("class", cls);
+      line.setAttribute("points", pts.join(" "));
+      svg.append(line);
+    }
     const title = document.createElementNS(SVG, "title");
-    title.textContent = `slots in use over the last ${Math.round(windowS / 60)} min (peak ${top})`;
+    title.textContent = `slots in use (solid) and waiting (dashed), last ${Math.round(span)} s; top ${top}`;
     svg.append(title);
     return svg;
   }

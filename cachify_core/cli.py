@@ -184,7 +184,8 @@ def _limits_table(records: Sequence[ops.Limit]) -> Table:
 @click.pass_context
 def main(ctx: click.Context, url: str | None, prefix: str, cluster: bool | None) -> None:
     """Look at and step into what cachify stores on Redis: holds, pools, waiting rooms, rate
-    limits, caches. Reads use SCAN on every master and change nothing."""
+    limits, caches. Reads use SCAN on every master and change nothing; `dashboard` serves the
+    same live on a web page."""
     settings = _Settings(url, prefix, cluster)
     ctx.obj = settings
     ctx.call_on_close(lambda: settings.store.close() if settings.store is not None else None)
@@ -449,6 +450,103 @@ def top(ctx: click.Context, pattern: str, interval: float, burst: int | None) ->
                     live.update(_top_view(store, pattern, burst), refresh=True)
         except KeyboardInterrupt:
             pass
+
+
+# -- dashboard ---------------------------------------------------------------------------------
+@main.command()
+@click.option("--url", "local_url", metavar="URL", help="As the group's --url (either place works).")
+@click.option("--prefix", "local_prefix", help="As the group's --prefix (either place works).")
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Address to bind; not loopback needs --token."
+)
+@click.option("--port", type=click.IntRange(1, 65535), default=8765, show_default=True)
+@click.option(
+    "--allow-writes",
+    is_flag=True,
+    help="Show release and cache-clear buttons and accept them (off: read-only, writes get 403).",
+)
+@click.option(
+    "--token",
+    envvar="CACHIFY_DASHBOARD_TOKEN",
+    metavar="T",
+    help="Every request must carry it (open /?token=T once); required off loopback. Env: CACHIFY_DASHBOARD_TOKEN.",
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.1, max=1.0),
+    default=1.0,
+    show_default=True,
+    help="Seconds between reads of the store (and page updates).",
+)
+@click.option(
+    "--history",
+    "history_s",
+    type=click.FloatRange(min=10, max=3600),
+    default=300,
+    show_default=True,
+    help="Seconds of pool occupancy the sparklines keep (in this process's memory).",
+)
+@click.option("--burst", type=click.IntRange(min=1), help="As for `limits`.")
+@click.pass_context
+def dashboard(
+    ctx: click.Context,
+    local_url: str | None,
+    local_prefix: str | None,
+    host: str,
+    port: int,
+    allow_writes: bool,
+    token: str | None,
+    interval: float,
+    history_s: float,
+    burst: int | None,
+) -> None:
+    """Serve a live web dashboard (the `dashboard` extra): pools and waiting rooms, holds, rate
+    limits, caches, updated every second; with --allow-writes, release and cache-clear buttons.
+    Binds loopback unless --host says otherwise (then --token is required). See docs/DASHBOARD.md."""
+    import logging
+
+    try:
+        import uvicorn
+
+        from .dashboard import check_bind
+        from .dashboard.app import create_app
+    except ImportError as exc:
+        raise click.ClickException(
+            f"the dashboard needs Starlette and uvicorn ({exc}): pip install 'cachify-tasks[dashboard]'"
+        ) from None
+    try:
+        check_bind(host, token or None)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    settings: _Settings = ctx.find_root().obj
+    if local_url:
+        settings.url = local_url
+    if local_prefix is not None:
+        settings.prefix = local_prefix
+    with _errors():
+        store = _store(ctx)
+        store.client.ping()
+        app = create_app(
+            store,
+            allow_writes=allow_writes,
+            token=token or None,
+            interval_s=interval,
+            history_s=history_s,
+            burst=burst,
+        )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    logger = logging.getLogger("cachify.dashboard")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(
+        f"cachify dashboard on http://{shown}:{port}/{'?token=...' if token else ''} "
+        f"({'writes allowed' if allow_writes else 'read-only'}; {store.name}, prefix {store.prefix!r}); Ctrl-C stops",
+        err=True,
+    )
+    # No access log: a first visit's URL carries the token.
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=2)
 
 
 if __name__ == "__main__":  # pragma: no cover

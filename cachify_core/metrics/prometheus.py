@@ -94,6 +94,17 @@ class PrometheusRecorder(Recorder):
     def _verdict(self, task: str, verdict: str) -> None:
         self._verdicts.labels(task, verdict).inc()
 
+    def totals(self, event: str) -> dict[str, float]:
+        """This process's count of ``event`` (a name in ``COUNTERS``) so far, summed per ``key``
+        label over kinds and tasks (read by the dashboard for cache hit rates)."""
+        sums: dict[str, float] = {}
+        for family in self._counters[event].collect():
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    key = sample.labels.get("key", "")
+                    sums[key] = sums.get(key, 0.0) + sample.value
+        return sums
+
     def unregister(self) -> None:
         """Take every cachify metric off the registry (what :func:`~cachify_core.metrics.disable` does)."""
         for collector in (

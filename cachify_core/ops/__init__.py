@@ -2,7 +2,7 @@
 command line (and a dashboard), with no UI in it.
 
 * :mod:`.store`: :func:`connect` / :class:`Store` (the masters to SCAN, server time, key names);
-* :mod:`.reads`: :func:`holds`, :func:`pools`, :func:`limits`, :func:`cache_stats`: plain
+* :mod:`.reads`: :func:`holds`, :func:`pools`, :func:`limits`, :func:`cache_stats` (:func:`cache_namespaces` lists them): plain
   frozen dataclasses, read-only (SCAN, never KEYS; every master of a Redis Cluster);
 * :mod:`.writes`: :func:`release`, :func:`plan_release` / :func:`apply_release`,
   :func:`cache_clear`, each through the backend primitive the library uses.
@@ -18,6 +18,7 @@ from .reads import (
     Room,
     Slot,
     cache_namespace,
+    cache_namespaces,
     cache_stats,
     holds,
     limits,
@@ -50,6 +51,7 @@ __all__ = [
     "apply_release",
     "cache_clear",
     "cache_namespace",
+    "cache_namespaces",
     "cache_stats",
     "connect",
     "holds",

@@ -26,7 +26,7 @@ from typing import Any
 
 from ..backends.base import RoomStats
 from ..rates import Rate
-from .store import Node, Store, glob_escape, split_key, tag_key
+from .store import Node, Store, glob_escape, split_key, tag_key, untag
 
 __all__ = [
     "NO_EXPIRY_MS",
@@ -38,6 +38,7 @@ __all__ = [
     "Room",
     "Slot",
     "cache_namespace",
+    "cache_namespaces",
     "cache_stats",
     "holds",
     "limits",
@@ -370,3 +371,24 @@ def cache_stats(store: Store, template: str) -> CacheStats:
     current = sum(1 for r in replies if isinstance(r, bytes) and r == head)
     stale = sum(1 for r in replies if isinstance(r, bytes) and r and r != head)
     return CacheStats(ns, gen, fill, current, stale, node.name)
+
+
+_CACHE_TAG_END = "-cached}:"
+
+
+def cache_namespaces(store: Store, pattern: str = "*") -> list[str]:
+    """The namespaces (``PYC-report-{day}-cached``) that hold an entry or a generation under the
+    store's prefix, whose template (``report-{day}``) matches ``pattern``: what to pass to
+    :func:`cache_stats`. One SCAN of the prefix on every master."""
+    matches = _matcher(pattern)
+    found: set[str] = set()
+    for node in store.nodes():
+        for stored in node.scan(store.prefix_match("*")):
+            end = stored.find(_CACHE_TAG_END) if stored.startswith("{") else -1
+            if end < 0:
+                continue
+            ns = untag(stored[: end + len(_CACHE_TAG_END) - 1])
+            template = _name(store, ns, "-cached")
+            if template and matches(template):
+                found.add(ns)
+    return sorted(found)

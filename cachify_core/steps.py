@@ -5,7 +5,10 @@ running the user's function). Policy code yields steps and receives their result
 blocking driver calls each step with the sync backend, the asyncio driver awaits it with the
 async backend. So everything that does no I/O — keys, TTLs, branching, error handling —
 exists in one copy, and the two drivers below are the only twins. A :class:`Sleep` step
-waits without calling the backend (``time.sleep`` / ``asyncio.sleep``).
+waits without calling the backend (``time.sleep`` / ``asyncio.sleep``). A :class:`Batch` step
+makes several primitive calls that do not depend on each other's results at once: the
+backend's ``batch`` sends them in one round trip where it can (a single Redis server), one
+after the other elsewhere.
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ import time
 from collections.abc import Callable, Coroutine, Generator, Sequence
 from typing import Any, Protocol, TypeVar
 
-from .backends.base import RateLimit, RoomSettings
+from .backends.base import Call, RateLimit, RoomSettings
 from .waiting import WaitPlan
 
 __all__ = [
+    "Batch",
+    "Call",
     "Primitives",
     "Sleep",
     "Step",
@@ -73,6 +78,7 @@ class Primitives(Protocol):
     def wait(self, key: str, timeout_s: float) -> Any: ...
 
     def rate_acquire(self, key: str, limits: Sequence[RateLimit], cost: int, consume: bool) -> Any: ...
+
     def rate_schedule(self, key: str, limits: Sequence[RateLimit], cost: int) -> Any: ...
 
     def room_acquire(
@@ -103,10 +109,49 @@ class Primitives(Protocol):
 
     def rooms(self, registry: str) -> Any: ...
 
+    def batch(self, calls: Sequence[Call]) -> Any: ...
+
 
 #: One backend call (or any I/O, such as running the user's function, which ignores the backend).
 Step = Callable[[Primitives], Any]
 Steps = Generator[Step, Any, T]
+
+
+class _Recorder:
+    """Stands for the backend while a batched step runs: records the call it makes."""
+
+    __slots__ = ("call",)
+
+    def __init__(self) -> None:
+        self.call: Call | None = None
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        def record(*args: Any) -> None:
+            self.call = Call(name, args)
+
+        return record
+
+
+class Batch:
+    """Steps whose calls do not depend on one another, made together; the generator receives
+    their results as a tuple, in order. Each step must make exactly one primitive call, with
+    positional arguments (a step written as for a plain ``yield``: ``lambda b: b.<primitive>(...)``,
+    so its name and arguments are type-checked the same way)."""
+
+    __slots__ = ("calls",)
+
+    def __init__(self, *steps: Step) -> None:
+        calls = []
+        for step in steps:
+            recorder = _Recorder()
+            step(recorder)  # it records instead of calling
+            if recorder.call is None:
+                raise TypeError("a batched step must call one backend primitive")
+            calls.append(recorder.call)
+        self.calls: tuple[Call, ...] = tuple(calls)
+
+    def __call__(self, backend: Primitives) -> Any:
+        raise TypeError("a Batch step is run by run_blocking or run_async, not called")
 
 
 class Sleep:
@@ -130,6 +175,8 @@ def run_blocking(steps: Steps[T], backend: Primitives) -> T:
                 if isinstance(step, Sleep):
                     time.sleep(step.delay_s)
                     result = None
+                elif isinstance(step, Batch):
+                    result = tuple(backend.batch(step.calls))
                 else:
                     result = step(backend)
             except BaseException as exc:
@@ -146,7 +193,13 @@ async def run_async(steps: Steps[T], backend: Primitives) -> T:
         step = next(steps)
         while True:
             try:
-                result = await (asyncio.sleep(step.delay_s) if isinstance(step, Sleep) else step(backend))
+                if isinstance(step, Sleep):
+                    await asyncio.sleep(step.delay_s)
+                    result = None
+                elif isinstance(step, Batch):
+                    result = tuple(await backend.batch(step.calls))
+                else:
+                    result = await step(backend)
             except BaseException as exc:
                 step = steps.throw(exc)
             else:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 __all__ = [
     "DEFAULT_HANDOVER_LEASE_MS",
@@ -41,6 +41,7 @@ __all__ = [
     "HANDOVER_BATCH",
     "AsyncBackend",
     "CacheRead",
+    "Call",
     "Handover",
     "RateCheck",
     "RateLimit",
@@ -51,7 +52,26 @@ __all__ = [
     "RoomStatus",
     "RoomSweep",
     "SyncBackend",
+    "acall_each",
+    "call_each",
 ]
+
+
+class Call(NamedTuple):
+    """One primitive call of a ``batch``: ``backend.<name>(*args)``."""
+
+    name: str
+    args: tuple[Any, ...]
+
+
+def call_each(backend: object, calls: Sequence[Call]) -> list[Any]:
+    """A ``batch`` made one call after the other (backends that cannot pipeline)."""
+    return [getattr(backend, call.name)(*call.args) for call in calls]
+
+
+async def acall_each(backend: object, calls: Sequence[Call]) -> list[Any]:
+    """The asyncio twin of :func:`call_each`."""
+    return [await getattr(backend, call.name)(*call.args) for call in calls]
 
 
 class CacheRead(NamedTuple):
@@ -459,6 +479,13 @@ class SyncBackend(Protocol):
         (one read; empty while nothing waits anywhere)."""
         ...
 
+    def batch(self, calls: Sequence[Call]) -> list[Any]:
+        """Make ``calls`` (primitive calls that do not depend on each other) and return their
+        results in order: in one round trip on a single Redis server, one after the other on
+        Redis Cluster and the other backends. A call that raises raises out of the batch (the
+        others may have happened: each is atomic on its own, the batch is not)."""
+        ...
+
 
 class AsyncBackend(Protocol):
     name: str
@@ -532,3 +559,5 @@ class AsyncBackend(Protocol):
     async def room_stats(self, key: str) -> RoomStats: ...
 
     async def rooms(self, registry: str) -> tuple[str, ...]: ...
+
+    async def batch(self, calls: Sequence[Call]) -> list[Any]: ...

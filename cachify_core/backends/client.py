@@ -40,6 +40,7 @@ from ..errors import CachifyBackendError, CachifyInitError, CachifyUnsupportedEr
 from ..protocols import AsyncClient, SyncClient
 from .base import (
     CacheRead,
+    Call,
     RateCheck,
     RateLimit,
     RoomAdmission,
@@ -48,6 +49,8 @@ from .base import (
     RoomStats,
     RoomStatus,
     RoomSweep,
+    acall_each,
+    call_each,
 )
 
 __all__ = ["AsyncClientBackend", "ClientBackend", "ThreadedAsyncBackend"]
@@ -308,6 +311,9 @@ class ClientBackend:
     def room_stats(self, key: str) -> RoomStats:
         return _EMPTY_ROOM
 
+    def batch(self, calls: Sequence[Call]) -> list[Any]:
+        return call_each(self, calls)
+
     def rooms(self, registry: str) -> tuple[str, ...]:
         return ()
 
@@ -443,6 +449,9 @@ class AsyncClientBackend:
     async def room_stats(self, key: str) -> RoomStats:
         return _EMPTY_ROOM
 
+    async def batch(self, calls: Sequence[Call]) -> list[Any]:
+        return await acall_each(self, calls)
+
     async def rooms(self, registry: str) -> tuple[str, ...]:
         return ()
 
@@ -551,6 +560,9 @@ class ThreadedAsyncBackend:
 
     async def room_stats(self, key: str) -> RoomStats:
         return _EMPTY_ROOM
+
+    async def batch(self, calls: Sequence[Call]) -> list[Any]:
+        return await acall_each(self, calls)
 
     async def rooms(self, registry: str) -> tuple[str, ...]:
         return ()

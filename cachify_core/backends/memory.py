@@ -35,10 +35,12 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Any
 
 from .base import (
     HANDOVER_BATCH,
     CacheRead,
+    Call,
     Handover,
     RateCheck,
     RateLimit,
@@ -48,6 +50,7 @@ from .base import (
     RoomStats,
     RoomStatus,
     RoomSweep,
+    call_each,
 )
 
 __all__ = ["DEFAULT_MAX_ENTRIES", "AsyncMemoryBackend", "MemoryStore"]
@@ -674,6 +677,9 @@ class MemoryStore:
             parked = len(state.queue) + back
             return RoomStats(parked, wait_s, len(state.handed) - back, len(state.timed), len(state.watch))
 
+    def batch(self, calls: Sequence[Call]) -> list[Any]:
+        return call_each(self, calls)
+
     def rooms(self, registry: str) -> tuple[str, ...]:
         with self._mutex:
             return tuple(sorted(self._registries.get(registry, ())))
@@ -861,6 +867,9 @@ class AsyncMemoryBackend:
 
     async def room_stats(self, key: str) -> RoomStats:
         return self.store.room_stats(key)
+
+    async def batch(self, calls: Sequence[Call]) -> list[Any]:
+        return self.store.batch(calls)
 
     async def rooms(self, registry: str) -> tuple[str, ...]:
         return self.store.rooms(registry)

@@ -58,6 +58,7 @@ from ..errors import CachifyBackendError, CachifyInitError
 from .base import (
     HANDOVER_BATCH,
     CacheRead,
+    Call,
     Handover,
     RateCheck,
     RateLimit,
@@ -67,6 +68,8 @@ from .base import (
     RoomStats,
     RoomStatus,
     RoomSweep,
+    acall_each,
+    call_each,
 )
 from .wire import AsyncWire, SyncWire
 
@@ -363,6 +366,92 @@ def _rooms_reply(reply: Any) -> tuple[str, ...]:
     return tuple(_text(member) for member in reply)
 
 
+# -- batches: several primitive calls in one round trip (a single server) --------------------
+#
+# Each batchable primitive as (what it sends, how its reply reads): a script call, or a plain
+# command, and the same reply parser its method uses. Room primitives are batched only on a
+# single server, where their scripts keep the registry themselves (on Cluster a batch is made
+# call by call, each on its key's node).
+
+
+def _is_one(reply: Any) -> bool:
+    return int(reply) == 1
+
+
+def _room_admission(reply: Any) -> RoomAdmission:
+    r = _room_reply(reply)
+    return RoomAdmission(_ROOM_STATUS[r.code], r.handed)
+
+
+def _room_released(reply: Any) -> RoomRelease:
+    r = _room_reply(reply)
+    return RoomRelease(r.code == 1, r.handed)
+
+
+_Request = tuple["_Script | None", tuple[Any, ...], Callable[[Any], Any]]
+
+
+def _request(call: Call) -> _Request | None:
+    """``call`` as one request on a single server (script or command, its reply's parser), or
+    ``None`` for a primitive that is not batched (it is then made on its own)."""
+    name, a = call
+    if name == "cache_get":
+        return None, _cache_get(*a), _cache_read
+    if name == "cache_set":
+        return (*_script_args(_cache_set(*a)), _is_one)
+    if name == "lock_extend":
+        key, token, ttl_ms = a
+        return LOCK_EXTEND, ((_tag(key),), (token, ttl_ms or 0)), _is_one
+    if name == "lock_release":
+        return (*_script_args(_lock_release(a[0], a[1], False)), _is_one)
+    if name == "lock_acquire" and not a[3]:
+        return None, _set_nx(a[0], a[1], a[2]), bool
+    if name == "pool_release":
+        return (*_script_args(_pool_release(*a)), _is_one)
+    if name == "room_acquire":
+        key, token, entry_id, payload, room, reservation = (*a, None)[:6]
+        return (
+            *_script_args(_room_acquire(key, token, entry_id, payload, room, reservation, room.registry)),
+            _room_admission,
+        )
+    if name == "room_release":
+        key, token, room, claimed = (*a, None)[:4]
+        return (*_script_args(_room_release(key, token, room, claimed, room.registry)), _room_released)
+    if name == "room_cancel":
+        key, entry_id, room = a
+        return (*_script_args(_room_cancel(key, entry_id, room, room.registry)), _room_released)
+    if name == "rate_acquire":
+        return (*_script_args(_rate_acquire(*a)), _rate_check)
+    if name == "rate_schedule":
+        return (*_script_args(_rate_acquire(a[0], a[1], a[2], True, True)), _rate_check)
+    return None
+
+
+def _script_args(call: _Call) -> tuple[_Script, tuple[tuple[str, ...], tuple[Any, ...]]]:
+    script, keys, args = call
+    return script, (keys, args)
+
+
+def _wire_command(script: _Script | None, body: tuple[Any, ...], source: bool = False) -> tuple[Any, ...]:
+    if script is None:
+        return body
+    keys, args = body
+    return (
+        ("EVAL", script.source, len(keys), *keys, *args)
+        if source
+        else ("EVALSHA", script.sha, len(keys), *keys, *args)
+    )
+
+
+def _parsed(op: str, server: str, requests: list[_Request], replies: list[Any]) -> list[Any]:
+    out = []
+    for (_, _, parse), reply in zip(requests, replies, strict=True):
+        if isinstance(reply, Exception):  # that call's error reply (the others were made)
+            raise _fail(op, server, reply) from reply
+        out.append(parse(reply))
+    return out
+
+
 def _unlisted(key: str, exc: BaseException) -> None:
     logger.warning(
         "cachify: parked in %s but could not list the room in the registry (%s): a release still "
@@ -591,6 +680,22 @@ class RedisBackend:
     def room_stats(self, key: str) -> RoomStats:
         return _room_stats_reply(self._script("room_stats", _room_stats(key)))
 
+    def batch(self, calls: Sequence[Call]) -> list[Any]:
+        requests = [_request(call) for call in calls] if self._wire.lean and not self._cluster else None
+        if requests is None or any(r is None for r in requests) or len(calls) < 2:
+            return call_each(self, calls)
+        ready = [r for r in requests if r is not None]
+        op = "batch of " + ", ".join(call.name for call in calls)
+        try:
+            replies = self._wire.pipeline([_wire_command(script, body) for script, body, _ in ready])
+            for i, reply in enumerate(replies):  # a script the server has not cached yet: once more
+                if isinstance(reply, self._no_script):
+                    script, body, _ = ready[i]
+                    replies[i] = self._wire(*_wire_command(script, body, source=True))
+        except self._errors as exc:
+            raise _fail(op, self.name, exc) from exc
+        return _parsed(op, self.name, ready, replies)
+
     def rooms(self, registry: str) -> tuple[str, ...]:
         return _rooms_reply(self._command("rooms", "ZRANGE", _tag(registry), 0, -1))
 
@@ -798,6 +903,23 @@ class AsyncRedisBackend:
 
     async def room_stats(self, key: str) -> RoomStats:
         return _room_stats_reply(await self._script("room_stats", _room_stats(key)))
+
+    async def batch(self, calls: Sequence[Call]) -> list[Any]:
+        wire = self._wire
+        requests = [_request(call) for call in calls] if wire.lean and not self._cluster else None
+        if requests is None or any(r is None for r in requests) or len(calls) < 2:
+            return await acall_each(self, calls)
+        ready = [r for r in requests if r is not None]
+        op = "batch of " + ", ".join(call.name for call in calls)
+        try:
+            replies = await wire.pipeline([_wire_command(script, body) for script, body, _ in ready])
+            for i, reply in enumerate(replies):
+                if isinstance(reply, self._no_script):
+                    script, body, _ = ready[i]
+                    replies[i] = await wire(*_wire_command(script, body, source=True))
+        except self._errors as exc:
+            raise _fail(op, self.name, exc) from exc
+        return _parsed(op, self.name, ready, replies)
 
     async def rooms(self, registry: str) -> tuple[str, ...]:
         return _rooms_reply(await self._command("rooms", "ZRANGE", _tag(registry), 0, -1))

@@ -10,7 +10,10 @@ most of an operation's cost, so the Redis backend sends through these wires:
 * a connection idle for over a second is checked before use (``can_read``: the server may have
   closed it), and one that raised is disconnected, never reused mid-reply;
 * a fork empties the stack (sockets are not shared with a child);
-* cluster clients, and anything that is not a plain ``redis.Redis``, use ``execute_command``.
+* cluster clients, and anything that is not a plain ``redis.Redis``, use ``execute_command``;
+* :meth:`SyncWire.pipeline` / :meth:`AsyncWire.pipeline` send several commands in one write
+  and read their replies in order (one round trip); a command's error reply is returned in
+  its place (the connection stays in step), a broken connection raises.
 
 No retries: a command that fails on a live connection may have run, and re-running a lock or
 pool script could take a second slot; the caller gets ``CachifyBackendError`` instead.
@@ -25,6 +28,9 @@ import time
 from typing import Any
 
 __all__ = ["AsyncWire", "SyncWire"]
+
+#: Replies of a pipeline: each command's reply, or the ``ResponseError`` it answered with.
+Replies = list[Any]
 
 #: A connection unused for longer than this is checked before use (one poll syscall).
 IDLE_CHECK_S = 1.0
@@ -82,6 +88,12 @@ class SyncWire(_Wire):
                 conn.disconnect()  # reconnects on the next send
         return conn
 
+    def _give(self, conn: Any) -> None:
+        if len(self._idle) < MAX_IDLE:
+            self._idle.append((conn, _now()))
+        else:
+            conn.disconnect()
+
     def __call__(self, *args: Any) -> Any:
         if not self.lean:
             return self.client.execute_command(*args)
@@ -92,11 +104,28 @@ class SyncWire(_Wire):
         except BaseException:
             conn.disconnect()
             raise
-        if len(self._idle) < MAX_IDLE:
-            self._idle.append((conn, _now()))
-        else:
-            conn.disconnect()
+        self._give(conn)
         return reply
+
+    def pipeline(self, commands: list[tuple[Any, ...]]) -> Replies:
+        """Send ``commands`` in one write, read their replies (only on a lean wire)."""
+        from redis.exceptions import ResponseError
+
+        assert self.lean, "pipeline() needs a plain redis.Redis client"
+        conn = self._take()
+        replies: Replies = []
+        try:
+            conn.send_packed_command(conn.pack_commands(commands))
+            for _ in commands:
+                try:
+                    replies.append(conn.read_response())
+                except ResponseError as exc:  # that command's error reply: the rest follow
+                    replies.append(exc)
+        except BaseException:
+            conn.disconnect()
+            raise
+        self._give(conn)
+        return replies
 
 
 class AsyncWire(_Wire):
@@ -125,6 +154,18 @@ class AsyncWire(_Wire):
                 await conn.disconnect()
         return conn
 
+    async def _give(self, conn: Any) -> None:
+        if len(self._idle) < MAX_IDLE:
+            self._idle.append((conn, _now()))
+        else:
+            await conn.disconnect()
+
+    @staticmethod
+    async def _drop(conn: Any) -> None:
+        # Cancelled or failed mid-reply: the socket may hold a partial reply; drop it.
+        with contextlib.suppress(BaseException):  # already failing; the original error matters
+            await asyncio.shield(conn.disconnect(nowait=True))
+
     async def __call__(self, *args: Any) -> Any:
         if not self.lean:
             return await self.client.execute_command(*args)
@@ -133,12 +174,27 @@ class AsyncWire(_Wire):
             await conn.send_command(*args)
             reply = await conn.read_response()
         except BaseException:
-            # Cancelled or failed mid-reply: the socket may hold a partial reply; drop it.
-            with contextlib.suppress(BaseException):  # already failing; the original error matters
-                await asyncio.shield(conn.disconnect(nowait=True))
+            await self._drop(conn)
             raise
-        if len(self._idle) < MAX_IDLE:
-            self._idle.append((conn, _now()))
-        else:
-            await conn.disconnect()
+        await self._give(conn)
         return reply
+
+    async def pipeline(self, commands: list[tuple[Any, ...]]) -> Replies:
+        """The asyncio twin of :meth:`SyncWire.pipeline`."""
+        from redis.exceptions import ResponseError
+
+        assert self.lean, "pipeline() needs a plain redis.asyncio.Redis client"
+        conn = await self._take()
+        replies: Replies = []
+        try:
+            await conn.send_packed_command(conn.pack_commands(commands))
+            for _ in commands:
+                try:
+                    replies.append(await conn.read_response())
+                except ResponseError as exc:
+                    replies.append(exc)
+        except BaseException:
+            await self._drop(conn)
+            raise
+        await self._give(conn)
+        return replies

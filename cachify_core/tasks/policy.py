@@ -34,11 +34,11 @@ from ..metrics import events
 from ..protocols import UnsetType
 from ..rooms import registry_key
 from ..serialization import CachifySerializationError
-from ..steps import Steps, run_async, run_blocking
+from ..steps import Batch, Step, Steps, run_async, run_blocking
 from ..tokens import new_token
 from . import logs
 from .options import DEFAULT_STORE_BACKOFF_S, TaskOptions
-from .rate_step import rate_cancel_steps, rate_release_steps, rate_steps
+from .rate_step import rate_cancel_steps, rate_steps
 
 __all__ = [
     "Admission",
@@ -556,67 +556,81 @@ class TaskPolicy:
         handed: tuple[Handover, ...] = got.handed
         return handed
 
-    def _release_steps(self, handle: RunHandle, keep_queued_hold: bool, retry: bool = False) -> Steps[None]:
-        """Release what ``handle`` holds. A queued-mode hold is kept (refreshed to ``once_ttl``)
-        when the same task id will run again: a retry, or a requeue after a full pool. A
-        running-mode hold is kept across a retry too: the retry may already be running under
-        the same id (a retry is published before this run ends), and releasing by id would
-        pull the hold from under it."""
+    def _release_steps(
+        self, handle: RunHandle, keep_queued_hold: bool, retry: bool = False, first: Step | None = None
+    ) -> Steps[None]:
+        """Release what ``handle`` holds, in one batch (one round trip on a single Redis server),
+        after ``first`` (the result's store, at finish). A queued-mode hold is kept (refreshed
+        to ``once_ttl``) when the same task id will run again: a retry, or a requeue after a
+        full pool. A running-mode hold is kept across a retry too: the retry may already be
+        running under the same id (a retry is published before this run ends), and releasing
+        by id would pull the hold from under it. A retry keeps carrying a reservation it
+        claimed: it must take the claim over, not be taken for a duplicate of it."""
+        o = self.options
         leases.end(handle.slot_lease)
         leases.end(handle.once_lease)
+        leases.end(handle.rate_lease)
         slot_key, slot_token, once_key = handle.slot_key, handle.slot_token, handle.once_key
-        handle.slot_key = handle.once_key = None  # released at most once, even if a step fails
+        rate_key, rate_token, rate_room = handle.rate_room_key, handle.rate_token, handle.rate_room
+        handle.slot_key = handle.once_key = handle.rate_room_key = None  # released at most once
         room = handle.room
-        try:
-            if slot_key is not None and slot_token is not None and room is not None:
-                # A retry keeps carrying the reservation: it must take the claim over, not be
-                # taken for a duplicate of it.
+        steps: list[Step] = [] if first is None else [first]
+        kinds: list[str] = [] if first is None else ["first"]
+        if slot_key is not None and slot_token is not None:
+            if room is not None:
                 claimed = None if retry else handle.claimed
-                got = yield lambda b: b.room_release(slot_key, slot_token, room, claimed)
-                handle.handed.extend(got.handed)
-                if events.sink is not None:
-                    events.sink.released(
-                        "pool", self.label("pool_key"), self.options.task_name, slot_token, got.released
-                    )
-            elif slot_key is not None and slot_token is not None:
-                ok = yield lambda b: b.pool_release(slot_key, slot_token)
-                if events.sink is not None:
-                    events.sink.released(
-                        "pool", self.label("pool_key"), self.options.task_name, slot_token, ok
-                    )
-        finally:  # a failed slot release must not keep the hold for once_ttl too
-            if handle.rate_room_key is not None:
-                yield from rate_release_steps(handle, retry)
-            if once_key is not None:
+                steps.append(lambda b: b.room_release(slot_key, slot_token, room, claimed))
+                kinds.append("room")
+            else:
+                steps.append(lambda b: b.pool_release(slot_key, slot_token))
+                kinds.append("pool")
+        if rate_key is not None and rate_token is not None and rate_room is not None:
+            rate_claimed = None if retry else handle.rate_claimed
+            steps.append(lambda b: b.room_release(rate_key, rate_token, rate_room, rate_claimed))
+            kinds.append("rate")
+        if once_key is not None:
+            if (keep_queued_hold and o.once_mode == "queued") or (retry and o.once_mode == "running"):
                 ttl = self._once_ttl_ms()
-                mode = self.options.once_mode
-                if (keep_queued_hold and mode == "queued") or (retry and mode == "running"):
-                    yield lambda b: b.lock_extend(once_key, handle.task_id, ttl)
-                else:
-                    ok = yield lambda b: b.lock_release(once_key, handle.task_id)
-                    if events.sink is not None:
-                        events.sink.released(
-                            "once", self.label("once_key"), self.options.task_name, handle.task_id, ok
-                        )
+                steps.append(lambda b: b.lock_extend(once_key, handle.task_id, ttl))
+                kinds.append("extend")
+            else:
+                steps.append(lambda b: b.lock_release(once_key, handle.task_id))
+                kinds.append("hold")
+        if not steps:
+            return
+        results = (yield Batch(*steps)) if len(steps) > 1 else ((yield steps[0]),)
+        for kind, got in zip(kinds, results, strict=True):
+            if kind in ("room", "rate"):
+                handle.handed.extend(got.handed)
+            if events.sink is None:
+                continue
+            if kind == "room":
+                events.sink.released(
+                    "pool", self.label("pool_key"), o.task_name, slot_token or "", got.released
+                )
+            elif kind == "pool":
+                events.sink.released("pool", self.label("pool_key"), o.task_name, slot_token or "", got)
+            elif kind == "hold":
+                events.sink.released("once", self.label("once_key"), o.task_name, handle.task_id, got)
 
     def finish_steps(self, handle: RunHandle, outcome: Outcome, result: Any) -> Steps[None]:
+        """Store a successful result and release everything: one batch (1 round trip on a
+        single Redis server; one call per feature elsewhere)."""
         if handle.finished:
             return
         handle.finished = True
         c, ns, cache_key, gen = handle.cachify, handle.cache_ns, handle.cache_key, handle.cache_gen
-        try:
-            if outcome == "success" and cache_key is not None:
-                try:
-                    data = c.codec.pack(result, f"task {self.options.task_name!r} {cache_key!r}")
-                except CachifySerializationError as exc:
-                    logger.error("cachify: %s; result not cached", exc)
-                else:
-                    ttl = self._cache_ttl_ms(c)
-                    yield lambda b: b.cache_set(ns, cache_key, data, ttl, gen)
-        finally:
-            yield from self._release_steps(
-                handle, keep_queued_hold=outcome == "retry", retry=outcome == "retry"
-            )
+        store: Step | None = None
+        if outcome == "success" and cache_key is not None:
+            try:
+                data = c.codec.pack(result, f"task {self.options.task_name!r} {cache_key!r}")
+            except CachifySerializationError as exc:
+                logger.error("cachify: %s; result not cached", exc)
+            else:
+                ttl = self._cache_ttl_ms(c)
+                store = lambda b: b.cache_set(ns, cache_key, data, ttl, gen)  # noqa: E731
+        retry = outcome == "retry"
+        yield from self._release_steps(handle, keep_queued_hold=retry, retry=retry, first=store)
 
     def _release_lost_steps(
         self,

@@ -383,6 +383,10 @@ class SyncBackend(Protocol):
     # -- waiting rooms (see the section above) ----------------------------------------------
     #: ``False``: this backend cannot park atomically; ``room_*`` mutations raise.
     supports_waiting_room: bool
+    @property
+    def pipelines(self) -> bool:
+        """Whether ``batch`` makes its calls in one round trip (a single Redis server)."""
+        ...
 
     def room_acquire(
         self,
@@ -529,6 +533,9 @@ class AsyncBackend(Protocol):
     async def wait(self, key: str, timeout_s: float) -> bool: ...
 
     supports_waiting_room: bool
+
+    @property
+    def pipelines(self) -> bool: ...
 
     async def room_acquire(
         self,

@@ -275,6 +275,7 @@ class ClientBackend:
 
     # -- waiting rooms: not on a custom client (see the module docstring) ---------------------
     supports_waiting_room = False
+    pipelines = False
 
     def room_acquire(
         self,
@@ -413,6 +414,7 @@ class AsyncClientBackend:
 
     # -- waiting rooms: not on a custom client (see the module docstring) ---------------------
     supports_waiting_room = False
+    pipelines = False
 
     async def room_acquire(
         self,
@@ -525,6 +527,7 @@ class ThreadedAsyncBackend:
 
     # -- waiting rooms: not on a custom client (see the module docstring) ---------------------
     supports_waiting_room = False
+    pipelines = False
 
     async def room_acquire(
         self,

@@ -360,6 +360,7 @@ class MemoryStore:
 
     # -- waiting rooms (contract: base.py) ---------------------------------------------------
     supports_waiting_room = True
+    pipelines = False  # nothing to save: no round trips
 
     def _room(self, key: str, now: float) -> _Room:
         room = self._rooms.get(key)
@@ -832,6 +833,7 @@ class AsyncMemoryBackend:
         return await self.store.await_signal(key, timeout_s)
 
     supports_waiting_room = True
+    pipelines = False  # nothing to save: no round trips
 
     async def room_acquire(
         self,

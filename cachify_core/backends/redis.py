@@ -408,6 +408,8 @@ def _request(call: Call) -> _Request | None:
         return None, _set_nx(a[0], a[1], a[2]), bool
     if name == "pool_release":
         return (*_script_args(_pool_release(*a)), _is_one)
+    if name == "pool_acquire" and not a[4]:
+        return (*_script_args(_pool_acquire(*a)), _is_one)
     if name == "room_acquire":
         key, token, entry_id, payload, room, reservation = (*a, None)[:6]
         return (
@@ -527,6 +529,7 @@ class RedisBackend:
         self.name = _describe(client)
         self._wire = SyncWire(client)
         self._cluster = _is_cluster(client)
+        self.pipelines = self._wire.lean and not self._cluster
         self._no_script = NoScriptError
         self._errors = _redis_errors()
 
@@ -739,6 +742,10 @@ class AsyncRedisBackend:
     @property
     def _wire(self) -> AsyncWire:
         return self._bound()[1]
+
+    @property
+    def pipelines(self) -> bool:
+        return self._wire.lean and not self._cluster
 
     @property
     def client(self) -> Any:

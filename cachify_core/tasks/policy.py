@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .. import leases
-from ..backends.base import Handover, RoomSettings, RoomStatus
+from ..backends.base import CacheRead, Handover, RoomAdmission, RoomSettings, RoomStatus
 from ..backends.memory import AsyncMemoryBackend, MemoryStore
 from ..errors import CachifyBackendError, CachifyInitError, CachifyLockError, CachifyPoolFullError
 from ..instance import Cachify, get_cachify, seconds_to_ms
@@ -126,6 +126,48 @@ class Admission:
     handle: RunHandle | None = field(default=None, repr=False)
     #: Hand-overs the admission made (whatever the verdict): the integration publishes them.
     handed: tuple[Handover, ...] = field(default=(), repr=False)
+
+
+_UNSET: Any = object()  #: a batch answer not asked for (or already read)
+
+
+class _Prefetch:
+    """Answers the admission's batch got ahead of the steps that read them (each read once)."""
+
+    __slots__ = ("cache", "hold", "slot")
+
+    def __init__(self) -> None:
+        self.cache: Any = _UNSET
+        self.hold: Any = _UNSET
+        self.slot: Any = _UNSET
+
+    def take(self, kind: str) -> Any:
+        value = getattr(self, kind)
+        setattr(self, kind, _UNSET)
+        return value
+
+
+@dataclass(frozen=True)
+class _SlotPlan:
+    """How one admission asks for its pool slot: the pool's key, the slot token and lease, and,
+    through the waiting room, the room and the entry it parks as."""
+
+    key: str
+    token: str
+    ttl_ms: int
+    room: RoomSettings | None
+    entry_id: str
+    data: bytes
+    parks: bool
+
+
+def _slot_step(plan: _SlotPlan, max_size: int, reservation: str | None) -> Step:
+    key, token, room = plan.key, plan.token, plan.room
+    if room is None:
+        ttl_ms = plan.ttl_ms
+        return lambda b: b.pool_acquire(key, token, max_size, ttl_ms, False)
+    entry_id, data = plan.entry_id, plan.data
+    return lambda b: b.room_acquire(key, token, entry_id, data, room, reservation)
 
 
 class TaskPolicy:
@@ -343,8 +385,11 @@ class TaskPolicy:
         if key is not None:
             yield lambda b: b.lock_release(key, task_id)
 
-    def _hold_steps(self, key: str, task_id: str) -> Steps[str | None]:
-        """Make sure ``task_id`` holds ``key`` for its run; the other holder's id if it cannot."""
+    def _hold_steps(self, key: str, task_id: str, first: object = _UNSET) -> Steps[str | None]:
+        """Make sure ``task_id`` holds ``key`` for its run; the other holder's id if it cannot.
+        ``first``: the answer of a first attempt already made (in the admission's batch)."""
+        if first is True:
+            return None
         ttl = self._once_ttl_ms()
         holder: str | None = None
         for _ in range(_CLAIM_ATTEMPTS):
@@ -357,10 +402,15 @@ class TaskPolicy:
                 return holder
         return holder or "unknown"
 
-    def _cache_read_steps(self, c: Cachify, task_id: str, handle: RunHandle, ns: str, key: str) -> Steps[Any]:
-        """The cached entry for this run, or ``None``: a miss, or (failing open) an unreachable store."""
+    def _cache_read_steps(
+        self, c: Cachify, task_id: str, handle: RunHandle, ns: str, key: str, read: object = _UNSET
+    ) -> Steps[Any]:
+        """The cached entry for this run, or ``None``: a miss, or (failing open) an unreachable
+        store. ``read``: the lookup already made (in the admission's batch)."""
         try:
-            read = yield lambda b: b.cache_get(ns, key)
+            if read is _UNSET:
+                read = yield lambda b: b.cache_get(ns, key)
+            assert isinstance(read, CacheRead)
         except CachifyBackendError as exc:
             if events.sink is not None:
                 events.sink.count("cache_error", "cache", self.label("cache_key"), self.options.task_name)
@@ -393,14 +443,20 @@ class TaskPolicy:
         o = self.options
         handle = RunHandle(c, task_id)
         started_key: str | None = None  # mode until_started: the claim to give back at the start
+        plan = self._slot_plan(c, args, kwargs, asyncio, slot_token, reservation, payload)
+        pre = _Prefetch()
         try:
+            yield from self._prefetch_steps(c, task_id, args, kwargs, asyncio, plan, reservation, pre)
             if o.cache_key is not None:
                 ns, cache_key = self._cache_location(c, args, kwargs)
-                entry = yield from self._cache_read_steps(c, task_id, handle, ns, cache_key)
+                entry = yield from self._cache_read_steps(
+                    c, task_id, handle, ns, cache_key, pre.take("cache")
+                )
                 if entry is not None:
+                    handed = yield from self._unused_slot_steps(plan, pre, reservation)
                     once_key = self._key(c, "once_key", args, kwargs) if o.claims_at_enqueue else None
                     yield from self.unclaim_steps(task_id, once_key)
-                    handed = yield from self.cancel_steps(c, reservation, args, kwargs)
+                    handed += yield from self.cancel_steps(c, reservation, args, kwargs)
                     logs.cache_hit(o.task_name, task_id, cache_key)
                     return Admission(Verdict.CACHED, value=entry.value, reason="cache hit", handed=handed)
             if o.once_key is not None:
@@ -409,9 +465,10 @@ class TaskPolicy:
                 if o.once_mode == "until_started":
                     started_key = once_key  # released once the run really starts (slot taken)
                 else:
-                    holder = yield from self._hold_steps(once_key, task_id)
+                    holder = yield from self._hold_steps(once_key, task_id, pre.take("hold"))
                     if holder is not None:
-                        handed = yield from self.cancel_steps(c, reservation, args, kwargs)
+                        handed = yield from self._unused_slot_steps(plan, pre, reservation)
+                        handed += yield from self.cancel_steps(c, reservation, args, kwargs)
                         return self._skip_duplicate(task_id, once_key, holder, handed)
                     handle.once_key = once_key
                     handle.once_lease = leases.begin(
@@ -431,36 +488,31 @@ class TaskPolicy:
                     if not requeued:
                         yield from self.unclaim_steps(task_id, started_key)
                     return limited
-            if o.pool_key is not None:
-                slot_key = self._key(c, "pool_key", args, kwargs)
-                assert slot_key is not None
-                token, slot_ttl = slot_token or new_token(), self.slot_ttl_ms()
-                backend = c.async_backend if asyncio else c.sync_backend
-                parks = payload is not None and o.pool_on_full == "requeue" and o.pool_max_waiting > 0
-                room = None
-                if (parks or reservation is not None) and backend.supports_waiting_room:
-                    room = self._room(c)
-                    entry_id = new_token()
-                    data = payload() if parks and payload is not None else b""
-                    got = yield lambda b: b.room_acquire(slot_key, token, entry_id, data, room, reservation)
+            if plan is not None:
+                slot_key, token, room = plan.key, plan.token, plan.room
+                got = pre.take("slot")
+                if got is _UNSET:
+                    got = yield _slot_step(plan, o.pool_max_size, reservation)
+                if room is not None:
+                    assert isinstance(got, RoomAdmission)
                     status, handed = got.status, got.handed
                     if events.sink is not None and status is RoomStatus.PARKED:
-                        events.sink.room_parked(self.label("pool_key"), o.task_name, entry_id, c, slot_key)
+                        events.sink.room_parked(
+                            self.label("pool_key"), o.task_name, plan.entry_id, c, slot_key
+                        )
                     if status is RoomStatus.PARKED or status is RoomStatus.DUPLICATE:
                         return (
                             yield from self.parked_or_duplicate_steps(
                                 handle, status, started_key, slot_key, handed
                             )
                         )
-                    if status is RoomStatus.FULL and parks:
+                    if status is RoomStatus.FULL and plan.parks:
                         logs.room_full(o.task_name, task_id, slot_key, o.pool_max_waiting)
                     acquired = status is not RoomStatus.FULL
                     handle.handed.extend(handed)
                     handle.claimed = reservation if status is RoomStatus.CLAIMED else None
                 else:
-                    acquired = yield lambda b: b.pool_acquire(
-                        slot_key, token, o.pool_max_size, slot_ttl, False
-                    )
+                    acquired = bool(got)
                 if not acquired:
                     # Only a requeue runs this task id again: a drop, an on_full value and a
                     # raise end it (a framework retry re-claims the key when it re-publishes).
@@ -477,7 +529,7 @@ class TaskPolicy:
                     admission.handed = tuple(handle.handed)
                     return admission
                 handle.slot_key, handle.slot_token, handle.room = slot_key, token, room
-                handle.slot_lease = leases.begin(c, "pool", slot_key, token, slot_ttl, True, asyncio)
+                handle.slot_lease = leases.begin(c, "pool", slot_key, token, plan.ttl_ms, True, asyncio)
                 if events.sink is not None:
                     events.sink.acquired("pool", self.label("pool_key"), o.task_name, token, c, slot_key)
                     if handle.claimed is not None:
@@ -488,12 +540,107 @@ class TaskPolicy:
             # stays: the framework decides whether the task id runs again).
             if not isinstance(sys.exc_info()[1], CachifyBackendError):  # else: unreachable, TTLs free it
                 try:
+                    handle.handed.extend((yield from self._unused_slot_steps(plan, pre, reservation)))
                     yield from self._release_steps(handle, keep_queued_hold=True)
                 except Exception as exc:
                     logger.error("cachify: task %s: releasing after a failed admission: %s", o.task_name, exc)
             raise
         handed, handle.handed = tuple(handle.handed), []
         return Admission(Verdict.RUN, handle=handle, handed=handed)
+
+    def _slot_plan(
+        self,
+        c: Cachify,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        asyncio: bool,
+        slot_token: str | None,
+        reservation: str | None,
+        payload: Callable[[], bytes] | None,
+    ) -> _SlotPlan | None:
+        """How this delivery asks for its pool slot (``None``: no pool): through the waiting
+        room when it may park (or carries a reservation) and the store has rooms."""
+        o = self.options
+        if o.pool_key is None:
+            return None
+        slot_key = self._key(c, "pool_key", args, kwargs)
+        assert slot_key is not None
+        backend = c.async_backend if asyncio else c.sync_backend
+        parks = payload is not None and o.pool_on_full == "requeue" and o.pool_max_waiting > 0
+        token = slot_token or new_token()
+        if (parks or reservation is not None) and backend.supports_waiting_room:
+            data = payload() if parks and payload is not None else b""
+            return _SlotPlan(slot_key, token, self.slot_ttl_ms(), self._room(c), new_token(), data, parks)
+        return _SlotPlan(slot_key, token, self.slot_ttl_ms(), None, "", b"", parks)
+
+    def _prefetch_steps(
+        self,
+        c: Cachify,
+        task_id: str,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        asyncio: bool,
+        plan: _SlotPlan | None,
+        reservation: str | None,
+        pre: _Prefetch,
+    ) -> Steps[None]:
+        """On a store that makes a batch in one round trip (a single Redis server), ask for the
+        cache entry, the hold and the slot at once: the admission then reads their answers
+        instead of asking one after the other (a hit or a duplicate gives the slot back). Each
+        answer is what the same call made alone would have said. Not with rate limits (their
+        step comes between the hold and the slot)."""
+        o = self.options
+        backend = c.async_backend if asyncio else c.sync_backend
+        if not backend.pipelines or o.rate_bounds:
+            return
+        steps: list[Step] = []
+        kinds: list[str] = []
+        if o.cache_key is not None:
+            ns, cache_key = self._cache_location(c, args, kwargs)
+            steps.append(lambda b: b.cache_get(ns, cache_key))
+            kinds.append("cache")
+        if o.once_key is not None and o.once_mode != "until_started":
+            once_key = self._key(c, "once_key", args, kwargs)
+            assert once_key is not None
+            ttl = self._once_ttl_ms()
+            if o.once_mode == "queued":  # the claim at send took it: refresh it
+                steps.append(lambda b: b.lock_extend(once_key, task_id, ttl))
+            else:
+                steps.append(lambda b: b.lock_acquire(once_key, task_id, ttl, False))
+            kinds.append("hold")
+        if plan is not None:
+            steps.append(_slot_step(plan, o.pool_max_size, reservation))
+            kinds.append("slot")
+        if len(steps) < 2:
+            return
+        results = yield Batch(*steps)
+        for kind, result in zip(kinds, results, strict=True):
+            setattr(pre, kind, result)
+
+    def _unused_slot_steps(
+        self, plan: _SlotPlan | None, pre: _Prefetch, reservation: str | None
+    ) -> Steps[tuple[Handover, ...]]:
+        """Give back a slot the batch took for a delivery that will not run after all (a cache
+        hit, a duplicate): the hand-overs that makes (a parked entry of its own leaves)."""
+        got = pre.take("slot")
+        if plan is None or got is _UNSET:
+            return ()
+        key, token, room = plan.key, plan.token, plan.room
+        if room is None:
+            if got:
+                yield lambda b: b.pool_release(key, token)
+            return ()
+        assert isinstance(got, RoomAdmission)
+        handed = list(got.handed)
+        if got.status in (RoomStatus.ACQUIRED, RoomStatus.CLAIMED):
+            claimed = reservation if got.status is RoomStatus.CLAIMED else None
+            released = yield lambda b: b.room_release(key, token, room, claimed)
+            handed.extend(released.handed)
+        elif got.status is RoomStatus.PARKED:
+            entry_id = plan.entry_id
+            cancelled = yield lambda b: b.room_cancel(key, entry_id, room)
+            handed.extend(cancelled.handed)
+        return tuple(handed)
 
     def _room(self, c: Cachify) -> RoomSettings:
         """The task's pool's waiting room, as the backend's ``room_*`` primitives take it."""

@@ -9,10 +9,16 @@ integration derives from the delivery, for Celery's prefork children). Both are 
 the task runs (:mod:`cachify_core.leases`), so a dead worker's hold and slot end within their
 TTL.
 
-Round trips on Redis: claim 1 (2 on a conflict: the holder's id is read back); admit about 1
-per enabled feature (cache lookup; hold check, 1-3; slot acquire; plus the claim's release on a
-cache hit or in mode until_started); finish 1 per feature (store a cacheable success, slot
-release, hold release).
+Round trips on a single Redis server, with any of ``once_key`` (queued), ``pool_key`` and
+``cache_key``: the claim at send 1 (2 on a conflict: the holder's id is read back); the
+admission 1 (the cache lookup, the hold and the slot — or the park — go as one batch); the
+finish 1 (store a cacheable success, release the slot with its hand-over, release the hold:
+one batch). 3 in all. Off the common path: a cache hit gives back the slot the batch took
+and the claim (+2); a park sets its hold's no-expiry (+1), and its hand-over is admitted and
+finished like any delivery; mode until_started releases its claim at the start (+1); a
+``rate_*`` bound adds 1 per bound (the admission is then made call by call). On Redis Cluster,
+where each feature's keys live in their own hash slot, and on the memory backend, a batch is
+made call by call: about 1 per feature per phase.
 """
 
 from __future__ import annotations

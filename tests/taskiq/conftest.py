@@ -10,6 +10,8 @@
   with cachify's db 0 and the results' db 2 flushed before and after.
 - ``room_workers`` / ``room_app``: the same for :mod:`tests.taskiq.room_app` (the waiting-room
   tests; its own stream and prefix).
+- ``reclaim_workers`` / ``reclaim_app``: the same for :mod:`tests.taskiq.reclaim_app` (a dead
+  worker's delivery reclaimed; a short ``idle_timeout``).
 
 A missing Redis skips these tests locally and fails them with ``CI=true`` (the suite's
 ``redis_url`` fixture decides).
@@ -43,6 +45,7 @@ from ..servers import unavailable
 ROOT = Path(__file__).resolve().parents[2]
 APP_MODULE = "tests.taskiq.worker_app"
 ROOM_APP_MODULE = "tests.taskiq.room_app"
+RECLAIM_APP_MODULE = "tests.taskiq.reclaim_app"
 #: Seconds the workers get to stop on SIGTERM before their process group is killed. Taskiq
 #: 0.13's children over RedisStreamBroker often hang in shutdown, so this is kept short.
 STOP_GRACE_S = 3.0
@@ -155,6 +158,12 @@ def room_workers(redis_base_url: str) -> Iterator[Workers]:
         yield handle
 
 
+@pytest.fixture(scope="module")
+def reclaim_workers(redis_base_url: str) -> Iterator[Workers]:
+    with running_workers(redis_base_url, RECLAIM_APP_MODULE) as handle:
+        yield handle
+
+
 def stop_process_group(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM the workers' process group (the session we started them in), then SIGKILL it."""
     if proc.poll() is None:
@@ -191,6 +200,18 @@ async def room_app(
     redis_base_url: str, room_workers: Workers, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[ModuleType]:
     module = await sending_side(redis_base_url, ROOM_APP_MODULE, monkeypatch)
+    try:
+        yield module
+    finally:
+        await module.broker.shutdown()
+        flush(redis_base_url, 0, 2)
+
+
+@pytest.fixture
+async def reclaim_app(
+    redis_base_url: str, reclaim_workers: Workers, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[ModuleType]:
+    module = await sending_side(redis_base_url, RECLAIM_APP_MODULE, monkeypatch)
     try:
         yield module
     finally:

@@ -5,7 +5,7 @@ Like :mod:`tests.taskiq.worker_app` (stream broker on db 1, results on db 2, cac
 observations under ``obs:*`` in db 0), with its own stream and key prefix. Every pool here
 parks a delivery that finds it full in its waiting room (``pool_on_full="requeue"``, the
 default). The stream's ``idle_timeout`` is short, so that the delivery a killed worker was
-running is redelivered within the kill test.
+running is reclaimed within the kill test.
 """
 
 from __future__ import annotations
@@ -27,8 +27,12 @@ BASE_URL = os.environ["CACHIFY_TASKIQ_REDIS"].rstrip("/")
 QUEUE = "cachify-taskiq-room-tests"
 #: Key prefix of this app's cachify instance.
 PREFIX = "TQR-"
-#: Milliseconds a delivery stays unacknowledged before another worker claims it (xautoclaim).
-IDLE_TIMEOUT_MS = 6000
+#: Milliseconds a delivery stays unacknowledged before a worker reclaims it: longer than the
+#: kill test's victim runs before it is killed, plus its slot's lease and the line draining after
+#: (so that no message is read any more when the victim's delivery comes back).
+IDLE_TIMEOUT_MS = 12000
+#: Seconds between two reclaims in each worker (``min(idle_timeout / 2, 5 s)``).
+TICK_S = IDLE_TIMEOUT_MS / 2000
 #: How long each task's body takes.
 BODY_S = 0.05
 #: The kill test's pool: a short slot lease, so a killed holder's slot frees quickly.
@@ -92,8 +96,3 @@ async def victim_or_waiter(i: int) -> int:
     await asyncio.sleep(60.0 if first_victim_run else BODY_S)
     await r.rpush("obs:kill:ran", i)
     return i
-
-
-@broker.task
-async def nudge() -> None:
-    """A message for the workers to read: taskiq-redis claims idle deliveries after a read."""

@@ -111,7 +111,8 @@ async def test_a_killed_holder_moves_the_queue_once_its_slot_expires(
 ) -> None:
     """SIGKILL the worker running the only slot of a pool while 10 deliveries are parked: the
     slot's lease runs out (``pool_slot_ttl`` 3 s), a sweeper hands it to the oldest parked one,
-    and the line drains; the killed delivery itself is redelivered by the stream and runs."""
+    and the line drains; the killed delivery itself is reclaimed from the stream by a live
+    worker, with no new message, and runs."""
     app, waiting = room_app, 10
     r = obs(app)
     stream = aredis.Redis.from_url(app.db_url(1))
@@ -140,6 +141,7 @@ async def test_a_killed_holder_moves_the_queue_once_its_slot_expires(
         assert (await backend.room_stats(full_key)).parked == waiting
         assert await r.llen("obs:kill:ran") == 0
 
+        sent = int(await stream.xlen(app.QUEUE))
         os.kill(int(pid), signal.SIGKILL)
         killed_at = time.monotonic()
 
@@ -149,13 +151,20 @@ async def test_a_killed_holder_moves_the_queue_once_its_slot_expires(
         await eventually(first_waiter_ran, app.KILL_SLOT_TTL_S + 5, "the queue moved after the kill")
         moved_s = time.monotonic() - killed_at
 
-        # The rest drains; the victim's delivery comes back once idle_timeout has passed and a
-        # worker reads the stream (taskiq-redis claims idle deliveries after a read): nudge it.
-        deadline = time.monotonic() + 30
-        while int(await r.llen("obs:kill:ran")) < waiting + 1:
-            assert time.monotonic() < deadline, f"ran only {await ints(r, 'obs:kill:ran')}"
-            await app.nudge.kiq()
-            await asyncio.sleep(0.5)
+        # The rest drains; then, with no message sent any more, the victim's delivery comes back:
+        # a worker reclaims it once it has been idle ``idle_timeout`` (within one more tick).
+
+        async def victim_ran() -> bool:
+            return b"0" in await r.lrange("obs:kill:ran", 0, -1)
+
+        victim_bound_s = app.IDLE_TIMEOUT_MS / 1000 + app.TICK_S + 3
+        await eventually(victim_ran, victim_bound_s, "the killed delivery came back and ran")
+        victim_s = time.monotonic() - killed_at
+
+        async def all_ran() -> bool:
+            return int(await r.llen("obs:kill:ran")) >= waiting + 1
+
+        await eventually(all_ran, 30, "every waiter ran")
         ran = await ints(r, "obs:kill:ran")
         assert sorted(ran) == list(range(waiting + 1))  # each ran to the end exactly once
         assert inversions([i for i in ran if i]) < 0.05  # the line kept its order
@@ -168,7 +177,20 @@ async def test_a_killed_holder_moves_the_queue_once_its_slot_expires(
             return await backend.room_stats(full_key) == EMPTY_ROOM and await backend.pool_size(full_key) == 0
 
         await eventually(drained, 10, "the room drained and every slot came back")
-        print(f"queue moved {moved_s:.2f}s after the kill (pool_slot_ttl={app.KILL_SLOT_TTL_S}s); ran {ran}")
+
+        async def none_pending() -> bool:
+            return int((await stream.xpending(app.QUEUE, "taskiq"))["pending"]) == 0
+
+        await eventually(none_pending, 5, "nothing left pending in the stream")
+        # Only the waiters' hand-overs went through the stream since the kill, and they were
+        # done before the victim's delivery was idle long enough: cachify's reclaim brought it back.
+        assert int(await stream.xlen(app.QUEUE)) - sent == waiting
+        assert ran[-1] == 0
+        assert "cachify: reclaimed 1 delivery(ies) idle over 12000 ms" in room_workers.log()
+        print(
+            f"queue moved {moved_s:.2f}s after the kill (pool_slot_ttl={app.KILL_SLOT_TTL_S}s); the killed "
+            f"delivery ran {victim_s:.2f}s after it (idle_timeout={app.IDLE_TIMEOUT_MS} ms); ran {ran}"
+        )
     finally:
         await r.aclose()
         await stream.aclose()

@@ -8,21 +8,25 @@ to, because Taskiq's middleware hooks cannot do these things:
   ``post_send`` never runs).
 - ``listen``: a requeue must be published before its delivery is acknowledged, and the ack
   happens after the last hook. The wrapped ``listen`` hands the receiver an ack that asks the
-  middleware first (:mod:`.requeue`).
+  middleware first (:mod:`.requeue`). On ``RedisStreamBroker`` it also yields the deliveries
+  it reclaims from dead workers (:mod:`.reclaim`), with the same ack.
 
 Both wrappers are instance attributes of that broker only, and installed once per broker.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import weakref
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Protocol
 
 from taskiq.abc.broker import AsyncBroker
 from taskiq.acks import AckableMessage
 from taskiq.message import BrokerMessage
+
+from . import reclaim
 
 __all__ = ["Ack", "BrokerHooks", "install"]
 
@@ -66,7 +70,10 @@ def install(broker: AsyncBroker, hooks: BrokerHooks) -> None:
 
     @functools.wraps(listen)
     async def cachify_listen() -> AsyncGenerator[bytes | AckableMessage, None]:
-        deliveries = listen()
+        deliveries: AsyncIterator[bytes | AckableMessage] = listen()
+        reclaimer = reclaim.reclaimer_for(broker)
+        if reclaimer is not None:
+            deliveries = reclaim.with_reclaims(deliveries, reclaimer, asyncio.get_running_loop().time)
         try:
             async for delivery in deliveries:
                 if isinstance(delivery, AckableMessage):

@@ -20,6 +20,9 @@ the delivery's ack                       at once for a parked delivery; held unt
                                          re-send is published
 worker startup / shutdown                the waiting-room sweeper on the worker's loop starts /
                                          stops
+the broker's ``listen``                  ``RedisStreamBroker``: deliveries idle past
+(:mod:`.broker_hooks`)                   ``idle_timeout`` (a dead worker's) are reclaimed every
+                                         tick, without waiting for traffic (:mod:`.reclaim`)
 =======================================  ========================================================
 """
 
@@ -38,7 +41,7 @@ from taskiq.utils import maybe_awaitable
 from cachify_core.instance import Cachify
 from cachify_core.tasks import Claim, State, TaskPolicy, handover, is_retry_of
 
-from . import broker_hooks, context, envelope, receiver_log
+from . import broker_hooks, context, envelope, receiver_log, reclaim
 from .arguments import worker_arguments
 from .broker_hooks import Ack
 from .declaration import Declarations
@@ -93,6 +96,16 @@ class CachifyMiddleware(TaskiqMiddleware):
         self._check_idle_timeout()
         if self.broker.is_worker_process or self._in_process:
             self._start_sweepers()
+        if self.broker.is_worker_process:
+            reclaimer = reclaim.reclaimer_for(self.broker)  # a bad idle_timeout is refused here
+            if reclaimer is not None:
+                logger.info(
+                    "cachify: deliveries idle over %d ms in %s are reclaimed every %.1fs (at most %d a tick)",
+                    reclaimer.idle_ms,
+                    ", ".join(reclaimer.streams()),
+                    reclaimer.tick_s,
+                    reclaimer.batch,
+                )
 
     async def shutdown(self) -> None:
         if self._sweeping:

@@ -79,10 +79,14 @@ def expected_work(once_task: str, pool_task: str, cache_task: str) -> dict[tuple
     known work: ``once_job`` 6 sends of which 2 are run-time duplicates of a running one (4
     runs); ``pool_job`` 4 deliveries of a pool of 1 (the first runs, 3 park and are handed
     over one by one); ``square`` 1 miss and 2 hits."""
-    once, pool, cache = ("once", "m-once-{n}", once_task), ("pool", "m-pool", pool_task), (
-        "cache",
-        "m-square-{n}",
-        cache_task,
+    once, pool, cache = (
+        ("once", "m-once-{n}", once_task),
+        ("pool", "m-pool", pool_task),
+        (
+            "cache",
+            "m-square-{n}",
+            cache_task,
+        ),
     )
     return {
         ("cachify_acquired_total", *once): 4,

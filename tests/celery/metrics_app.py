@@ -79,6 +79,14 @@ def once_job(n: int, seconds: float) -> int:
     return n
 
 
+@app.task(once_key="m-sent-{n}")
+def sent_once(n: int, seconds: float) -> int:
+    """Queued mode (the default): duplicates are refused at send, in the sending process."""
+    observe.rpush("ran:sent_once", n)
+    time.sleep(seconds)
+    return n
+
+
 @app.task(pool_key="m-pool", pool_max_size=1, acks_late=True)
 def pool_job(n: int, seconds: float) -> int:
     observe.rpush("ran:pool_job", n)

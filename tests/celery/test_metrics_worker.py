@@ -15,6 +15,9 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
+
+from cachify_core.metrics import disable, enable_prometheus
 
 from ..metrics_http import Samples, check_work, scrape, verdicts, wait_for
 from ..servers import free_port
@@ -93,5 +96,29 @@ def test_worker_metrics_equal_the_work_done(worker: tuple[ModuleType, int, Path]
     assert 1 <= samples.get("cachify_waiting_room_wait_seconds_count", task=pool) <= 3
     # The store-read gauges are a collector in each child: multiprocess mode does not carry them.
     assert "cachify_pool_occupancy" not in samples.names()
+    # Queued mode: duplicates are refused at send, so the sender counts them, not the worker.
+    sender = CollectorRegistry()
+    enable_prometheus(sender)
+    try:
+        first = app.sent_once.delay(1, 0.5)
+        assert [app.sent_once.delay(1, 0.0).id for _ in range(2)] == [first.id] * 2
+        assert (
+            sender.get_sample_value(
+                "cachify_duplicate_at_send_total",
+                {"kind": "once", "key": "m-sent-{n}", "task": app.sent_once.name},
+            )
+            == 2
+        )
+    finally:
+        disable()
+    assert first.get(timeout=WORK_TIMEOUT_S) == 1
+    done = wait_for(
+        port,
+        lambda s: s.get("cachify_released_total", task=app.sent_once.name) == 1,
+        WORK_TIMEOUT_S,
+        "sent_once finished",
+    )
+    assert done.get("cachify_duplicate_at_send_total") == 0
+    assert done.get("cachify_acquired_total", kind="once", task=app.sent_once.name) == 1
     # One scrape more changes nothing: the counters are the work, not the scrapes.
     assert scrape(port).get("cachify_acquired_total", kind="pool", task=pool) == 4

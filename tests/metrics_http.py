@@ -32,6 +32,10 @@ class Samples:
         want = set(labels.items())
         return sum(v for (n, ls), v in self.values.items() if n == name and want <= ls)
 
+    def has(self, name: str, **labels: str) -> bool:
+        want = set(labels.items())
+        return any(n == name and want <= ls for n, ls in self.values)
+
     def names(self) -> set[str]:
         return {n for n, _ in self.values}
 
@@ -118,3 +122,23 @@ def check_work(samples: Samples, once_task: str, pool_task: str, cache_task: str
     assert {v: verdicts(samples, cache_task, v) for v in ("run", "cached")} == {"run": 1, "cached": 2}
     for kind, key, task in (("once", "m-once-{n}", once_task), ("pool", "m-pool", pool_task)):
         assert samples.get("cachify_hold_seconds_count", kind=kind, key=key, task=task) == 4
+
+
+#: How long a worker's pool gauges may take to show: one refresh (``gauge_refresh_s``, 10 s by
+#: default) in multiprocess mode, plus slack.
+GAUGE_WAIT_S = 15.0
+
+
+def check_gauges(port: int, pool_task: str) -> None:
+    """The pool's gauges are exposed (multiprocess mode: written by the refresh thread) and
+    read the store's state after the work: nothing held, nothing parked."""
+    samples = wait_for(
+        port,
+        lambda s: s.has("cachify_pool_occupancy", key="m-pool", task=pool_task),
+        GAUGE_WAIT_S,
+        "the pool gauges",
+    )
+    labels = {"key": "m-pool", "task": pool_task}
+    assert samples.get("cachify_pool_occupancy", **labels) == 0
+    assert samples.get("cachify_waiting_room_parked", **labels) == 0
+    assert samples.has("cachify_waiting_room_oldest_wait_seconds", **labels)

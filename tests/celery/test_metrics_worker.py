@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from cachify_core.metrics import disable, enable_prometheus
 
-from ..metrics_http import Samples, check_work, scrape, verdicts, wait_for
+from ..metrics_http import Samples, check_gauges, check_work, scrape, verdicts, wait_for
 from ..servers import free_port
 from .support import REDIS_ENV, RedisDbs, WorkerProcess, wait_until
 
@@ -94,8 +94,8 @@ def test_worker_metrics_equal_the_work_done(worker: tuple[ModuleType, int, Path]
     assert len(list(multiproc.glob("counter_*.db"))) == 2
     # Park and claim in the same child only (docs/METRICS.md, "Waiting-room wait").
     assert 1 <= samples.get("cachify_waiting_room_wait_seconds_count", task=pool) <= 3
-    # The store-read gauges are a collector in each child: multiprocess mode does not carry them.
-    assert "cachify_pool_occupancy" not in samples.names()
+    # The pool gauges: each child writes them from the store (mostrecent), the main process serves.
+    check_gauges(port, pool)
     # Queued mode: duplicates are refused at send, so the sender counts them, not the worker.
     sender = CollectorRegistry()
     enable_prometheus(sender)

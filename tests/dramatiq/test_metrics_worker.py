@@ -17,7 +17,7 @@ from types import ModuleType
 
 import pytest
 
-from ..metrics_http import Samples, check_work, scrape, verdicts, wait_for
+from ..metrics_http import Samples, check_gauges, check_work, scrape, verdicts, wait_for
 from ..servers import free_port
 from .conftest import WorkerGroup
 
@@ -91,4 +91,5 @@ def test_worker_metrics_equal_the_work_done(
     assert samples.get("cachify_waiting_room_wait_seconds_count", task=pool) == 3
     # dramatiq's own metrics are on the same port.
     assert samples.get("dramatiq_messages_total", actor_name=pool) >= 4
+    check_gauges(port, pool)
     assert scrape(port).get("cachify_acquired_total", kind="pool", task=pool) == 4

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aredis
 
-from ..metrics_http import Samples, check_work, scrape, verdicts, wait_for
+from ..metrics_http import Samples, check_gauges, check_work, scrape, verdicts, wait_for
 from ..servers import free_port
 from .conftest import eventually, running_workers, sending_side
 
@@ -101,6 +101,7 @@ async def test_worker_metrics_equal_the_work_done(app: ModuleType, worker: int) 
         assert samples.get("cachify_waiting_room_wait_seconds_count", task=pool) == 3
         # taskiq's own metrics are on the same port.
         assert samples.get("received_tasks_total", task_name=pool) >= 4
+        await asyncio.to_thread(check_gauges, port, pool)
         again = await asyncio.to_thread(scrape, port)
         assert again.get("cachify_acquired_total", kind="pool", task=pool) == 4
     finally:

@@ -11,14 +11,12 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
-from prometheus_client.parser import text_string_to_metric_families
 
 from cachify_core import (
     Cachify,
@@ -31,6 +29,7 @@ from cachify_core.backends.base import Handover
 from cachify_core.metrics import disable, enable_otel, enable_prometheus, events
 from cachify_core.tasks import Delivery, TaskPolicy, Verdict, parse_task_options
 
+from .metrics_http import wait_for
 from .servers import free_port
 from .support import Worker
 
@@ -307,8 +306,14 @@ def test_task_duplicates_requeue_and_cache(cachify: Cachify, registry: Collector
 
 
 # -- /metrics over HTTP from a separate process -------------------------------------------------
-def test_metrics_endpoint_of_a_separate_process(flushed_redis_url: str) -> None:
+@pytest.mark.parametrize("mode", ["in-process", "multiprocess"])
+def test_metrics_endpoint_of_a_separate_process(flushed_redis_url: str, mode: str, tmp_path: Path) -> None:
+    """In multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, as under a prefork worker) the
+    counters come from the files and the pool gauges from the refresh thread's writes."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    if mode == "multiprocess":
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path)
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.metrics_server", flushed_redis_url, "M-"],
         cwd=ROOT,
@@ -321,20 +326,16 @@ def test_metrics_endpoint_of_a_separate_process(flushed_redis_url: str) -> None:
         line = proc.stdout.readline()  # bounded: the script prints within seconds or exits
         assert line.startswith("PORT "), line
         port = int(line.split()[1])
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-            text = response.read().decode()
+        # The gauge is read on scrape, or (multiprocess) within one 0.2 s refresh.
+        samples = wait_for(
+            port, lambda s: s.get("cachify_pool_occupancy", key="workers") == 1, 10, "occupancy 1"
+        )
     finally:
         proc.kill()
         proc.wait(10)
-    samples = {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
 
     def got(name: str, **labels: str) -> float:
-        labels.setdefault("task", "")
-        return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+        return samples.get(name, **labels, task="")
 
     assert got("cachify_acquired_total", kind="lock", key="job-lock") == 4
     assert got("cachify_released_total", kind="lock", key="job-lock") == 4
@@ -344,6 +345,17 @@ def test_metrics_endpoint_of_a_separate_process(flushed_redis_url: str) -> None:
     assert got("cachify_cache_hit_total", kind="cache", key="square-{x}") == 1
     assert got("cachify_acquired_total", kind="pool", key="workers") == 1
     assert got("cachify_pool_occupancy", key="workers") == 1
+    assert got("cachify_waiting_room_parked", key="workers") == 0
+    if mode == "multiprocess":
+        assert list(tmp_path.glob("gauge_mostrecent_*.db"))
+
+
+def test_bad_bounds_are_refused_naming_them() -> None:
+    with pytest.raises(ValueError, match="gauge_refresh_s must be a number of seconds > 0, got 0"):
+        enable_prometheus(CollectorRegistry(), gauge_refresh_s=0)
+    with pytest.raises(ValueError, match="max_tracked_pools must be an int >= 0"):
+        enable_prometheus(CollectorRegistry(), max_tracked_pools=-1)
+    assert events.sink is None
 
 
 # -- OpenTelemetry --------------------------------------------------------------------------------

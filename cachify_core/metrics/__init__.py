@@ -33,11 +33,15 @@ def _missing(extra: str, module: str, exc: ImportError) -> ImportError:
     )
 
 
-def enable_prometheus(registry: Any = None, **bounds: int) -> PrometheusRecorder:
+def enable_prometheus(
+    registry: Any = None, gauge_refresh_s: float = 10.0, **bounds: int
+) -> PrometheusRecorder:
     """Register cachify's metrics on ``registry`` (default: ``prometheus_client.REGISTRY``) and
     start reporting. Enabling twice on one registry returns the recorder already there.
     ``bounds``: ``max_tracked_pools`` (64), ``max_open_holds``, ``max_parked`` (see
-    :class:`~.recorder.Recorder`). Expose them as usual, e.g. ``prometheus_client.start_http_server(port)``."""
+    :class:`~.recorder.Recorder`). Expose them as usual, e.g. ``prometheus_client.start_http_server(port)``.
+    In prometheus_client's multiprocess mode the pool gauges are read from the store every
+    ``gauge_refresh_s`` seconds by a daemon thread instead of on scrape (docs/METRICS.md)."""
     try:
         import prometheus_client
 
@@ -48,7 +52,7 @@ def enable_prometheus(registry: Any = None, **bounds: int) -> PrometheusRecorder
     for r in _recorders:
         if isinstance(r, PrometheusRecorder) and r.registry is registry:
             return r
-    recorder = PrometheusRecorder(registry, **bounds)
+    recorder = PrometheusRecorder(registry, gauge_refresh_s, **bounds)
     _install(recorder)
     return recorder
 

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -80,11 +80,14 @@ class WorkerProcess:
     queues: str
     log: Path
     proc: subprocess.Popen[bytes] | None = None
+    #: The ``-A`` module the worker runs, and variables added to its environment.
+    app: str = "tests.celery.worker_app"
+    env: dict[str, str] = field(default_factory=dict)
 
     def start(self, redis_base: str) -> WorkerProcess:
-        env = {**os.environ, REDIS_ENV: redis_base, "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, REDIS_ENV: redis_base, "PYTHONPATH": str(ROOT), **self.env}
         command = [
-            sys.executable, "-m", "celery", "-A", "tests.celery.worker_app", "worker",
+            sys.executable, "-m", "celery", "-A", self.app, "worker",
             f"--pool={self.pool}", f"--concurrency={self.concurrency}", f"--hostname={self.name}@%h",
             f"--queues={self.queues}", "--loglevel=INFO", "--without-gossip", "--without-mingle",
             "--without-heartbeat", f"--logfile={self.log}",

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
 
@@ -142,34 +142,41 @@ WorkerGroup = subprocess.Popen[bytes]
 
 @pytest.fixture
 def start_workers(app: ModuleType, worker_redis: str) -> Iterator[Callable[..., WorkerGroup]]:
-    """``start_workers(processes=2, threads=2, queues=())``: a ``dramatiq`` command running the
-    app (on ``queues`` only, when given), ready (it answered a ping) when returned; every group
-    is stopped after the test."""
+    """``start_workers(processes=2, threads=2, queues=(), module=app, env={})``: a ``dramatiq``
+    command running ``module`` (an app with ``broker``, ``ping`` and ``observations()`` like
+    worker_app's; on ``queues`` only, when given; ``env`` added to its environment), ready (it
+    answered a ping) when returned; every group is stopped after the test."""
     groups: list[WorkerGroup] = []
-    env = dict(
+    base_env = dict(
         os.environ,
         **{app.REDIS_URL_ENV: worker_redis, "dramatiq_worker_timeout": str(WORKER_TIMEOUT_MS)},
         PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
     )
     dramatiq_bin = Path(sys.executable).with_name("dramatiq")
 
-    def start(processes: int = 2, threads: int = 2, queues: tuple[str, ...] = ()) -> WorkerGroup:
+    def start(
+        processes: int = 2,
+        threads: int = 2,
+        queues: tuple[str, ...] = (),
+        module: ModuleType = app,
+        env: Mapping[str, str] | None = None,
+    ) -> WorkerGroup:
         group = subprocess.Popen(
-            [str(dramatiq_bin), "tests.dramatiq.worker_app:broker",
+            [str(dramatiq_bin), f"{module.__name__}:broker",
              "--processes", str(processes), "--threads", str(threads), "--skip-logging",
              *(["--queues", *queues] if queues else [])],
             cwd=ROOT,
-            env=env,
+            env={**base_env, **(env or {})},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,  # its own process group, so the finally below can end it all
         )  # fmt: skip
         groups.append(group)
         token = uuid.uuid4().hex
-        ping = app.ping.message(token)
-        app.broker.enqueue(ping.copy(queue_name=queues[0]) if queues else ping)
+        ping = module.ping.message(token)
+        module.broker.enqueue(ping.copy(queue_name=queues[0]) if queues else ping)
         deadline = time.monotonic() + WORKER_STARTUP_S
-        obs = app.observations()
+        obs = module.observations()
         while not any(v.decode().startswith(token) for v in obs.lrange("ping", 0, -1)):
             if group.poll() is not None:
                 raise RuntimeError(f"dramatiq workers exited with code {group.returncode} on start")

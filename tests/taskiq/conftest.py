@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -121,11 +121,14 @@ class Workers:
 
 
 @contextlib.contextmanager
-def running_workers(redis_base_url: str, app_module: str, count: int = 2) -> Iterator[Workers]:
-    """``taskiq worker <app_module>:broker --workers <count>``, until all listen; stopped after."""
+def running_workers(
+    redis_base_url: str, app_module: str, count: int = 2, extra_env: Mapping[str, str] | None = None
+) -> Iterator[Workers]:
+    """``taskiq worker <app_module>:broker --workers <count>`` (``extra_env`` added to its
+    environment), until all listen; stopped after."""
     flush(redis_base_url, 0, 1, 2)
     log_path = Path(tempfile.mkstemp(prefix="cachify-taskiq-workers-", suffix=".log")[1])
-    env = {**os.environ, "CACHIFY_TASKIQ_REDIS": redis_base_url, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "CACHIFY_TASKIQ_REDIS": redis_base_url, "PYTHONPATH": str(ROOT), **(extra_env or {})}
     taskiq = Path(sys.executable).with_name("taskiq")
     command = [str(taskiq), "worker", f"{app_module}:broker", "--workers", str(count)]
     with log_path.open("wb") as log:

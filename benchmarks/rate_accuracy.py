@@ -222,15 +222,26 @@ def measure(
         until = time.time()
         rows.append(
             analyse(
-                framework, "one bound", str(RATED_OPTIONS["rate"]), read_runs(obs, run), list(sent.at),
-                finished, {"global": gcra_bound(RATE_COUNT, RATE_COUNT)},
-                max(0, n - RATE_COUNT) / RATE_COUNT, stats.per_task(before, after, n), until,
-            )  # fmt: skip
+                framework,
+                "one bound",
+                str(RATED_OPTIONS["rate"]),
+                read_runs(obs, run),
+                list(sent.at),
+                finished,
+                {"global": gcra_bound(RATE_COUNT, RATE_COUNT)},
+                max(0, n - RATE_COUNT) / RATE_COUNT,
+                stats.per_task(before, after, n),
+                until,
+            )
         )
-        log(f"  {rows[-1].completed}/{n} in {rows[-1].makespan_s:.2f}s, peak {rows[-1].max_per_window} "
-            f"at {rows[-1].peak_window_at_s}")
+        log(
+            f"  {rows[-1].completed}/{n} in {rows[-1].makespan_s:.2f}s, peak {rows[-1].max_per_window} "
+            f"at {rows[-1].peak_window_at_s}"
+        )
         # Per tenant + global.
-        log(f"{framework}: {m} tasks over {len(TENANTS)} tenants at {TENANT_COUNT}/s each, {GLOBAL_COUNT}/s in all ...")
+        log(
+            f"{framework}: {m} tasks over {len(TENANTS)} tenants at {TENANT_COUNT}/s each, {GLOBAL_COUNT}/s in all ..."
+        )
         indices = range(TENANT_BASE, TENANT_BASE + m)
         before = stats.snapshot(urls["store"])
         sent = workers.send("tenant", indices, args_of=lambda i: (TENANTS[i % len(TENANTS)],))
@@ -243,13 +254,22 @@ def measure(
         ideal = max(max(0, m - GLOBAL_COUNT) / GLOBAL_COUNT, max(0, per_tenant - TENANT_COUNT) / TENANT_COUNT)
         rows.append(
             analyse(
-                framework, "per tenant + global", f"{TENANT_COUNT}/s per tenant, {GLOBAL_COUNT}/s in all",
-                read_runs(obs, run), list(sent.at), finished, bounds, ideal, stats.per_task(before, after, m),
+                framework,
+                "per tenant + global",
+                f"{TENANT_COUNT}/s per tenant, {GLOBAL_COUNT}/s in all",
+                read_runs(obs, run),
+                list(sent.at),
+                finished,
+                bounds,
+                ideal,
+                stats.per_task(before, after, m),
                 until,
-            )  # fmt: skip
+            )
         )
-        log(f"  {rows[-1].completed}/{m} in {rows[-1].makespan_s:.2f}s, peak {rows[-1].max_per_window} "
-            f"at {rows[-1].peak_window_at_s}")
+        log(
+            f"  {rows[-1].completed}/{m} in {rows[-1].makespan_s:.2f}s, peak {rows[-1].max_per_window} "
+            f"at {rows[-1].peak_window_at_s}"
+        )
     finally:
         workers.stop(grace_s=5)
         obs.close()
@@ -265,10 +285,11 @@ def table(rows: list[Row]) -> list[str]:
     for r in rows:
         done = f"{r.completed}/{r.tasks}" + (" (timed out)" if r.timed_out else "")
         peaks = ", ".join(
-            f"{k} {r.max_per_window.get(k, 0)} ({b})" if k != "global" or len(r.bound_per_window) == 1
+            f"{k} {r.max_per_window.get(k, 0)} ({b})"
+            if k != "global" or len(r.bound_per_window) == 1
             else f"all {r.max_per_window.get(k, 0)} ({b})"
             for k, b in sorted(r.bound_per_window.items(), key=lambda kv: (kv[0] != "global", kv[0]))
-        )  # fmt: skip
+        )
         retries = f"{r.retries_spent}" + (
             f" ({r.executions_without_counter} unread)" if r.executions_without_counter else ""
         )
@@ -292,18 +313,28 @@ def targets(rows: list[Row], n: int) -> list[str]:
             lo, hi = TARGET_S * (1 - TOLERANCE), TARGET_S * (1 + TOLERANCE)
             checks.append((f"makespan {lo:.2f}-{hi:.2f} s", lo <= r.makespan_s <= hi))
         missed = [name for name, ok in checks if not ok]
-        lines.append(f"- {r.framework}, {r.case}: " + ("all met" if not missed else "MISSED: " + "; ".join(missed)))
+        lines.append(
+            f"- {r.framework}, {r.case}: " + ("all met" if not missed else "MISSED: " + "; ".join(missed))
+        )
     return lines
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="CI form: 120 + 60 tasks")
-    parser.add_argument("-n", "--tasks", type=int, help="tasks of the one-bound case (default 500; quick 120)")
-    parser.add_argument("--tenant-tasks", type=int, help="tasks of the per-tenant case (default 180; quick 60)")
+    parser.add_argument(
+        "-n", "--tasks", type=int, help="tasks of the one-bound case (default 500; quick 120)"
+    )
+    parser.add_argument(
+        "--tenant-tasks", type=int, help="tasks of the per-tenant case (default 180; quick 60)"
+    )
     parser.add_argument("--frameworks", default="celery,dramatiq,taskiq")
     parser.add_argument("--body-s", type=float, default=0.02, help="seconds each task sleeps (default 0.02)")
-    parser.add_argument("--timeout-s", type=float, help="longest wait per measurement (default 120; quick 60)")
+    parser.add_argument(
+        "--timeout-s", type=float, help="longest wait per measurement (default 120; quick 60)"
+    )
     parser.add_argument("--json", type=Path, help="write the rows (and the machine) to this file")
     parser.add_argument("--log-level", default="WARNING", help="worker log level (default WARNING)")
     parser.add_argument("--keep-logs", action="store_true", help="keep the worker logs (path printed)")
@@ -348,7 +379,9 @@ def main() -> int:
         log(f"worker logs: {logdir}")
     else:
         shutil.rmtree(logdir, ignore_errors=True)
-    missed = any(not (r.within_bound and r.retries_spent == 0 and r.lost == 0 and r.duplicated == 0) for r in rows)
+    missed = any(
+        not (r.within_bound and r.retries_spent == 0 and r.lost == 0 and r.duplicated == 0) for r in rows
+    )
     return 1 if failures or missed else 0
 
 

@@ -34,7 +34,9 @@ def geocode(tenant: str) -> str:
 def test_a_timed_entry_is_published_soon_after_its_time(cachify: Cachify) -> None:
     if not cachify.sync_backend.supports_waiting_room:
         pytest.skip("store without waiting rooms")
-    p = TaskPolicy(parse_task_options("tasks.geocode", geocode, {"rate_key": "geo-{tenant}", "rate": "4/s"}), cachify)
+    p = TaskPolicy(
+        parse_task_options("tasks.geocode", geocode, {"rate_key": "geo-{tenant}", "rate": "4/s"}), cachify
+    )
     published: list[float] = []
     got = threading.Event()
 
@@ -44,7 +46,9 @@ def test_a_timed_entry_is_published_soon_after_its_time(cachify: Cachify) -> Non
 
     def delivery(task_id: str) -> Delivery:
         message: dict[str, Any] = {"id": task_id}
-        return Delivery(p, task_id, ("acme",), {}, payload=lambda: json.dumps(message).encode(), publish=publish)
+        return Delivery(
+            p, task_id, ("acme",), {}, payload=lambda: json.dumps(message).encode(), publish=publish
+        )
 
     for i in range(4):  # the burst
         d = delivery(f"t{i}")

@@ -72,7 +72,9 @@ def build(config: AppConfig) -> CeleryApp:
 
     @app.task(name="bench.tenant", bind=True, shared=False, **late, **config.tenant())
     def tenant(self: Any, i: int, tenant: str) -> int:
-        return observe.body(config.observe_url, config.run, i, config.body_s, self.request.retries or 0, tenant)
+        return observe.body(
+            config.observe_url, config.run, i, config.body_s, self.request.retries or 0, tenant
+        )
 
     return CeleryApp(config, app, {"gated": gated, "plain": plain, "rated": rated, "tenant": tenant})
 

@@ -92,7 +92,9 @@ def build(config: AppConfig) -> TaskiqApp:
     tenant.__annotations__ = {"i": int, "tenant": str, "context": Context, "return": int}
     rated_task = broker.task("bench:rated", **config.rated())(rated)
     tenant_task = broker.task("bench:tenant", **config.tenant())(tenant)
-    return TaskiqApp(config, broker, {"gated": gated, "plain": plain, "rated": rated_task, "tenant": tenant_task})
+    return TaskiqApp(
+        config, broker, {"gated": gated, "plain": plain, "rated": rated_task, "tenant": tenant_task}
+    )
 
 
 if os.environ.get(ENV):  # a worker process: `taskiq worker apps.taskiq_app:broker`

@@ -47,7 +47,12 @@ class RateWorker(WorkerProcess):
             "--without-heartbeat", f"--logfile={self.log}",
         ]  # fmt: skip
         self.proc = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True
+            command,
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         return self
 

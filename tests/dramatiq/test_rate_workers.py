@@ -21,6 +21,7 @@ import pytest
 from ..windows import certain_peak
 from .conftest import ROOT, WORKER_STARTUP_S, WORKER_TIMEOUT_MS, stop_group
 from .test_real_workers import wait_until
+from .worker_app import REDIS_URL_ENV
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -39,7 +40,7 @@ def rate_app(worker_redis: str) -> Iterator[ModuleType]:
         module = importlib.reload(module)
     env = dict(
         os.environ,
-        **{module.REDIS_URL_ENV: worker_redis, "dramatiq_worker_timeout": str(WORKER_TIMEOUT_MS)},
+        **{REDIS_URL_ENV: worker_redis, "dramatiq_worker_timeout": str(WORKER_TIMEOUT_MS)},
         PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
     )
     group = subprocess.Popen(

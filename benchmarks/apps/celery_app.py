@@ -3,7 +3,9 @@
 
 Tasks (queue ``cfy-bench-<run>``): ``bench.gated`` carries the run's ``pool_key`` (and any other
 cachify options of the run); ``bench.plain`` has none (the dedicated-queue ceiling, capped by
-the worker's ``-c`` instead). Both run :func:`apps.observe.body`.
+the worker's ``-c`` instead); ``bench.rated(i)`` and ``bench.tenant(i, tenant)`` carry the run's
+``rated_options`` / ``tenant_options`` (rate limits) and record Celery's retry counter
+(``self.request.retries``). All run :func:`apps.observe.body`.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ class CeleryApp:
     app: Any
     tasks: dict[str, Any]
 
-    def send(self, task: str, i: int) -> None:
-        self.tasks[task].delay(i)
+    def send(self, task: str, i: int, *args: Any) -> None:
+        self.tasks[task].delay(i, *args)
 
     def close(self) -> None:
         self.app.close()
@@ -64,7 +66,17 @@ def build(config: AppConfig) -> CeleryApp:
     def plain(i: int) -> int:
         return observe.body(config.observe_url, config.run, i, config.body_s)
 
-    return CeleryApp(config, app, {"gated": gated, "plain": plain})
+    @app.task(name="bench.rated", bind=True, shared=False, **late, **config.rated())
+    def rated(self: Any, i: int) -> int:
+        return observe.body(config.observe_url, config.run, i, config.body_s, self.request.retries or 0)
+
+    @app.task(name="bench.tenant", bind=True, shared=False, **late, **config.tenant())
+    def tenant(self: Any, i: int, tenant: str) -> int:
+        return observe.body(
+            config.observe_url, config.run, i, config.body_s, self.request.retries or 0, tenant
+        )
+
+    return CeleryApp(config, app, {"gated": gated, "plain": plain, "rated": rated, "tenant": tenant})
 
 
 def _main() -> Any:

@@ -27,6 +27,10 @@ class AppConfig:
     #: ``heartbeat_timeout_ms``/``maintenance_chance``, Taskiq ``idle_timeout_ms``
     framework_options: dict[str, Any] = field(default_factory=dict)
     limiter_url: str = ""  #: Dramatiq's ConcurrentRateLimiter backend (Redis)
+    #: cachify options of the ``rated`` task (``rated(i)``: ``rate_key`` + ``rate``, ...); none: a plain task
+    rated_options: dict[str, Any] = field(default_factory=dict)
+    #: cachify options of the ``tenant`` task (``tenant(i, tenant)``: ``rate_keys``, ...)
+    tenant_options: dict[str, Any] = field(default_factory=dict)
 
     def env(self) -> dict[str, str]:
         return {ENV: json.dumps(asdict(self))}
@@ -55,6 +59,14 @@ class AppConfig:
     def gated_options(self) -> dict[str, Any]:
         """The gated task's cachify options: the pool, plus whatever the run adds."""
         return {"pool_key": self.pool_key, "pool_max_size": self.pool_size, **_tuples(self.task_options)}
+
+    def rated(self) -> dict[str, Any]:
+        """The ``rated`` task's cachify options."""
+        return _tuples(self.rated_options)
+
+    def tenant(self) -> dict[str, Any]:
+        """The ``tenant`` task's cachify options."""
+        return _tuples(self.tenant_options)
 
 
 def _tuples(options: dict[str, Any]) -> dict[str, Any]:

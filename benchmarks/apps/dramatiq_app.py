@@ -4,7 +4,10 @@ Actors (queue ``cfy-bench-<run>``): ``gated`` carries the run's ``pool_key`` (an
 cachify options of the run); ``plain`` has none (the dedicated-queue ceiling); ``limited`` is
 capped by Dramatiq's own ``ConcurrentRateLimiter`` the way its docs show: ``with
 limiter.acquire():`` raises ``RateLimitExceeded`` when full, and the default ``Retries``
-middleware retries the message (default backoff, default ``max_retries``).
+middleware retries the message (default backoff, default ``max_retries``); ``rated(i)`` and
+``tenant(i, tenant)`` carry the run's ``rated_options`` / ``tenant_options`` (rate limits) and
+record Dramatiq's retry counter (the message's ``retries`` option, read through
+``CurrentMessage``).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
-from dramatiq.middleware import Middleware
+from dramatiq.middleware import CurrentMessage, Middleware
 from dramatiq.rate_limits import ConcurrentRateLimiter
 from dramatiq.rate_limits.backends import RedisBackend
 
@@ -42,8 +45,8 @@ class DramatiqApp:
     broker: Any
     actors: dict[str, Any]
 
-    def send(self, task: str, i: int) -> None:
-        self.actors[task].send(i)
+    def send(self, task: str, i: int, *args: Any) -> None:
+        self.actors[task].send(i, *args)
 
     def close(self) -> None:
         self.broker.close()
@@ -68,6 +71,7 @@ def build(config: AppConfig) -> DramatiqApp:
     cachify = init_cachify(url=config.store_url, prefix=config.prefix, is_global=False)
     broker.add_middleware(CachifyMiddleware(cachify=cachify))
     broker.add_middleware(Ready(config))
+    broker.add_middleware(CurrentMessage())
     limiter = ConcurrentRateLimiter(
         RedisBackend(url=config.limiter_url or config.store_url),
         f"limiter-{config.run}",
@@ -86,6 +90,16 @@ def build(config: AppConfig) -> DramatiqApp:
         with limiter.acquire():
             observe.body(obs, run, i, body_s)
 
+    def retries() -> int:
+        message = CurrentMessage.get_current_message()
+        return int(message.options.get("retries", 0)) if message is not None else -1
+
+    def rated(i: int) -> None:
+        observe.body(obs, run, i, body_s, retries())
+
+    def tenant(i: int, tenant: str) -> None:
+        observe.body(obs, run, i, body_s, retries(), tenant)
+
     def actor(fn: Any, **options: Any) -> Any:
         return dramatiq.actor(actor_name=fn.__name__, queue_name=config.queue, broker=broker, **options)(fn)
 
@@ -93,6 +107,8 @@ def build(config: AppConfig) -> DramatiqApp:
         "gated": actor(gated, **config.gated_options()),
         "plain": actor(plain),
         "limited": actor(limited),
+        "rated": actor(rated, **config.rated()),
+        "tenant": actor(tenant, **config.tenant()),
     }
     return DramatiqApp(config, broker, actors)
 

@@ -3,7 +3,9 @@
 ``<run>:start`` gets ``"<i> <unix time> <pgid> <pid> <uid>"`` as a body starts, and
 ``<run>:end`` gets ``"<i> <unix time> <uid>"`` as it ends (``uid`` pairs the two records of one
 execution). A body killed mid-run leaves a start without an end. ``<run>:ready`` is the set of
-worker process groups that finished booting. Timestamps are ``time.time()``: every process is on
+worker process groups that finished booting. Bodies that know their framework's retry counter
+(the ``rated`` and ``tenant`` tasks) also push ``"<uid> <retries> <tag>"`` to ``<run>:attempt``
+before their start record (``tag``: the tenant, or ``-``). Timestamps are ``time.time()``: every process is on
 this machine, so they share one clock.
 """
 
@@ -32,10 +34,13 @@ def ready(url: str, run: str) -> None:
     client(url).sadd(f"{run}:ready", os.getpgid(0))
 
 
-def body(url: str, run: str, i: int, body_s: float) -> int:
-    """The measured work: record the start, sleep ``body_s``, record the end."""
+def body(url: str, run: str, i: int, body_s: float, retries: int | None = None, tag: str = "-") -> int:
+    """The measured work: record the start, sleep ``body_s``, record the end. ``retries``: the
+    framework's retry counter of this execution, recorded with ``tag`` when given."""
     obs = client(url)
     uid = uuid.uuid4().hex[:12]
+    if retries is not None:
+        obs.rpush(f"{run}:attempt", f"{uid} {retries} {tag or '-'}")
     obs.rpush(f"{run}:start", f"{i} {time.time():.6f} {os.getpgid(0)} {os.getpid()} {uid}")
     time.sleep(body_s)
     obs.rpush(f"{run}:end", f"{i} {time.time():.6f} {uid}")

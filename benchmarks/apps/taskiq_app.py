@@ -2,7 +2,9 @@
 
 A ``RedisStreamBroker`` on the stream ``cfy-bench-<run>``. Tasks: ``bench:gated`` carries the
 run's ``pool_key`` (and any other cachify options of the run); ``bench:plain`` has none (the
-dedicated-worker ceiling, capped by ``--max-async-tasks`` instead). Both are sync functions
+dedicated-worker ceiling, capped by ``--max-async-tasks`` instead); ``bench:rated(i)`` and
+``bench:tenant(i, tenant)`` carry the run's ``rated_options`` / ``tenant_options`` (rate limits)
+and record Taskiq's retry counter (the ``_retries`` label; absent: 0). All are sync functions
 (``time.sleep`` bodies), so Taskiq runs them in its thread pool: a worker's slots are
 ``min(--max-async-tasks, --max-threadpool-threads)``.
 """
@@ -15,7 +17,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from taskiq import TaskiqEvents, TaskiqState
+from taskiq import Context, TaskiqDepends, TaskiqEvents, TaskiqState
 from taskiq_redis import RedisStreamBroker
 
 from cachify_core import init_cachify
@@ -45,8 +47,8 @@ class TaskiqApp:
             asyncio.run_coroutine_threadsafe(self.broker.startup(), self._loop).result(SEND_TIMEOUT_S)
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(SEND_TIMEOUT_S)
 
-    def send(self, task: str, i: int) -> None:
-        self._run(self.tasks[task].kiq(i))
+    def send(self, task: str, i: int, *args: Any) -> None:
+        self._run(self.tasks[task].kiq(i, *args))
 
     def close(self) -> None:
         if self._loop is None:
@@ -79,7 +81,20 @@ def build(config: AppConfig) -> TaskiqApp:
     def plain(i: int) -> int:
         return observe.body(obs, run, i, body_s)
 
-    return TaskiqApp(config, broker, {"gated": gated, "plain": plain})
+    def rated(i: int, context: Context = TaskiqDepends(Context)) -> int:  # noqa: B008 (Taskiq DI)
+        return observe.body(obs, run, i, body_s, int(context.message.labels.get("_retries", 0)))
+
+    def tenant(i: int, tenant: str, context: Context = TaskiqDepends(Context)) -> int:  # noqa: B008
+        return observe.body(obs, run, i, body_s, int(context.message.labels.get("_retries", 0)), tenant)
+
+    # Taskiq reads the annotations at declaration: this module's are strings (postponed).
+    rated.__annotations__ = {"i": int, "context": Context, "return": int}
+    tenant.__annotations__ = {"i": int, "tenant": str, "context": Context, "return": int}
+    rated_task = broker.task("bench:rated", **config.rated())(rated)
+    tenant_task = broker.task("bench:tenant", **config.tenant())(tenant)
+    return TaskiqApp(
+        config, broker, {"gated": gated, "plain": plain, "rated": rated_task, "tenant": tenant_task}
+    )
 
 
 if os.environ.get(ENV):  # a worker process: `taskiq worker apps.taskiq_app:broker`

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -134,8 +134,9 @@ class WorkerSet:
         indices: Iterable[int],
         retry_for_s: float = DEFAULT_SEND_RETRY_S,
         pace_s: float = 0.0,
+        args_of: Callable[[int], tuple[object, ...]] | None = None,
     ) -> Sent:
-        """Send ``task(i)`` for each index, in order, ``pace_s`` apart. A failing send is retried every 0.2 s; once
+        """Send ``task(i, *args_of(i))`` for each index, in order, ``pace_s`` apart. A failing send is retried every 0.2 s; once
         sends have failed for ``retry_for_s`` in a row, the rest of the batch is given up (not
         sent, so never counted as lost)."""
         assert self.sender is not None, "start() first"
@@ -147,7 +148,7 @@ class WorkerSet:
                 continue
             while True:
                 try:
-                    self.sender.send(task, i)
+                    self.sender.send(task, i, *(args_of(i) if args_of is not None else ()))
                 except Exception as exc:
                     sent.failed_attempts += 1
                     if len(sent.errors) < 3:

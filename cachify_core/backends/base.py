@@ -383,6 +383,7 @@ class SyncBackend(Protocol):
     # -- waiting rooms (see the section above) ----------------------------------------------
     #: ``False``: this backend cannot park atomically; ``room_*`` mutations raise.
     supports_waiting_room: bool
+
     @property
     def pipelines(self) -> bool:
         """Whether ``batch`` makes its calls in one round trip (a single Redis server)."""

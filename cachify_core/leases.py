@@ -17,9 +17,11 @@ do not survive ``fork()``: a child starts its own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import logging
+import math
 import os
 import threading
 import time
@@ -107,9 +109,13 @@ class Lease:
 
 class Periodic:
     """A job run every ``interval_s`` until ``stop()`` (idempotent, no I/O). A run that raises
-    is logged and the job goes on; runs never overlap (the next is scheduled after one ends)."""
+    is logged and the job goes on; runs never overlap (the next is scheduled after one ends).
 
-    __slots__ = ("_task", "interval_s", "job", "name", "stopped")
+    Sooner when asked: a job that returns a number of seconds runs again within that (if less
+    than ``interval_s``), and :meth:`run_within` brings the next run forward from outside (a
+    timed entry just parked, due before the next tick)."""
+
+    __slots__ = ("_task", "_wake", "interval_s", "job", "name", "next_at", "stopped", "wanted_at")
 
     def __init__(self, name: str, interval_s: float, job: Callable[[], object]) -> None:
         if isinstance(interval_s, bool) or not isinstance(interval_s, (int, float)) or not interval_s > 0:
@@ -121,11 +127,31 @@ class Periodic:
         self.job = job
         self.stopped = False
         self._task: asyncio.Task[None] | None = None
+        #: When the next run is scheduled (monotonic s; ``inf`` while one runs).
+        self.next_at = math.inf
+        #: The soonest run asked for while one was running (monotonic s).
+        self.wanted_at = math.inf
+        #: How its scheduler is told of a sooner run (set by the scheduler).
+        self._wake: Callable[[float], None] | None = None
 
     def stop(self) -> None:
         self.stopped = True
         if self._task is not None:
             self._task.cancel()
+
+    def run_within(self, delay_s: float) -> None:
+        """Run no later than ``delay_s`` from now (no-op if a run is due sooner; thread-safe)."""
+        if self.stopped or self._wake is None:
+            return
+        self._wake(_now() + max(delay_s, 0.0))
+
+    def _after(self, started: float, result: object) -> float:
+        """When to run next, after a run that began at ``started`` and returned ``result``."""
+        at = started + self.interval_s
+        if isinstance(result, (int, float)) and not isinstance(result, bool):
+            at = min(at, _now() + max(float(result), 0.0))
+        at, self.wanted_at = min(at, self.wanted_at), math.inf
+        return at
 
 
 def _renew_sync(lease: Lease, backend: SyncBackend) -> bool:
@@ -160,8 +186,23 @@ class Renewer:
     def every(self, name: str, interval_s: float, job: Callable[[], object]) -> Periodic:
         """Run ``job()`` every ``interval_s`` on this thread's workers, first after one interval."""
         periodic = Periodic(name, interval_s, job)
-        self._schedule(_now() + periodic.interval_s, periodic)
+        periodic._wake = lambda at: self._sooner(periodic, at)
+        self._schedule_periodic(periodic, _now() + periodic.interval_s)
         return periodic
+
+    def _schedule_periodic(self, periodic: Periodic, at: float) -> None:
+        with self._cond:
+            periodic.next_at = at
+            self._schedule(at, periodic)
+
+    def _sooner(self, periodic: Periodic, at: float) -> None:
+        with self._cond:
+            if periodic.next_at == math.inf:  # running: it schedules its next run when done
+                periodic.wanted_at = min(periodic.wanted_at, at)
+                return
+            if at >= periodic.next_at:
+                return
+        self._schedule_periodic(periodic, at)  # the later heap entry goes stale
 
     def _schedule(self, due: float, item: Lease | Periodic) -> None:
         with self._cond:
@@ -174,12 +215,15 @@ class Renewer:
 
     def _run_periodic(self, periodic: Periodic) -> None:
         started = _now()
+        result: object = None
         try:
-            periodic.job()
+            result = periodic.job()
         except Exception as exc:
             logger.warning("cachify: periodic job %s failed: %s", periodic.name, exc)
         if not periodic.stopped:
-            self._schedule(started + periodic.interval_s, periodic)
+            with self._cond:
+                at = periodic._after(started, result)
+            self._schedule_periodic(periodic, at)
 
     def _stopped_one(self) -> None:
         """A lease stopped: its heap entry is dead weight until due (up to TTL/3 away). Drop
@@ -196,11 +240,15 @@ class Renewer:
             with self._cond:
                 while not self._heap or self._heap[0][0] > _now():
                     self._cond.wait(None if not self._heap else self._heap[0][0] - _now())
-                _, _, item = heapq.heappop(self._heap)
+                due, _, item = heapq.heappop(self._heap)
                 if item.stopped:
                     if isinstance(item, Lease):
                         self._stopped = max(0, self._stopped - 1)
                     continue
+                if isinstance(item, Periodic):
+                    if due != item.next_at:  # moved sooner since: this entry is stale
+                        continue
+                    item.next_at = math.inf  # running
             # Renewals run on a few worker threads: one stalled call (up to a socket timeout)
             # must not delay every other lease past its expiry.
             if isinstance(item, Periodic):
@@ -272,20 +320,45 @@ def start_async_renewal(backend: AsyncBackend, kind: Kind, key: str, token: str,
 
 
 def every_async(name: str, interval_s: float, job: Callable[[], Awaitable[object]]) -> Periodic:
-    """Await ``job()`` every ``interval_s`` from a task on the running loop; ``stop()`` cancels it."""
+    """Await ``job()`` every ``interval_s`` from a task on the running loop; ``stop()`` cancels it.
+    Sooner runs as :class:`Periodic` says (``run_within`` may be called from any thread)."""
     periodic = Periodic(name, interval_s, job)
+    loop_ = asyncio.get_running_loop()
+    woken = asyncio.Event()
+
+    def sooner(at: float) -> None:
+        if at < periodic.next_at:
+            periodic.next_at = at
+            woken.set()
+        elif periodic.next_at == math.inf:  # running
+            periodic.wanted_at = min(periodic.wanted_at, at)
+
+    def wake(at: float) -> None:
+        with contextlib.suppress(RuntimeError):  # its loop has closed: nothing left to wake
+            loop_.call_soon_threadsafe(sooner, at)
+
+    periodic._wake = wake
 
     async def loop() -> None:
+        periodic.next_at = _now() + periodic.interval_s
         while not periodic.stopped:
-            await asyncio.sleep(periodic.interval_s)
+            delay = periodic.next_at - _now()
+            if delay > 0:
+                woken.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(woken.wait(), delay)
+                continue  # woken for a sooner run, or the time came: look again
             if periodic.stopped:
                 return
+            started, result = _now(), None
+            periodic.next_at = math.inf
             try:
-                await job()
+                result = await job()
             except Exception as exc:
                 logger.warning("cachify: periodic job %s failed: %s", name, exc)
+            periodic.next_at = periodic._after(started, result)
 
-    periodic._task = asyncio.get_running_loop().create_task(loop(), name=f"cachify-periodic:{name}")
+    periodic._task = loop_.create_task(loop(), name=f"cachify-periodic:{name}")
     return periodic
 
 

@@ -9,7 +9,10 @@ The primitives (``room_*``, ``rooms``) and what they store are specified in
   most ``max_rooms`` rooms, starting at a rotating offset so a long registry is covered
   fairly across ticks. The caller publishes the hand-overs it returns;
 * :func:`start_sweeper` / :func:`start_async_sweeper`: that tick every ``interval_s`` on the
-  per-process renewal thread (:mod:`cachify_core.leases`) or a task of the running loop.
+  per-process renewal thread (:mod:`cachify_core.leases`) or a task of the running loop — and
+  sooner when a timed entry is due sooner: a tick wakes the next one at the earliest due time
+  the rooms report, and :func:`due_in` (called when this process parks a timed entry) brings
+  the next tick forward, so a rate-limited task is published at its time, not up to a tick late.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from .steps import Step, Steps, run_async, run_blocking
 __all__ = [
     "DEFAULT_SWEEP_LIMIT",
     "DEFAULT_SWEEP_ROOMS",
+    "due_in",
     "registry_key",
     "sweep",
     "sweep_async",
@@ -48,6 +52,13 @@ def registry_key(prefix: str) -> str:
 
 def sweep_steps(registry: str, limit: int, max_rooms: int) -> Steps[list[Handover]]:
     """One tick: the hand-overs to publish now, from at most ``max_rooms`` listed rooms."""
+    handed, _ = yield from tick_steps(registry, limit, max_rooms)
+    return handed
+
+
+def tick_steps(registry: str, limit: int, max_rooms: int) -> Steps[tuple[list[Handover], float | None]]:
+    """One tick: the hand-overs to publish now, and the seconds until the soonest timed entry
+    of the rooms swept is due (``None``: none)."""
     if isinstance(max_rooms, bool) or not isinstance(max_rooms, int) or max_rooms < 1:
         raise ValueError(f"sweep: max_rooms must be an int >= 1, got {max_rooms!r}")
     keys: tuple[str, ...] = yield lambda b: b.rooms(registry)
@@ -55,10 +66,13 @@ def sweep_steps(registry: str, limit: int, max_rooms: int) -> Steps[list[Handove
         start = next(_offsets) * max_rooms % len(keys)
         keys = (keys[start:] + keys[:start])[:max_rooms]
     handed: list[Handover] = []
+    soonest: float | None = None
     for key in keys:
         result = yield _sweep_one(key, registry, limit)
         handed.extend(result.handed)
-    return handed
+        if result.next_due_s is not None:
+            soonest = result.next_due_s if soonest is None else min(soonest, result.next_due_s)
+    return handed, soonest
 
 
 def _sweep_one(key: str, registry: str, limit: int) -> Step:
@@ -99,14 +113,15 @@ def start_sweeper(
     a fork (the renewal thread does not survive one). Raises
     :class:`~cachify_core.errors.CachifyUnsupportedError` on a backend without waiting rooms."""
     _check_supported(c.sync_backend.supports_waiting_room, c)
-    sweep_args = (limit, max_rooms)
+    registry = registry_key(c.prefix)
 
-    def tick() -> None:
-        handed = sweep(c, *sweep_args)
+    def tick() -> float | None:
+        handed, soonest = run_blocking(tick_steps(registry, limit, max_rooms), c.sync_backend)
         if handed:
             publish(handed)
+        return soonest  # the renewal thread runs the next tick by then, if sooner
 
-    return leases.renewer.every(f"waiting-room sweep {c.prefix}", interval_s, tick)
+    return _track(c, leases.renewer.every(f"waiting-room sweep {c.prefix}", interval_s, tick))
 
 
 def start_async_sweeper(
@@ -119,13 +134,34 @@ def start_async_sweeper(
     """The asyncio twin of :func:`start_sweeper`: a task on the running loop awaits
     ``publish(handed)``."""
     _check_supported(c.async_backend.supports_waiting_room, c)
+    registry = registry_key(c.prefix)
 
-    async def tick() -> None:
-        handed = await sweep_async(c, limit, max_rooms)
+    async def tick() -> float | None:
+        handed, soonest = await run_async(tick_steps(registry, limit, max_rooms), c.async_backend)
         if handed:
             await publish(handed)
+        return soonest
 
-    return leases.every_async(f"waiting-room sweep {c.prefix}", interval_s, tick)
+    return _track(c, leases.every_async(f"waiting-room sweep {c.prefix}", interval_s, tick))
+
+
+#: This process's sweepers per instance (by id), for :func:`due_in`.
+_running: dict[int, list[Periodic]] = {}
+
+
+def _track(c: Cachify, periodic: Periodic) -> Periodic:
+    sweepers = [p for p in _running.get(id(c), []) if not p.stopped]
+    sweepers.append(periodic)
+    _running[id(c)] = sweepers
+    return periodic
+
+
+def due_in(c: Cachify, delay_s: float) -> None:
+    """A timed entry of ``c``'s rooms is due in ``delay_s``: this process's sweepers of ``c``
+    run by then (no I/O; nothing to do where none runs — another process's sweep, or this
+    one's next tick, publishes it)."""
+    for periodic in _running.get(id(c), ()):
+        periodic.run_within(delay_s)
 
 
 def _check_supported(supported: bool, c: Cachify) -> None:

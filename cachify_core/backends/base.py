@@ -277,10 +277,12 @@ class RoomRelease(NamedTuple):
 
 class RoomSweep(NamedTuple):
     """``handed``: entries to publish now; ``remaining``: entries the room still holds (parked +
-    timed + handed over); 0 means it drained and left the registry."""
+    timed + handed over); 0 means it drained and left the registry; ``next_due_s``: seconds
+    until its earliest timed entry is due (``None``: it has none), so a sweeper can wake then."""
 
     handed: tuple[Handover, ...]
     remaining: int
+    next_due_s: float | None = None
 
 
 class RoomStats(NamedTuple):

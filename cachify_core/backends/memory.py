@@ -663,7 +663,8 @@ class MemoryStore:
                     due += 1
             self._tidy_slots(key, slots)
             held = self._settle(key, state, registry, None)
-            return RoomSweep(tuple(out), held)
+            next_due = min((due_at for due_at, _ in state.timed.values()), default=None)
+            return RoomSweep(tuple(out), held, None if next_due is None else max(0.0, next_due - now))
 
     def room_stats(self, key: str) -> RoomStats:
         with self._mutex:

@@ -357,6 +357,12 @@ def _room_reply(reply: Any) -> _RoomReply:
     return _RoomReply(int(reply[0]), int(reply[1]), int(reply[2]) == 1, handed)
 
 
+def _next_due(reply: Any) -> float | None:
+    """room_sweep's third number: ms until the room's earliest timed entry (-1: none)."""
+    ms = int(reply[2])
+    return None if ms < 0 else ms / 1000.0
+
+
 def _room_stats_reply(reply: Any) -> RoomStats:
     parked, wait_ms, handed, timed, watching = (int(x) for x in reply)
     return RoomStats(parked, wait_ms / 1000.0, handed, timed, watching)
@@ -663,13 +669,14 @@ class RedisBackend:
         return _ROOM_STATUS[reply.code]
 
     def room_sweep(self, key: str, registry: str, limit: int) -> RoomSweep:
-        reply = _room_reply(self._script("room_sweep", _room_sweep(key, limit, self._registry(registry))))
+        raw = self._script("room_sweep", _room_sweep(key, limit, self._registry(registry)))
+        reply = _room_reply(raw)
         if self._cluster and reply.held == 0:
             try:  # the hand-overs are made: a failure here only leaves the room listed
                 self._unlist(key, registry)
             except CachifyBackendError as exc:
                 logger.warning("cachify: could not take drained room %s off the registry: %s", key, exc)
-        return RoomSweep(reply.handed, reply.held)
+        return RoomSweep(reply.handed, reply.held, _next_due(raw))
 
     def _unlist(self, key: str, registry: str) -> None:
         """Cluster: the registry is in another slot; unlist unless a park listed the room again."""
@@ -892,13 +899,14 @@ class AsyncRedisBackend:
 
     async def room_sweep(self, key: str, registry: str, limit: int) -> RoomSweep:
         call = _room_sweep(key, limit, self._registry(registry))
-        reply = _room_reply(await self._script("room_sweep", call))
+        raw = await self._script("room_sweep", call)
+        reply = _room_reply(raw)
         if self._cluster and reply.held == 0:
             try:
                 await self._unlist(key, registry)
             except CachifyBackendError as exc:
                 logger.warning("cachify: could not take drained room %s off the registry: %s", key, exc)
-        return RoomSweep(reply.handed, reply.held)
+        return RoomSweep(reply.handed, reply.held, _next_due(raw))
 
     async def _unlist(self, key: str, registry: str) -> None:
         version = await self._command("room_sweep", "ZSCORE", _tag(registry), key)

@@ -35,7 +35,7 @@ from .. import leases
 from ..backends.base import DEFAULT_MAX_WAITING, RateCheck, RateLimit, RoomSettings, RoomStatus
 from ..errors import CachifyRateLimitedError
 from ..instance import Cachify
-from ..rooms import registry_key
+from ..rooms import due_in, registry_key
 from ..steps import Step, Steps
 from ..tokens import new_token
 from . import logs
@@ -127,6 +127,7 @@ def rate_steps(
         data = payload()
         got = yield lambda b: b.room_park_until(timed, entry_id, data, delay_ms, room)
         if got.status is RoomStatus.PARKED:
+            due_in(c, delay_ms / 1000)  # this process's sweep wakes for it, if it runs one
             parked = yield from p.parked_or_duplicate_steps(
                 handle, got.status, started_key, timed, got.handed
             )

@@ -3,8 +3,9 @@
 -- KEYS     as room_core.lua
 -- ARGV[1]  pool key (untagged)
 -- ARGV[2]  limit: most hand-overs of each kind this call makes (>= 1)
--- returns  {0, held, 0, id1, payload1, ...}: held: entries the room still holds (0: drained,
---          and left the registry on a single server); then, for the caller to publish: free
+-- returns  {0, held, next_due, id1, payload1, ...}: held: entries the room still holds (0:
+--          drained, and left the registry on a single server); next_due: ms until its earliest
+--          timed entry is due (-1: none), so the sweeper can wake then; then, to publish: free
 --          slots handed to the oldest parked entries, hand-overs whose lease had passed (lease
 --          renewed), timed entries now due; copies watching a claim whose claimer died
 --          unfinished go first in line
@@ -41,4 +42,9 @@ if conf then
     redis.call('ZREM', TIMED, unpack(due))
   end
 end
-return reply(0, settle(nil), 0, out)
+local first = redis.call('ZRANGE', TIMED, 0, 0, 'WITHSCORES')[2]
+local next_due = -1
+if first then
+  next_due = math.max(0, math.ceil(tonumber(first) - now))
+end
+return reply(0, settle(nil), next_due, out)

@@ -4,25 +4,30 @@ Each bound (``rate_key`` + ``rate``, and each of ``rate_keys``) is one GCRA limi
 (:mod:`cachify_core.rates`), its key rendered from the task's arguments like any template.
 
 * **Not handed over** (no reservation): with ``rate_on_limited="wait"`` and a delivery that can
-  park, each bound *schedules* the run (``rate_schedule``: counted at the earliest time that
-  bound admits it, 1 round trip per bound). All admit now: it goes on. Otherwise it is parked as
-  a **timed entry** of the first bound's waiting room (``<key>-room``), due when the last bound
-  allows it (``room_park_until``), and acknowledged; the sweep of any worker publishes it at
-  that time, never earlier. As its place was counted when it parked, it needs no check when it
-  comes back, so limits are never exceeded however many tasks wait, and no retry is spent.
-  Other modes count now (``rate_acquire``) and, refused, drop, raise
-  ``CachifyRateLimitedError``, return the callable's value, or (``"wait"`` where nothing can
-  park: eager runs, stores without waiting rooms) back off through the broker for the reported
-  time.
-* **Handed over** (its message carries a reservation): ``room_arrive`` in that room. ``CLAIMED``:
-  its time came, it goes on holding the claim (a lease of the room, renewed while it runs,
-  ended at finish); ``DUPLICATE``: a copy of a claimed hand-over, acknowledged; ``UNKNOWN``: the
-  reservation is not this room's (a pool's hand-over, whose rate was counted before it parked
-  in the pool), it goes on.
+  park, each bound in order *schedules* the run (``rate_schedule``: counted at the earliest
+  time that bound admits it, 1 round trip). All admit now: it goes on. The first that admits
+  it only later stops the count: the run is parked as a **timed entry** of that bound's
+  waiting room (``<key>-room``), due at that time (``room_park_until``), and acknowledged. The
+  sweep publishes it then, never earlier (the parking process's sweep wakes for it, and every
+  sweep wakes at the soonest due time it saw: :mod:`cachify_core.rooms`). Since it was counted
+  in that bound at its own time, each waiting run has a time of its own: no herd, no retry
+  spent, the limit never exceeded however many wait.
+* **Handed over** (its message carries a reservation): ``room_arrive`` in the room of the bound
+  it waited for (its entry id says which: ``<index>~<token>`` when there are several).
+  ``CLAIMED``: its time came; the other bounds are scheduled again as above (a count made
+  before the start could let a bound's starts bunch up later, so only the bound it waited for
+  keeps its count; counting the others twice can only under-admit). ``DUPLICATE``: a copy of a
+  claimed hand-over, acknowledged. ``UNKNOWN``: the reservation is not a timed entry's (a
+  pool's hand-over, whose rate was counted before it parked in the pool): it goes on.
+* **Other modes** count now (``rate_acquire``, up to the first refusal) and, refused, drop,
+  raise ``CachifyRateLimitedError``, return the callable's value, or (``"wait"`` where nothing
+  can park: eager runs, stores without waiting rooms) back off through the broker for the
+  reported time.
 
-Several bounds on different keys are counted one after the other (their keys may live on
-different cluster nodes): a run refused by a later bound has used its place in the earlier
-ones, which can only under-admit them, never over-admit.
+A claimed timed arrival holds a lease in that room (renewed while it runs, ended at finish)
+so a copy of it that arrives meanwhile is recognised. Round trips: 1 per bound admitted now;
+a waiting run 1 more to park; its hand-over 1 to arrive (plus 1 per other bound) and 1 at
+finish (in the finish's batch).
 """
 
 from __future__ import annotations
@@ -84,10 +89,12 @@ def rate_steps(
 
     o = p.options
     keys = _keys(p, c, args, kwargs)
-    timed = room_key(keys[0])
     backend = c.async_backend if asyncio else c.sync_backend
     rooms = backend.supports_waiting_room
+    counted: int | None = None  # the bound a handed-over copy was counted in at its time
     if reservation is not None and rooms:
+        counted = _bound_of(reservation, len(keys))
+        timed = room_key(keys[counted])
         room = _room(p, c)
         token = new_token()
         data = payload() if payload is not None else b""
@@ -103,27 +110,32 @@ def rate_steps(
         else:
             return None, False  # UNKNOWN: a pool's hand-over; its rate was counted before it parked there
     waits = o.rate_on_limited == "wait" and payload is not None and rooms
-    # One bound that waits is scheduled: counted at its own time, exactly. Several are counted
-    # now, in order, up to the first refusal; a refused run waits, uncounted, until the refusing
-    # bound allows it and is counted then (scheduling one bound for another's later time would
-    # hold that bound's capacity idle until then: GCRA keeps one time per limit, not a calendar).
-    schedule = waits and len(keys) == 1
+    # Waiting, each bound is scheduled in order (counted at the earliest time it admits the
+    # run) up to the first that admits it only later: the run waits for that time, counted in
+    # that bound exactly then; bounds before it were counted now, and count it again when it
+    # comes back (a count earlier than the start could let a bound's starts bunch up later;
+    # twice can only under-admit). A copy that comes back is not counted again in the bound it
+    # waited for. Not waiting, bounds are counted now, up to the first refusal.
     checks: list[RateCheck] = []
-    for key, bound in zip(keys, o.rate_bounds, strict=True):
-        check = yield _count(key, bound.limits, o.rate_cost, schedule)
+    index = 0
+    for index, (key, bound) in enumerate(zip(keys, o.rate_bounds, strict=True)):
+        if index == counted:
+            continue
+        check = yield _count(key, bound.limits, o.rate_cost, waits)
         checks.append(check)
         if not check.allowed:
             break
     if all(check.allowed for check in checks):
         return None, False
     delay_ms = checks[-1].retry_after_ms
-    refused = o.rate_bounds[len(checks) - 1]
+    refused = o.rate_bounds[index]
     where = f"rate {refused.key.template!r} ({refused.text})"
-    if handle.rate_room_key is not None:  # a claimed arrival refused again: it parks anew
+    if handle.rate_room_key is not None:  # a claimed arrival refused again: it waits anew
         yield from rate_release_steps(handle, retry=False)
     if waits and payload is not None:
+        timed = room_key(keys[index])
         room = _room(p, c)
-        entry_id = new_token()
+        entry_id = f"{index}~{new_token()}" if len(keys) > 1 else new_token()
         data = payload()
         got = yield lambda b: b.room_park_until(timed, entry_id, data, delay_ms, room)
         if got.status is RoomStatus.PARKED:
@@ -145,6 +157,15 @@ def rate_steps(
         return Admission(Verdict.SKIP, reason=reason), False
     # "wait" where nothing can park: back through the broker when the limit allows it
     return Admission(Verdict.REQUEUE, delay_s=delay_ms / 1000, reason=f"{where} limited"), False
+
+
+def _bound_of(reservation: str, bounds: int) -> int:
+    """The bound a timed entry waits for: its id starts with ``<index>~`` when the task has
+    several (``0``: one bound, or a reservation that is not a timed entry's)."""
+    head, sep, _ = reservation.partition("~")
+    if sep and head.isdigit() and int(head) < bounds:
+        return int(head)
+    return 0
 
 
 def _count(key: str, limits: tuple[RateLimit, ...], cost: int, schedule: bool) -> Step:
@@ -171,6 +192,7 @@ def rate_cancel_steps(
     the sweep would publish it again every lease."""
     if not p.options.rate_bounds:
         return
-    timed = room_key(_keys(p, c, args, kwargs)[0])
+    keys = _keys(p, c, args, kwargs)
+    timed = room_key(keys[_bound_of(reservation, len(keys))])
     room = _room(p, c)
     yield lambda b: b.room_cancel(timed, reservation, room)

@@ -278,3 +278,12 @@ def _stop_waiting_room_sweeps() -> Iterator[None]:
 
     yield
     handover.stop_worker_sweepers()
+
+
+@pytest.fixture(autouse=True)
+def _end_runs() -> Iterator[None]:
+    """Deliveries a test left running are ended, so no lease of theirs renews into later tests."""
+    from .delivery_support import end_runs
+
+    yield
+    end_runs()

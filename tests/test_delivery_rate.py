@@ -5,17 +5,11 @@ time (never earlier), and runs without a second count — on both backends, bloc
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import inspect
-import json
-import time
-from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
 
-from cachify_core import Cachify, CachifyRateLimitedError, rooms
-from cachify_core.backends.base import Handover
+from cachify_core import Cachify, CachifyRateLimitedError
 from cachify_core.tasks import (
     CachifyTaskOptionError,
     Delivery,
@@ -24,6 +18,8 @@ from cachify_core.tasks import (
     Verdict,
     parse_task_options,
 )
+
+from .delivery_support import Broker, event, live
 
 TASK = "tasks.geocode"
 
@@ -41,78 +37,9 @@ def kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-async def event(delivery: Delivery, kind: str, name: str, *args: Any, **kwargs: Any) -> Any:
-    if kind == "sync":
-        return getattr(delivery, name)(*args, **kwargs)
-    result = getattr(delivery, "a" + name)(*args, **kwargs)
-    return await result if inspect.isawaitable(result) else result
-
-
-#: Deliveries of the running test: the ones still running are ended at teardown, so no lease of
-#: theirs goes on renewing into later tests.
-LIVE: list[Delivery] = []
-
-
-def live(delivery: Delivery) -> Delivery:
-    LIVE.append(delivery)
-    return delivery
-
-
-@pytest.fixture(autouse=True)
-def _end_runs() -> Iterator[None]:
-    yield
-    while LIVE:
-        d = LIVE.pop()
-        if d.state in (State.RUNNING, State.RAISED):
-            with contextlib.suppress(Exception):
-                d.ended()
-
-
-class Broker:
-    """Stands for the integration: what it published, as (entry id, message) pairs."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, dict[str, Any]]] = []
-
-    def publish(self, handed: Sequence[Handover]) -> None:
-        for h in handed:
-            self.sent.append((h.entry_id, json.loads(h.payload)))
-
-    def delivery(self, p: TaskPolicy, task_id: str, tenant: str, reservation: str | None = None) -> Delivery:
-        message = {"id": task_id, "tenant": tenant}
-        return live(
-            Delivery(
-                p,
-                task_id,
-                (tenant,),
-                {},
-                reservation=reservation,
-                payload=lambda: json.dumps(message).encode(),
-                publish=self.publish,
-            )
-        )
-
-    def redeliver(self, p: TaskPolicy) -> Delivery:
-        entry_id, message = self.sent.pop(0)
-        return self.delivery(p, message["id"], message["tenant"], reservation=entry_id)
-
-    def sweep(self, c: Cachify) -> None:
-        self.publish(rooms.sweep(c))
-
-
 def supports(cachify: Cachify) -> None:
     if not cachify.sync_backend.supports_waiting_room:
         pytest.skip("store without waiting rooms")
-
-
-def wait_for(broker: Broker, c: Cachify, count: int, within_s: float) -> float:
-    """Sweep until ``count`` hand-overs came (bounded); the time it took."""
-    began = time.monotonic()
-    while len(broker.sent) < count:
-        assert time.monotonic() - began < within_s, f"{len(broker.sent)} of {count} hand-overs"
-        broker.sweep(c)
-        time.sleep(0.01)
-    return time.monotonic() - began
 
 
 async def test_a_limited_run_parks_until_its_time_and_runs_uncounted(cachify: Cachify, kind: str) -> None:
@@ -129,13 +56,13 @@ async def test_a_limited_run_parks_until_its_time_and_runs_uncounted(cachify: Ca
         assert (decision.verdict, d.state) == (Verdict.PARKED, State.ENDED)
     broker.sweep(cachify)
     assert broker.sent == []  # not due yet: never published early
-    took = wait_for(broker, cachify, 1, 2.0)
+    took = broker.wait_for(cachify, 1, 2.0)
     assert 0.15 < took < 0.6  # its own time (~250 ms after the burst), not earlier
     copy = broker.redeliver(p)
     assert copy.task_id == "t4"
     assert (await event(copy, kind, "admit")).verdict is Verdict.RUN  # no second count
     await event(copy, kind, "succeeded", 4)
-    wait_for(broker, cachify, 1, 2.0)
+    broker.wait_for(cachify, 1, 2.0)
     second = broker.redeliver(p)
     assert second.task_id == "t5"
     assert (await event(second, kind, "admit")).verdict is Verdict.RUN
@@ -155,11 +82,11 @@ async def test_a_duplicate_copy_of_a_claimed_timed_entry_does_not_run(cachify: C
     first = broker.delivery(p, "t0", "acme")
     await event(first, kind, "admit")
     await event(broker.delivery(p, "t1", "acme"), kind, "admit")
-    wait_for(broker, cachify, 1, 2.5)
+    broker.wait_for(cachify, 1, 2.5)
     entry_id, message = broker.sent[0]
     copy = broker.redeliver(p)
     assert (await event(copy, kind, "admit")).verdict is Verdict.RUN
-    twin = broker.delivery(p, message["id"], message["tenant"], reservation=entry_id)
+    twin = broker.copy(p, entry_id, message)
     assert (await event(twin, kind, "admit")).verdict is Verdict.SKIP
     await event(copy, kind, "succeeded", 1)
 
@@ -233,7 +160,7 @@ async def test_cache_hit_of_a_timed_copy_leaves_the_room(cachify: Cachify, kind:
     await event(first, kind, "admit")
     await event(broker.delivery(p, "t1", "acme"), kind, "admit")
     await event(first, kind, "succeeded", 42)  # cached now
-    wait_for(broker, cachify, 1, 2.5)
+    broker.wait_for(cachify, 1, 2.5)
     copy = broker.redeliver(p)
     hit = await event(copy, kind, "admit")
     assert (hit.verdict, hit.value) == (Verdict.CACHED, 42)

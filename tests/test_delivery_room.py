@@ -5,10 +5,7 @@ and the handed-over copy runs on the slot reserved for it — on both backends o
 
 from __future__ import annotations
 
-import contextlib
-import inspect
-import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -16,6 +13,8 @@ import pytest
 from cachify_core import Cachify
 from cachify_core.backends.base import Handover
 from cachify_core.tasks import Delivery, State, TaskPolicy, Verdict, handover, parse_task_options
+
+from .delivery_support import Broker, event, live
 
 TASK = "tasks.job"
 
@@ -31,63 +30,6 @@ def policy(cachify: Cachify, **raw: Any) -> TaskPolicy:
 @pytest.fixture(params=["sync", "async"])
 def kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
-
-
-async def event(delivery: Delivery, kind: str, name: str, *args: Any, **kwargs: Any) -> Any:
-    if kind == "sync":
-        return getattr(delivery, name)(*args, **kwargs)
-    result = getattr(delivery, "a" + name)(*args, **kwargs)
-    return await result if inspect.isawaitable(result) else result
-
-
-#: Deliveries of the running test: the ones still running are ended at teardown, so no lease of
-#: theirs goes on renewing into later tests.
-LIVE: list[Delivery] = []
-
-
-def live(delivery: Delivery) -> Delivery:
-    LIVE.append(delivery)
-    return delivery
-
-
-@pytest.fixture(autouse=True)
-def _end_runs() -> Iterator[None]:
-    yield
-    while LIVE:
-        d = LIVE.pop()
-        if d.state in (State.RUNNING, State.RAISED):
-            with contextlib.suppress(Exception):
-                d.ended()
-
-
-class Broker:
-    """Stands for the integration: what it published, as (entry id, message) pairs."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, dict[str, Any]]] = []
-
-    def publish(self, handed: Sequence[Handover]) -> None:
-        for h in handed:
-            self.sent.append((h.entry_id, json.loads(h.payload)))
-
-    def delivery(self, p: TaskPolicy, task_id: str, x: int, reservation: str | None = None) -> Delivery:
-        message = {"id": task_id, "x": x}
-        return live(
-            Delivery(
-                p,
-                task_id,
-                (x,),
-                {},
-                reservation=reservation,
-                payload=lambda: json.dumps(message).encode(),
-                publish=self.publish,
-            )
-        )
-
-    def redeliver(self, p: TaskPolicy) -> Delivery:
-        """The oldest published hand-over, as the broker delivers it."""
-        entry_id, message = self.sent.pop(0)
-        return self.delivery(p, message["id"], message["x"], reservation=entry_id)
 
 
 def slots(p: TaskPolicy) -> int:
@@ -214,7 +156,7 @@ async def test_second_copy_of_a_claimed_hand_over_does_not_run(cachify: Cachify,
     entry_id, message = broker.sent[0]
     copy = broker.redeliver(p)
     assert (await event(copy, kind, "admit")).verdict is Verdict.RUN
-    twin = broker.delivery(p, message["id"], message["x"], reservation=entry_id)  # a duplicate publish
+    twin = broker.copy(p, entry_id, message)  # a duplicate publish
     decision = await event(twin, kind, "admit")
     assert decision.verdict is Verdict.SKIP
     key = p.once_key((1,), {})

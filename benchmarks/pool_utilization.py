@@ -55,6 +55,8 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "taskiq": ("pool_key", "backoff", "dedicated"),
 }
 TASK_OF = {"pool_key": "gated", "backoff": "gated", "limiter": "limited", "dedicated": "plain"}
+#: Framework settings of every run (``--dramatiq-worker-timeout-ms``).
+FRAMEWORK_OPTIONS: dict[str, object] = {}
 #: Extra options of the gated task per variant.
 OPTIONS_OF: dict[str, dict[str, object]] = {"backoff": {"pool_max_waiting": 0}}
 #: Worker processes of the capped variants (the dedicated queue has one, of max_size slots).
@@ -106,6 +108,7 @@ def measure(
         body_s=body_s,
         limiter_url=urls["limiter"],
         task_options=dict(OPTIONS_OF.get(variant, {})),
+        framework_options=dict(FRAMEWORK_OPTIONS),
     )
     total = size * SLOTS_PER_CAP
     layout = [size] if variant == "dedicated" else [total // PROCESSES] * PROCESSES
@@ -180,10 +183,18 @@ def main() -> int:
     parser.add_argument(
         "--timeout-s", type=float, help="longest wait per measurement (default 300; quick 90)"
     )
+    parser.add_argument(
+        "--dramatiq-worker-timeout-ms",
+        type=int,
+        help="dramatiq --worker-timeout: its consumers' longest sleep between polls of an empty queue "
+        "(Dramatiq's default 1000 ms); a freed slot's hand-over waits for the next poll",
+    )
     parser.add_argument("--json", type=Path, help="write the rows (and the machine) to this file")
     parser.add_argument("--log-level", default="WARNING", help="worker log level (default WARNING)")
     parser.add_argument("--keep-logs", action="store_true", help="keep the worker logs (path printed)")
     args = parser.parse_args()
+    if args.dramatiq_worker_timeout_ms is not None:
+        FRAMEWORK_OPTIONS["worker_timeout_ms"] = args.dramatiq_worker_timeout_ms
     n = args.tasks or (60 if args.quick else 300)
     sizes = [int(s) for s in (args.sizes or ("2" if args.quick else "2,8")).split(",")]
     timeout_s = args.timeout_s or (90.0 if args.quick else 300.0)

@@ -196,13 +196,11 @@ class Renewer:
             self._schedule(at, periodic)
 
     def _sooner(self, periodic: Periodic, at: float) -> None:
-        with self._cond:
+        with self._cond:  # re-entrant: the check and the schedule under one hold
             if periodic.next_at == math.inf:  # running: it schedules its next run when done
                 periodic.wanted_at = min(periodic.wanted_at, at)
-                return
-            if at >= periodic.next_at:
-                return
-        self._schedule_periodic(periodic, at)  # the later heap entry goes stale
+            elif at < periodic.next_at:
+                self._schedule_periodic(periodic, at)  # the later heap entry goes stale
 
     def _schedule(self, due: float, item: Lease | Periodic) -> None:
         with self._cond:
@@ -222,8 +220,7 @@ class Renewer:
             logger.warning("cachify: periodic job %s failed: %s", periodic.name, exc)
         if not periodic.stopped:
             with self._cond:
-                at = periodic._after(started, result)
-            self._schedule_periodic(periodic, at)
+                self._schedule_periodic(periodic, periodic._after(started, result))
 
     def _stopped_one(self) -> None:
         """A lease stopped: its heap entry is dead weight until due (up to TTL/3 away). Drop
@@ -327,11 +324,11 @@ def every_async(name: str, interval_s: float, job: Callable[[], Awaitable[object
     woken = asyncio.Event()
 
     def sooner(at: float) -> None:
-        if at < periodic.next_at:
+        if periodic.next_at == math.inf:  # running: it schedules its next run when done
+            periodic.wanted_at = min(periodic.wanted_at, at)
+        elif at < periodic.next_at:
             periodic.next_at = at
             woken.set()
-        elif periodic.next_at == math.inf:  # running
-            periodic.wanted_at = min(periodic.wanted_at, at)
 
     def wake(at: float) -> None:
         with contextlib.suppress(RuntimeError):  # its loop has closed: nothing left to wake
@@ -339,8 +336,9 @@ def every_async(name: str, interval_s: float, job: Callable[[], Awaitable[object
 
     periodic._wake = wake
 
+    periodic.next_at = _now() + periodic.interval_s  # before the task starts: a sooner wins
+
     async def loop() -> None:
-        periodic.next_at = _now() + periodic.interval_s
         while not periodic.stopped:
             delay = periodic.next_at - _now()
             if delay > 0:

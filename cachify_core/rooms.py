@@ -18,6 +18,7 @@ The primitives (``room_*``, ``rooms``) and what they store are specified in
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Awaitable, Callable
 
 from . import leases
@@ -145,14 +146,16 @@ def start_async_sweeper(
     return _track(c, leases.every_async(f"waiting-room sweep {c.prefix}", interval_s, tick))
 
 
-#: This process's sweepers per instance (by id), for :func:`due_in`.
-_running: dict[int, list[Periodic]] = {}
+#: This process's sweepers per (pid, id of the instance), for :func:`due_in`: a forked child
+#: starts with none of its parent's.
+_running: dict[tuple[int, int], list[Periodic]] = {}
 
 
 def _track(c: Cachify, periodic: Periodic) -> Periodic:
-    sweepers = [p for p in _running.get(id(c), []) if not p.stopped]
+    key = (os.getpid(), id(c))
+    sweepers = [p for p in _running.get(key, []) if not p.stopped]
     sweepers.append(periodic)
-    _running[id(c)] = sweepers
+    _running[key] = sweepers
     return periodic
 
 
@@ -160,7 +163,7 @@ def due_in(c: Cachify, delay_s: float) -> None:
     """A timed entry of ``c``'s rooms is due in ``delay_s``: this process's sweepers of ``c``
     run by then (no I/O; nothing to do where none runs — another process's sweep, or this
     one's next tick, publishes it)."""
-    for periodic in _running.get(id(c), ()):
+    for periodic in _running.get((os.getpid(), id(c)), ()):
         periodic.run_within(delay_s)
 
 

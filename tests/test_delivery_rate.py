@@ -192,3 +192,43 @@ def test_bad_rate_options_fail_at_declaration(raw: dict[str, Any], message: str)
 
 def test_celery_rate_limit_is_not_ours() -> None:
     assert parse_task_options(TASK, geocode, {"rate_limit": "10/s"}).rate_bounds == ()
+
+
+async def test_a_timed_copy_requeued_by_a_full_pool_still_runs(cachify: Cachify, kind: str) -> None:
+    """Its rate claim is left for the requeued copy (which carries the same reservation) to
+    take over, not finished: otherwise that copy would be taken for a duplicate."""
+    supports(cachify)
+    p = policy(
+        cachify, rate_key="geo-{tenant}", rate="1/s", pool_key="pp", pool_max_size=1, pool_max_waiting=0
+    )
+    broker = Broker()
+    first = broker.delivery(p, "t0", "acme")
+    assert (await event(first, kind, "admit")).verdict is Verdict.RUN
+    assert (await event(broker.delivery(p, "t1", "acme"), kind, "admit")).verdict is Verdict.PARKED
+    broker.wait_for(cachify, 1, 2.5)
+    entry_id, message = broker.sent.pop(0)
+    copy = broker.copy(p, entry_id, message)
+    assert (await event(copy, kind, "admit")).verdict is Verdict.REQUEUE  # the pool is still full
+    copy.requeue_published()
+    await event(first, kind, "succeeded", 0)
+    again = broker.copy(p, entry_id, message)  # the requeued copy, same reservation
+    assert (await event(again, kind, "admit")).verdict is Verdict.RUN
+    await event(again, kind, "succeeded", 1)
+
+
+async def test_a_timed_copy_parked_by_its_pool_ends_its_rate_claim(cachify: Cachify, kind: str) -> None:
+    supports(cachify)
+    p = policy(cachify, rate_key="geo-{tenant}", rate="1/s", pool_key="pp", pool_max_size=1)
+    broker = Broker()
+    first = broker.delivery(p, "t0", "acme")
+    await event(first, kind, "admit")
+    await event(broker.delivery(p, "t1", "acme"), kind, "admit")
+    broker.wait_for(cachify, 1, 2.5)
+    copy = broker.redeliver(p)
+    assert (await event(copy, kind, "admit")).verdict is Verdict.PARKED  # now in the pool's room
+    rate_room = cachify.prefix + "geo-acme-rate-room"
+    assert cachify.sync_backend.pool_size(rate_room) == 0  # no claim lease left behind
+    await event(first, kind, "succeeded", 0)
+    pool_copy = broker.redeliver(p)
+    assert (await event(pool_copy, kind, "admit")).verdict is Verdict.RUN
+    await event(pool_copy, kind, "succeeded", 1)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from cachify_core import Cachify
+from cachify_core import Cachify, CachifyPoolFullError
 from cachify_core.backends.base import Handover
 from cachify_core.tasks import Delivery, State, TaskPolicy, Verdict, handover, parse_task_options
 
@@ -213,3 +213,69 @@ def test_publish_all_frames_by_framework() -> None:
     failing = Handover("e3", handover.payload("celery", b"body-3"))
     assert handover.publish_all("celery", [mine, theirs, failing], fails_once) == 1
     assert sent == [("e1", b"body-1")]
+
+
+async def test_a_late_duplicate_of_a_finished_hand_over_leaves_no_hold(cachify: Cachify, kind: str) -> None:
+    supports(cachify)
+    p = policy(cachify, once_key="o-{x}", pool_key="p", pool_max_size=1)
+    broker = Broker()
+    p.claim("t0", (0,), {})
+    first = broker.delivery(p, "t0", 0)
+    await event(first, kind, "admit")
+    p.claim("t1", (1,), {})
+    await event(broker.delivery(p, "t1", 1), kind, "admit")
+    await event(first, kind, "succeeded", 0)
+    entry_id, message = broker.sent[0]
+    copy = broker.redeliver(p)
+    await event(copy, kind, "admit")
+    await event(copy, kind, "succeeded", 1)  # the claimer finished, its hold released
+    late = broker.copy(p, entry_id, message)  # e.g. published again by a sweep
+    assert (await event(late, kind, "admit")).verdict is Verdict.SKIP
+    assert not p.claim("t2", (1,), {}).duplicate  # the late copy took nothing with it
+
+
+async def test_running_mode_cache_hit_gives_the_hold_back(cachify: Cachify, kind: str) -> None:
+    p = policy(
+        cachify, once_key="o-{x}", once_mode="running", pool_key="p", pool_max_size=1, cache_key="c-{x}"
+    )
+    broker = Broker()
+    first = broker.delivery(p, "t0", 5)
+    await event(first, kind, "admit")
+    await event(first, kind, "succeeded", 25)
+    hit = await event(broker.delivery(p, "t1", 5), kind, "admit")
+    assert hit.verdict is Verdict.CACHED
+    key = p.once_key((5,), {})
+    assert key is not None
+    assert p.cachify.sync_backend.lock_holder(key) is None
+    assert slots(p) == 0
+
+
+@pytest.mark.parametrize("on_full", ["drop", "raise"])
+async def test_a_handed_copy_that_may_not_park_does_not(cachify: Cachify, kind: str, on_full: str) -> None:
+    """A pool whose tasks may not park still goes through its room: a newcomer that finds it
+    full is refused (drop/raise), never parked with nothing to publish."""
+    supports(cachify)
+    p = policy(cachify, pool_key="p", pool_max_size=1, pool_on_full=on_full)
+    broker = Broker()
+    first = broker.delivery(p, "t0", 0)
+    await event(first, kind, "admit")
+    second = broker.delivery(p, "t1", 1, reservation="not-a-parked-entry")
+    if on_full == "raise":
+        with pytest.raises(CachifyPoolFullError):
+            await event(second, kind, "admit")
+    else:
+        assert (await event(second, kind, "admit")).verdict is Verdict.SKIP
+    stats = p.cachify.sync_backend.room_stats(p.cachify.prefix + "p-pool")
+    assert (stats.parked, stats.handed) == (0, 0)
+
+
+async def test_a_plain_pool_release_hands_over_too(cachify: Cachify, kind: str) -> None:
+    """A run admitted without a payload (it could not park) still releases through the room."""
+    supports(cachify)
+    p = policy(cachify, pool_key="p", pool_max_size=1)
+    broker = Broker()
+    plain = live(Delivery(p, "t0", (0,), {}, publish=broker.publish))
+    await event(plain, kind, "admit")
+    assert (await event(broker.delivery(p, "t1", 1), kind, "admit")).verdict is Verdict.PARKED
+    await event(plain, kind, "succeeded", 0)
+    assert [m["id"] for _, m in broker.sent] == ["t1"]

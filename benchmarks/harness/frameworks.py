@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -40,7 +41,12 @@ class Framework:
         app: SenderApp = importlib.import_module(f"apps.{self.module}").build(config)
         return app
 
-    def command(self, slots: int, node: str, log_level: str) -> list[str]:
+    def command(
+        self, slots: int, node: str, log_level: str, options: Mapping[str, Any] | None = None
+    ) -> list[str]:
+        """The worker's command line; ``options``: the run's framework settings (Dramatiq's
+        ``worker_timeout_ms`` becomes ``--worker-timeout``, its consumers' longest idle poll)."""
+        options = options or {}
         if self.name == "celery":
             return [
                 sys.executable, "-m", "celery", "-A", f"apps.{self.module}", "worker", "--pool=prefork",
@@ -49,6 +55,8 @@ class Framework:
             ]  # fmt: skip
         if self.name == "dramatiq":
             verbose = ["--verbose"] if log_level == "DEBUG" else []
+            if "worker_timeout_ms" in options:
+                verbose += ["--worker-timeout", str(int(options["worker_timeout_ms"]))]
             return [
                 sys.executable, "-m", "dramatiq", f"apps.{self.module}:broker", "--processes", "1",
                 "--threads", str(slots), *verbose,

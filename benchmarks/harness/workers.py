@@ -89,7 +89,9 @@ class WorkerSet:
     def _start(self, k: int) -> None:
         self.starts += 1
         node = f"w{k}-{self.starts}-{self.config.run}"
-        self.workers[k].command = self.framework.command(self.slots[k], node, self.log_level)
+        self.workers[k].command = self.framework.command(
+            self.slots[k], node, self.log_level, self.config.framework_options
+        )
         self.workers[k].start()
 
     def start(self, timeout_s: float = DEFAULT_READY_TIMEOUT_S) -> None:

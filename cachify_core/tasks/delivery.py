@@ -12,13 +12,15 @@ state       event                        next        what happens in the store
 RECEIVED    ``admit`` → RUN              RUNNING     cache miss, hold taken/checked, slot leased
 RECEIVED    ``admit`` → CACHED/RETURN    ENDED       the send-time claim is given back
 RECEIVED    ``admit`` → SKIP             ENDED       duplicate: nothing of its own; drop: claim back
-RECEIVED    ``admit`` → PARKED           ENDED       pool full: parked in its waiting room (same
-                                                     round trip); the hold stays, without expiry
+RECEIVED    ``admit`` → PARKED           ENDED       pool full (or a rate limit's wait): parked in
+                                                     a waiting room (same round trip); a queued
+                                                     hold stays, without expiry; a running one goes
 RECEIVED    ``admit`` → REQUEUE          REQUEUING   a queued hold is kept for the requeued copy
 RECEIVED    ``admit``: store unreachable REQUEUING   ``on_store_error="defer"`` (default): back through
                                                      the broker, nothing touched ("run": RUNNING
                                                      ungated; "fail": raises, as below)
-RECEIVED    ``admit`` raises             ENDED       the task fails unrun: its claim is given back
+RECEIVED    ``admit`` raises             ENDED       the task fails unrun: its claim is given back,
+                                                     a handed-over copy's reserved slot passed on
 RUNNING     ``succeeded(result)``        ENDED       result cached; slot and hold released
 RUNNING     ``raised(e, retry=True)``    ENDED       slot released; the hold kept for the retry
 RUNNING     ``raised(e, retry=False)``   ENDED       slot and hold released
@@ -171,6 +173,7 @@ class Delivery:
                     self.slot_token,
                     self.reservation,
                     self.payload,
+                    self._handed,
                 )
             except CachifyBackendError as exc:
                 return self._decided(p.store_error(self.task_id, self.requeues, exc))

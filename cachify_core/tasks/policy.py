@@ -23,6 +23,7 @@ made call by call: about 1 per feature per phase.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import logging
 import random
@@ -44,7 +45,7 @@ from ..steps import Batch, Step, Steps, run_async, run_blocking
 from ..tokens import new_token
 from . import logs
 from .options import DEFAULT_STORE_BACKOFF_S, TaskOptions
-from .rate_step import rate_cancel_steps, rate_steps
+from .rate_step import rate_cancel_steps, rate_release_steps, rate_steps
 
 __all__ = [
     "Admission",
@@ -115,6 +116,9 @@ class RunHandle:
     claimed: str | None = None
     #: Hand-overs the finish made: the integration publishes them (drained by the delivery).
     handed: list[Handover] = field(default_factory=list, repr=False)
+    #: Whether this admission took the hold itself (not only refreshed the claim at send, or a
+    #: running holder's of the same id): a duplicate hand-over gives such a hold back.
+    once_fresh: bool = False
     #: A rate limiter's timed entry this run claimed when its time came (``rate_*``).
     rate_room_key: str | None = None
     rate_token: str | None = None
@@ -391,22 +395,24 @@ class TaskPolicy:
         if key is not None:
             yield lambda b: b.lock_release(key, task_id)
 
-    def _hold_steps(self, key: str, task_id: str, first: object = _UNSET) -> Steps[str | None]:
-        """Make sure ``task_id`` holds ``key`` for its run; the other holder's id if it cannot.
-        ``first``: the answer of a first attempt already made (in the admission's batch)."""
+    def _hold_steps(self, key: str, task_id: str, first: object = _UNSET) -> Steps[tuple[str | None, bool]]:
+        """Make sure ``task_id`` holds ``key`` for its run: ``(None, fresh)`` — ``fresh`` if it
+        took the hold now rather than refreshing its own — or ``(holder, False)`` with the other
+        holder's id. ``first``: the answer of the batch's first attempt (an extend in mode
+        queued, a take in mode running)."""
         if first is True:
-            return None
+            return None, self.options.once_mode == "running"
         ttl = self._once_ttl_ms()
         holder: str | None = None
         for _ in range(_CLAIM_ATTEMPTS):
-            if (yield lambda b: b.lock_extend(key, task_id, ttl)) or (
-                yield lambda b: b.lock_acquire(key, task_id, ttl, False)
-            ):
-                return None
+            if (yield lambda b: b.lock_extend(key, task_id, ttl)):
+                return None, False
+            if (yield lambda b: b.lock_acquire(key, task_id, ttl, False)):
+                return None, True
             holder = yield lambda b: b.lock_holder(key)
             if holder is not None and holder != task_id:
-                return holder
-        return holder or "unknown"
+                return holder, False
+        return holder or "unknown", False
 
     def _cache_read_steps(
         self, c: Cachify, task_id: str, handle: RunHandle, ns: str, key: str, read: object = _UNSET
@@ -443,9 +449,12 @@ class TaskPolicy:
         slot_token: str | None,
         reservation: str | None = None,
         payload: Callable[[], bytes] | None = None,
+        handed_sink: list[Handover] | None = None,
     ) -> Steps[Admission]:
         """``reservation``: the waiting-room entry a handed-over copy carries; ``payload``: how
-        to publish this delivery again (``None``: it cannot park, e.g. an eager run)."""
+        to publish this delivery again (``None``: it cannot park, e.g. an eager run);
+        ``handed_sink``: where the hand-overs made before an admission that raises go (they are
+        otherwise returned in the ``Admission``)."""
         o = self.options
         handle = RunHandle(c, task_id)
         started_key: str | None = None  # mode until_started: the claim to give back at the start
@@ -460,7 +469,8 @@ class TaskPolicy:
                 )
                 if entry is not None:
                     handed = yield from self._unused_slot_steps(plan, pre, reservation)
-                    once_key = self._key(c, "once_key", args, kwargs) if o.claims_at_enqueue else None
+                    took = pre.take("hold") is True and o.once_mode == "running"  # the batch took it
+                    once_key = self._key(c, "once_key", args, kwargs) if o.claims_at_enqueue or took else None
                     yield from self.unclaim_steps(task_id, once_key)
                     handed += yield from self.cancel_steps(c, reservation, args, kwargs)
                     logs.cache_hit(o.task_name, task_id, cache_key)
@@ -471,7 +481,9 @@ class TaskPolicy:
                 if o.once_mode == "until_started":
                     started_key = once_key  # released once the run really starts (slot taken)
                 else:
-                    holder = yield from self._hold_steps(once_key, task_id, pre.take("hold"))
+                    holder, handle.once_fresh = yield from self._hold_steps(
+                        once_key, task_id, pre.take("hold")
+                    )
                     if holder is not None:
                         handed = yield from self._unused_slot_steps(plan, pre, reservation)
                         handed += yield from self.cancel_steps(c, reservation, args, kwargs)
@@ -543,13 +555,24 @@ class TaskPolicy:
             yield from self.unclaim_steps(task_id, started_key)
         except BaseException:
             # Failed or cancelled half-way: give back what this admission took (a queued claim
-            # stays: the framework decides whether the task id runs again).
-            if not isinstance(sys.exc_info()[1], CachifyBackendError):  # else: unreachable, TTLs free it
+            # stays: the framework decides whether the task id runs again). Renewals stop in
+            # any case: a store that cannot be reached now is left to the TTLs.
+            for lease in (handle.once_lease, handle.slot_lease, handle.rate_lease):
+                leases.end(lease)
+            if not isinstance(sys.exc_info()[1], CachifyBackendError):
                 try:
                     handle.handed.extend((yield from self._unused_slot_steps(plan, pre, reservation)))
+                    if pre.take("hold") is True and o.once_mode == "running" and handle.once_key is None:
+                        key = self._key(c, "once_key", args, kwargs)
+                        yield from self.unclaim_steps(task_id, key)
+                    claimed = handle.claimed is not None or handle.rate_claimed is not None
                     yield from self._release_steps(handle, keep_queued_hold=True)
+                    if not claimed:  # a handed-over copy that will not run: its slot goes on
+                        handle.handed.extend((yield from self.cancel_steps(c, reservation, args, kwargs)))
                 except Exception as exc:
                     logger.error("cachify: task %s: releasing after a failed admission: %s", o.task_name, exc)
+            if handed_sink is not None:
+                handed_sink.extend(handle.handed)
             raise
         handed, handle.handed = tuple(handle.handed), []
         return Admission(Verdict.RUN, handle=handle, handed=handed)
@@ -565,7 +588,9 @@ class TaskPolicy:
         payload: Callable[[], bytes] | None,
     ) -> _SlotPlan | None:
         """How this delivery asks for its pool slot (``None``: no pool): through the waiting
-        room when it may park (or carries a reservation) and the store has rooms."""
+        room wherever the store has rooms, so every release hands the slot on and nobody takes
+        a freed slot ahead of the line; a delivery that may not park (another ``pool_on_full``,
+        no payload, ``pool_max_waiting=0``) asks with a room that holds nothing new (FULL)."""
         o = self.options
         if o.pool_key is None:
             return None
@@ -574,9 +599,12 @@ class TaskPolicy:
         backend = c.async_backend if asyncio else c.sync_backend
         parks = payload is not None and o.pool_on_full == "requeue" and o.pool_max_waiting > 0
         token = slot_token or new_token()
-        if (parks or reservation is not None) and backend.supports_waiting_room:
+        if backend.supports_waiting_room:
+            room = self._room(c)
+            if not parks:
+                room = dataclasses.replace(room, max_waiting=0)
             data = payload() if parks and payload is not None else b""
-            return _SlotPlan(slot_key, token, self.slot_ttl_ms(), self._room(c), new_token(), data, parks)
+            return _SlotPlan(slot_key, token, self.slot_ttl_ms(), room, new_token(), data, parks)
         return _SlotPlan(slot_key, token, self.slot_ttl_ms(), None, "", b"", parks)
 
     def _prefetch_steps(
@@ -672,11 +700,18 @@ class TaskPolicy:
         Parked, its dedup hold must outlive any wait: a queued hold (and an until_started claim)
         loses its expiry until the room hands the task over, and the hand-over's publish and run
         give it its TTL back; a running-mode hold is given back, since nothing runs. A duplicate
-        leaves everything as it is: the hold is its claimer's (the same task id)."""
+        leaves the hold to its claimer (the same task id), unless this admission took it afresh
+        (the claimer finished and gave it back). A rate claim it made is finished either way."""
         o = self.options
         leases.end(handle.once_lease)
         once_key, handle.once_key = handle.once_key, None
+        if handle.rate_room_key is not None:  # its rate claim is done: counted, and not running
+            yield from rate_release_steps(handle, retry=False)
+            handed = (*handed, *handle.handed)
+            handle.handed.clear()
         if status is RoomStatus.DUPLICATE:
+            if once_key is not None and handle.once_fresh:  # its claimer finished and released it
+                yield lambda b: b.lock_release(once_key, handle.task_id)
             reason = f"a copy of a hand-over of {slot_key} that already started"
             if events.sink is not None:
                 events.sink.count("duplicate_at_run", "pool", self.label("pool_key"), o.task_name)
@@ -729,16 +764,19 @@ class TaskPolicy:
         room = handle.room
         steps: list[Step] = [] if first is None else [first]
         kinds: list[str] = [] if first is None else ["first"]
+        # The same message comes back carrying its reservation after a retry or a requeue:
+        # its claims are not finished then, so the copy takes them over.
+        comes_back = retry or keep_queued_hold
         if slot_key is not None and slot_token is not None:
             if room is not None:
-                claimed = None if retry else handle.claimed
+                claimed = None if comes_back else handle.claimed
                 steps.append(lambda b: b.room_release(slot_key, slot_token, room, claimed))
                 kinds.append("room")
             else:
                 steps.append(lambda b: b.pool_release(slot_key, slot_token))
                 kinds.append("pool")
         if rate_key is not None and rate_token is not None and rate_room is not None:
-            rate_claimed = None if retry else handle.rate_claimed
+            rate_claimed = None if comes_back else handle.rate_claimed
             steps.append(lambda b: b.room_release(rate_key, rate_token, rate_room, rate_claimed))
             kinds.append("rate")
         if once_key is not None:

@@ -215,10 +215,15 @@ class CachifyMiddleware(Middleware):
             return  # rejected in before_process_message: it never had a claim
         if policy.options.active:
             reservation = room.reservation(message)
-            _end(
-                actor,
-                Delivery(policy, message.message_id, message.args, message.kwargs, reservation=reservation),
+            delivery = Delivery(
+                policy,
+                message.message_id,
+                message.args,
+                message.kwargs,
+                reservation=reservation,
+                publish=room.publisher(broker, actor.is_async),  # its slot goes on at once
             )
+            _end(actor, delivery)
 
     def after_ack(self, broker: Broker, message: MessageProxy) -> None:
         current = self._take(message)

@@ -66,20 +66,20 @@ def _enable_metrics(**_: Any) -> None:
 
 
 # -- the known work ----------------------------------------------------------------------------
-@app.task
+@app.task(shared=False)
 def hello(name: str) -> str:
     """Readiness probe."""
     return f"hello {name}"
 
 
-@app.task(once_key="m-once-{n}", once_mode="running")
+@app.task(shared=False, once_key="m-once-{n}", once_mode="running")
 def once_job(n: int, seconds: float) -> int:
     observe.rpush("ran:once_job", n)
     time.sleep(seconds)
     return n
 
 
-@app.task(once_key="m-sent-{n}")
+@app.task(shared=False, once_key="m-sent-{n}")
 def sent_once(n: int, seconds: float) -> int:
     """Queued mode (the default): duplicates are refused at send, in the sending process."""
     observe.rpush("ran:sent_once", n)
@@ -87,14 +87,14 @@ def sent_once(n: int, seconds: float) -> int:
     return n
 
 
-@app.task(pool_key="m-pool", pool_max_size=1, acks_late=True)
+@app.task(shared=False, pool_key="m-pool", pool_max_size=1, acks_late=True)
 def pool_job(n: int, seconds: float) -> int:
     observe.rpush("ran:pool_job", n)
     time.sleep(seconds)
     return n
 
 
-@app.task(cache_key="m-square-{n}", cache_ttl=60)
+@app.task(shared=False, cache_key="m-square-{n}", cache_ttl=60)
 def square(n: int) -> int:
     observe.rpush("ran:square", n)
     return n * n

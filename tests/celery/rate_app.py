@@ -40,13 +40,13 @@ app.conf.update(
 observe = redis.Redis.from_url(DBS.observe)
 
 
-@app.task(ignore_result=False)
+@app.task(shared=False, ignore_result=False)
 def hello(name: str) -> str:
     """Readiness probe, routed to one worker's own queue."""
     return f"hello {name}"
 
 
-@app.task(bind=True, rate_key="rate-{run}", rate=f"{RATE}/s", acks_late=True)
+@app.task(shared=False, bind=True, rate_key="rate-{run}", rate=f"{RATE}/s", acks_late=True)
 def rated(self: Any, run: str, i: int) -> int:
     observe.rpush(f"rate:{run}:starts", f"{i} {time.time():.6f} {self.request.retries or 0}")
     return i

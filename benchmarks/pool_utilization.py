@@ -186,7 +186,7 @@ def main() -> int:
     parser.add_argument(
         "--dramatiq-worker-timeout-ms",
         type=int,
-        help="dramatiq --worker-timeout: its consumers' longest sleep between polls of an empty queue "
+        help="dramatiq_worker_timeout (env): its consumers' longest sleep between polls of an empty queue "
         "(Dramatiq's default 1000 ms); a freed slot's hand-over waits for the next poll",
     )
     parser.add_argument("--json", type=Path, help="write the rows (and the machine) to this file")

@@ -45,7 +45,7 @@ class Framework:
         self, slots: int, node: str, log_level: str, options: Mapping[str, Any] | None = None
     ) -> list[str]:
         """The worker's command line; ``options``: the run's framework settings (Dramatiq's
-        ``worker_timeout_ms`` becomes ``--worker-timeout``, its consumers' longest idle poll)."""
+        ``worker_timeout_ms`` becomes ``dramatiq_worker_timeout``, its consumers' longest idle poll)."""
         options = options or {}
         if self.name == "celery":
             return [
@@ -55,10 +55,14 @@ class Framework:
             ]  # fmt: skip
         if self.name == "dramatiq":
             verbose = ["--verbose"] if log_level == "DEBUG" else []
-            if "worker_timeout_ms" in options:
-                verbose += ["--worker-timeout", str(int(options["worker_timeout_ms"]))]
+            # dramatiq reads its consumers' longest idle poll from the environment
+            timeout = (
+                ["env", f"dramatiq_worker_timeout={int(options['worker_timeout_ms'])}"]
+                if "worker_timeout_ms" in options
+                else []
+            )
             return [
-                sys.executable, "-m", "dramatiq", f"apps.{self.module}:broker", "--processes", "1",
+                *timeout, sys.executable, "-m", "dramatiq", f"apps.{self.module}:broker", "--processes", "1",
                 "--threads", str(slots), *verbose,
             ]  # fmt: skip
         taskiq = str(Path(sys.executable).with_name("taskiq"))

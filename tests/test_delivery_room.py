@@ -5,6 +5,7 @@ and the handed-over copy runs on the slot reserved for it — on both backends o
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -279,3 +280,35 @@ async def test_a_plain_pool_release_hands_over_too(cachify: Cachify, kind: str) 
     assert (await event(broker.delivery(p, "t1", 1), kind, "admit")).verdict is Verdict.PARKED
     await event(plain, kind, "succeeded", 0)
     assert [m["id"] for _, m in broker.sent] == ["t1"]
+
+
+async def test_a_redelivered_park_is_recognised(cachify: Cachify, kind: str) -> None:
+    """A worker that dies between parking a delivery and acknowledging it: the broker delivers
+    the same message again. With a slot token derived from the delivery (Celery's), that copy
+    parks under the same entry id, and is acknowledged without a second entry — before and
+    after the task's hand-over ran."""
+    supports(cachify)
+    p = policy(cachify, pool_key="p", pool_max_size=1)
+    broker = Broker()
+
+    def delivery(task_id: str, x: int, reservation: str | None = None) -> Delivery:
+        body = json.dumps({"id": task_id, "args": [x]}).encode()
+        return live(
+            Delivery(
+                p, task_id, (x,), {}, 0, f"test:{task_id}:0.0", reservation=reservation,
+                payload=lambda: body, publish=broker.publish,
+            )
+        )  # fmt: skip
+
+    first = delivery("t0", 0)
+    await event(first, kind, "admit")
+    assert (await event(delivery("t1", 1), kind, "admit")).verdict is Verdict.PARKED
+    assert (await event(delivery("t1", 1), kind, "admit")).verdict is Verdict.PARKED  # redelivered
+    assert p.cachify.sync_backend.room_stats(p.cachify.prefix + "p-pool").parked == 1
+    await event(first, kind, "succeeded", 0)
+    copy = broker.redeliver(p)
+    assert (await event(copy, kind, "admit")).verdict is Verdict.RUN
+    await event(copy, kind, "succeeded", 1)
+    late = delivery("t1", 1)  # the original message once more, after its task ran
+    assert (await event(late, kind, "admit")).verdict is Verdict.SKIP  # acknowledged, not run
+    assert slots(p) == 0

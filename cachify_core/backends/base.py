@@ -120,8 +120,12 @@ class RateCheck(NamedTuple):
 #
 # * an **entry** is ``(entry_id, payload)``: ``payload`` is opaque bytes (what the caller needs
 #   to publish the delivery again); ``entry_id`` names this one park and must be unique per park
-#   (e.g. ``new_token()``), never reused for a later park of the same task: a claimed entry id is
-#   remembered as started, and a reused id would be taken for a duplicate.
+#   (e.g. ``new_token()``, or derived from the delivery: task id, retries and requeue count),
+#   never reused for a later park of the same task: a ``room_acquire`` without a reservation
+#   whose entry id is already parked is ``PARKED`` (it keeps its place: a retried call, or a
+#   redelivery of the delivery that parked it); one whose entry id is handed over, claimed or
+#   remembered as started is ``DUPLICATE`` (its task is on its way or ran: acknowledge, do not
+#   run; nothing stored).
 # * a **parked** entry waits for a slot (FIFO, ``room_acquire``); a **timed** entry waits for a
 #   time (``room_park_until``, for rate limits).
 # * a **hand-over** is an entry taken out of the waiting line and returned to a caller to
@@ -246,7 +250,7 @@ class RoomStatus(enum.Enum):
 
     ACQUIRED = "acquired"  #: the token holds a slot (the pool had one free and nobody waited)
     CLAIMED = "claimed"  #: the reservation became the token's slot (or the timed entry arrived)
-    DUPLICATE = "duplicate"  #: this reservation was claimed: acknowledge, do not run (see above)
+    DUPLICATE = "duplicate"  #: a claimed reservation, or an entry id already known: acknowledge, do not run
     PARKED = "parked"  #: the entry waits in the room (it was parked now, or already was)
     FULL = "full"  #: the room holds ``max_waiting`` entries: nothing was parked
     UNKNOWN = "unknown"  #: ``room_arrive``: no hand-over of that id (cancelled, or never made)

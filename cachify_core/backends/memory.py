@@ -493,6 +493,13 @@ class MemoryStore:
             now = _now()
             slot_ends = now + room.slot_ttl_ms / 1000.0
             waiting = None if reservation else self._rooms.get(key)
+            if waiting is not None and (
+                entry_id in waiting.handed
+                or entry_id in waiting.claims
+                or waiting.started.get(entry_id, 0.0) > now
+            ):
+                # a redelivery of the delivery that parked under this id: its entry carries on
+                return RoomAdmission(RoomStatus.DUPLICATE)
             # the common case: nobody is parked, so a free slot is ours (as pool_acquire)
             if (
                 not reservation

@@ -604,7 +604,11 @@ class TaskPolicy:
             if not parks:
                 room = dataclasses.replace(room, max_waiting=0)
             data = payload() if parks and payload is not None else b""
-            return _SlotPlan(slot_key, token, self.slot_ttl_ms(), room, new_token(), data, parks)
+            # Derived from the delivery where the integration names it (its slot token: task
+            # id, retries, requeues), so its redelivery after a crash between the park and the
+            # acknowledgement is recognised and acknowledged, not parked a second time.
+            entry_id = "p:" + slot_token if slot_token else new_token()
+            return _SlotPlan(slot_key, token, self.slot_ttl_ms(), room, entry_id, data, parks)
         return _SlotPlan(slot_key, token, self.slot_ttl_ms(), None, "", b"", parks)
 
     def _prefetch_steps(

@@ -3,7 +3,8 @@
 -- KEYS     as room_core.lua
 -- ARGV[1]  pool key (untagged)
 -- ARGV[2]  token of the would-be holder
--- ARGV[3]  entry id to park under
+-- ARGV[3]  entry id to park under (a redelivery of the same delivery parks under the same id:
+--          it is then a duplicate, see below)
 -- ARGV[4]  payload to park
 -- ARGV[5]  SETTINGS (room_core.lua); max_size >= 1; slot_ttl_ms is the lease of the slot
 --          taken and of reservations made; max_waiting bounds the parked entries
@@ -24,6 +25,14 @@
 local token, entry, payload = ARGV[2], ARGV[3], ARGV[4]
 local max_size, slot_ttl, lease, started_ttl, max_waiting = settings(ARGV[5])
 local rid, batch = ARGV[6], tonumber(ARGV[7])
+-- An entry id already handed over, claimed, or remembered as started: this is a redelivery of
+-- the delivery that parked under it (a worker died between the park and its acknowledgement),
+-- and its task is on its way or ran: a duplicate, nothing stored. (Still parked: it keeps its
+-- place, as a retried call does, below.)
+if rid == '' and (redis.call('ZSCORE', HANDED, entry) or redis.call('HEXISTS', CLAIMS, entry) == 1
+    or redis.call('ZSCORE', STARTED, entry)) then
+  return {3, 1, 0}
+end
 if rid == '' and redis.call('EXISTS', ROOM) == 0 then
   -- the common case: nobody is parked, so no hand-over is owed and a free slot is ours (as
   -- pool_acquire.lua); the room's other bookkeeping is not touched

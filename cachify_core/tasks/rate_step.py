@@ -4,19 +4,21 @@ Each bound (``rate_key`` + ``rate``, and each of ``rate_keys``) is one GCRA limi
 (:mod:`cachify_core.rates`), its key rendered from the task's arguments like any template.
 
 * **Not handed over** (no reservation): with ``rate_on_limited="wait"`` and a delivery that can
-  park, each bound in order *schedules* the run (``rate_schedule``: counted at the earliest
-  time that bound admits it, 1 round trip). All admit now: it goes on. The first that admits
-  it only later stops the count: the run is parked as a **timed entry** of that bound's
-  waiting room (``<key>-room``), due at that time (``room_park_until``), and acknowledged. The
-  sweep publishes it then, never earlier (the parking process's sweep wakes for it, and every
-  sweep wakes at the soonest due time it saw: :mod:`cachify_core.rooms`). Since it was counted
-  in that bound at its own time, each waiting run has a time of its own: no herd, no retry
-  spent, the limit never exceeded however many wait.
+  park, **one bound** *schedules* the run (``rate_schedule``: counted at the earliest time it
+  admits it, 1 round trip). Admitted now: it goes on. Otherwise it is parked as a **timed
+  entry** of that bound's waiting room (``<key>-room``), due at that time
+  (``room_park_until``), and acknowledged. The sweep publishes it then, never earlier (the
+  parking process's sweep wakes for it, and every sweep wakes at the soonest due time it saw:
+  :mod:`cachify_core.rooms`). As it was counted at its own time, each waiting run has a time of
+  its own: no herd, no retry spent, the limit never exceeded however many wait. **Several
+  bounds** are counted now, in order, up to the first refusal; a refused run is parked
+  uncounted in the refusing bound's room until that bound said it would admit it, and is
+  counted by every bound again then (it may wait more than once: runs refused together come
+  back together, and all but the first wait again).
 * **Handed over** (its message carries a reservation): ``room_arrive`` in the room of the bound
   it waited for (its entry id says which: ``<index>~<token>`` when there are several).
-  ``CLAIMED``: its time came; the other bounds are scheduled again as above (a count made
-  before the start could let a bound's starts bunch up later, so only the bound it waited for
-  keeps its count; counting the others twice can only under-admit). ``DUPLICATE``: a copy of a
+  ``CLAIMED``: its time came; with one bound it goes on (counted), with several all count it
+  again as above. ``DUPLICATE``: a copy of a
   claimed hand-over, acknowledged. ``UNKNOWN``: the reservation is not a timed entry's (a
   pool's hand-over, whose rate was counted before it parked in the pool): it goes on.
 * **Other modes** count now (``rate_acquire``, up to the first refusal) and, refused, drop,
@@ -91,10 +93,8 @@ def rate_steps(
     keys = _keys(p, c, args, kwargs)
     backend = c.async_backend if asyncio else c.sync_backend
     rooms = backend.supports_waiting_room
-    counted: int | None = None  # the bound a handed-over copy was counted in at its time
     if reservation is not None and rooms:
-        counted = _bound_of(reservation, len(keys))
-        timed = room_key(keys[counted])
+        timed = room_key(keys[_bound_of(reservation, len(keys))])
         room = _room(p, c)
         token = new_token()
         data = payload() if payload is not None else b""
@@ -110,21 +110,20 @@ def rate_steps(
         else:
             return None, False  # UNKNOWN: a pool's hand-over; its rate was counted before it parked there
     waits = o.rate_on_limited == "wait" and payload is not None and rooms
-    # Waiting, each bound is scheduled in order (counted at the earliest time it admits the
-    # run) up to the first that admits it only later: the run waits for that time, counted in
-    # that bound exactly then; bounds before it were counted now, and count it again when it
-    # comes back (a count earlier than the start could let a bound's starts bunch up later;
-    # twice can only under-admit). A copy that comes back is not counted again in the bound it
-    # waited for. Not waiting, bounds are counted now, up to the first refusal.
+    # One bound that waits is scheduled: counted at its own time, exactly, so the copy needs no
+    # count when it comes back. Several are counted now, in order, up to the first refusal; a
+    # refused run waits, uncounted, until the refusing bound said it would admit it, and all are
+    # counted again then. (Scheduling one bound while another still refuses would count the run
+    # in it at a time it may not start at, and counting it again on return in each would spend
+    # their capacity twice: measured, it halved the rates of a per-tenant + global pair.)
+    schedule = waits and len(keys) == 1
     checks: list[RateCheck] = []
-    index = 0
-    for index, (key, bound) in enumerate(zip(keys, o.rate_bounds, strict=True)):
-        if index == counted:
-            continue
-        check = yield _count(key, bound.limits, o.rate_cost, waits)
+    for key, bound in zip(keys, o.rate_bounds, strict=True):
+        check = yield _count(key, bound.limits, o.rate_cost, schedule)
         checks.append(check)
         if not check.allowed:
             break
+    index = len(checks) - 1
     if all(check.allowed for check in checks):
         return None, False
     delay_ms = checks[-1].retry_after_ms

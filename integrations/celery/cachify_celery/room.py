@@ -11,18 +11,21 @@ hand-over, and each worker process's sweep.
   back and publishes it at once through ``send_task`` (a resend: its hold is refreshed, never
   refused), carrying the entry id in the ``cachify_reservation`` header.
 * :func:`ensure_sweeper` / :func:`start_for_app`: every process that runs cachify tasks sweeps
-  the waiting rooms of its instances about once a second on cachify's renewal thread
+  the waiting rooms of its instances about once a second on cachify's renewal thread — and at
+  each timed entry's due time
   (:func:`cachify_core.tasks.handover.start_worker_sweeper`): a hand-over whose publish was
   lost is published again, a slot freed by expiry (a dead holder's) goes to the next parked
-  task. One read a second while nothing waits. It starts when a worker is ready (main process:
-  solo and threads pools run tasks there), when a prefork child starts, and otherwise on the
-  first pooled delivery a process runs (an instance made later, e.g. by ``init_cachify`` in a
-  ``worker_process_init`` handler that runs after cachify's).
+  task. One read a second while nothing waits. It starts in the worker's main process when the
+  worker is ready, and a main process that can name its tasks' instances before its pool
+  starts tells its prefork children so (:data:`MAIN_SWEEPS_ENV`): one sweeper per worker.
+  Otherwise (an instance made per child, e.g. by ``init_cachify`` in a ``worker_process_init``
+  handler) each child sweeps, from its start or its first pooled delivery.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -87,16 +90,38 @@ def publish_handovers(app: Any, handed: Sequence[Handover]) -> int:
     )
 
 
+#: Set by a worker's main process, before it forks its pool, when it will sweep itself (it can
+#: name the instances its tasks use): its prefork children then leave the sweep to it, so one
+#: worker is one sweeper however many children it has. The value is the main process's pid.
+MAIN_SWEEPS_ENV = "CACHIFY_CELERY_MAIN_SWEEPS"
+
+
+def announce_main_sweep(app: Any) -> None:
+    """In the worker's main process, before the pool starts: if this process will sweep (its
+    tasks' instances exist here), tell the children to come so they do not sweep too."""
+    if _instances(app):
+        os.environ[MAIN_SWEEPS_ENV] = str(os.getpid())
+
+
+def _left_to_main() -> bool:
+    owner = os.environ.get(MAIN_SWEEPS_ENV)
+    return owner is not None and owner != str(os.getpid())
+
+
 def ensure_sweeper(app: Any, cachify: Cachify) -> None:
-    """Sweep ``cachify``'s waiting rooms from this process (once per process and instance)."""
+    """Sweep ``cachify``'s waiting rooms from this process (once per process and instance),
+    unless this is a prefork child whose main process sweeps."""
+    if _left_to_main():
+        return
     handover.start_worker_sweeper(
         cachify, FRAMEWORK, lambda entry_id, body: publish_handover(app, entry_id, body)
     )
 
 
-def start_for_app(app: Any) -> None:
-    """Start this process's sweeps for the instances of ``app``'s pooled cachify tasks."""
-    seen: set[int] = set()
+def _instances(app: Any) -> list[tuple[str, Cachify]]:
+    """The distinct instances of ``app``'s cachify tasks that use waiting rooms, each with the
+    name of a task using it (only those this process can name already)."""
+    found: dict[int, tuple[str, Cachify]] = {}
     for task in list(app.tasks.values()):
         policies = getattr(type(task), "_cachify_policies", None)
         if policies is None or not policies.declared.options.uses_waiting_rooms:
@@ -105,10 +130,14 @@ def start_for_app(app: Any) -> None:
             instance = policies.declared.cachify
         except CachifyInitError:
             continue  # no instance in this process yet: the first delivery starts it
-        if id(instance) in seen:
-            continue
-        seen.add(id(instance))
+        found.setdefault(id(instance), (task.name, instance))
+    return list(found.values())
+
+
+def start_for_app(app: Any) -> None:
+    """Start this process's sweeps for the instances of ``app``'s pooled or rate-limited tasks."""
+    for name, instance in _instances(app):
         try:
             ensure_sweeper(app, instance)
         except Exception:
-            logger.exception("cachify: could not start the waiting-room sweep for task %s", task.name)
+            logger.exception("cachify: could not start the waiting-room sweep for task %s", name)

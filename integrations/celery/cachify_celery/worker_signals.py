@@ -42,7 +42,7 @@ from cachify_core.tasks import OPTION_NAMES, handover
 from .declaration import declared_options
 from .hooks import CachifyTask, slot_token
 from .publish import policy_for_message, uses_in_process_broker
-from .room import publish_handovers, start_for_app
+from .room import announce_main_sweep, publish_handovers, start_for_app
 
 __all__ = ["check_at_start", "connect"]
 
@@ -113,6 +113,7 @@ def _on_worker_init(sender: Any = None, **_: Any) -> None:
     app = getattr(sender, "app", None)
     if app is not None:
         check_at_start(app)
+        announce_main_sweep(app)  # before the pool forks: its children leave the sweep to it
 
 
 def _on_ready(sender: Any = None, **_: Any) -> None:

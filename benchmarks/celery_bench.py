@@ -140,7 +140,7 @@ ROUND_TRIPS = {
     "pool_key (max 64, never full)": "2 (acquire; release)",
     "cache_key, miss": "2 (get; set)",
     "cache_key, hit": "1 (get), body skipped",
-    "once + pool + cache (miss)": "7 (claim; get; hold check; slot; set; slot release; hold release)",
+    "once + pool + cache (miss)": "3 (claim; admission batch: get, hold, slot; finish batch: set, slot, hold)",
     "celery-once QueueOnce": "2 (lock; delete)",
 }
 

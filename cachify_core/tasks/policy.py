@@ -45,7 +45,7 @@ from ..steps import Batch, Step, Steps, run_async, run_blocking
 from ..tokens import new_token
 from . import logs
 from .options import DEFAULT_STORE_BACKOFF_S, TaskOptions
-from .rate_step import rate_cancel_steps, rate_release_steps, rate_steps
+from .rate_step import rate_cancel_steps, rate_release_step, rate_release_steps, rate_steps
 
 __all__ = [
     "Admission",
@@ -710,7 +710,7 @@ class TaskPolicy:
         leases.end(handle.once_lease)
         once_key, handle.once_key = handle.once_key, None
         if handle.rate_room_key is not None:  # its rate claim is done: counted, and not running
-            yield from rate_release_steps(handle, retry=False)
+            yield from rate_release_steps(handle)
             handed = (*handed, *handle.handed)
             handle.handed.clear()
         if status is RoomStatus.DUPLICATE:
@@ -761,10 +761,8 @@ class TaskPolicy:
         o = self.options
         leases.end(handle.slot_lease)
         leases.end(handle.once_lease)
-        leases.end(handle.rate_lease)
         slot_key, slot_token, once_key = handle.slot_key, handle.slot_token, handle.once_key
-        rate_key, rate_token, rate_room = handle.rate_room_key, handle.rate_token, handle.rate_room
-        handle.slot_key = handle.once_key = handle.rate_room_key = None  # released at most once
+        handle.slot_key = handle.once_key = None  # released at most once
         room = handle.room
         steps: list[Step] = [] if first is None else [first]
         kinds: list[str] = [] if first is None else ["first"]
@@ -779,9 +777,9 @@ class TaskPolicy:
             else:
                 steps.append(lambda b: b.pool_release(slot_key, slot_token))
                 kinds.append("pool")
-        if rate_key is not None and rate_token is not None and rate_room is not None:
-            rate_claimed = None if comes_back else handle.rate_claimed
-            steps.append(lambda b: b.room_release(rate_key, rate_token, rate_room, rate_claimed))
+        rate_step = rate_release_step(handle, finished=not comes_back)
+        if rate_step is not None:
+            steps.append(rate_step)
             kinds.append("rate")
         if once_key is not None:
             if (keep_queued_hold and o.once_mode == "queued") or (retry and o.once_mode == "running"):

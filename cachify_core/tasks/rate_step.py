@@ -50,7 +50,7 @@ from . import logs
 if TYPE_CHECKING:
     from .policy import Admission, RunHandle, TaskPolicy
 
-__all__ = ["rate_cancel_steps", "rate_release_steps", "rate_steps", "room_key"]
+__all__ = ["rate_cancel_steps", "rate_release_step", "rate_release_steps", "rate_steps", "room_key"]
 
 
 def room_key(full_key: str) -> str:
@@ -130,7 +130,7 @@ def rate_steps(
     refused = o.rate_bounds[index]
     where = f"rate {refused.key.template!r} ({refused.text})"
     if handle.rate_room_key is not None:  # a claimed arrival refused again: it waits anew
-        yield from rate_release_steps(handle, retry=False)
+        yield from rate_release_steps(handle)
     if waits and payload is not None:
         timed = room_key(keys[index])
         room = _room(p, c)
@@ -173,14 +173,24 @@ def _count(key: str, limits: tuple[RateLimit, ...], cost: int, schedule: bool) -
     return lambda b: b.rate_acquire(key, limits, cost, True)
 
 
-def rate_release_steps(handle: RunHandle, retry: bool) -> Steps[None]:
-    """End a claimed timed arrival's lease (the claim finishes unless a retry carries it on)."""
+def rate_release_step(handle: RunHandle, finished: bool) -> Step | None:
+    """The step that ends a claimed timed arrival (its lease stops now): ``finished`` unless
+    the same message comes back carrying the reservation (a retry, a requeue), whose copy takes
+    the claim over. ``None`` when the run holds no such claim. Released at most once."""
     leases.end(handle.rate_lease)
     key, token, room = handle.rate_room_key, handle.rate_token, handle.rate_room
     handle.rate_room_key = None
-    if key is not None and token is not None and room is not None:
-        claimed = None if retry else handle.rate_claimed
-        got = yield lambda b: b.room_release(key, token, room, claimed)
+    if key is None or token is None or room is None:
+        return None
+    claimed = handle.rate_claimed if finished else None
+    return lambda b: b.room_release(key, token, room, claimed)
+
+
+def rate_release_steps(handle: RunHandle) -> Steps[None]:
+    """Finish a claimed timed arrival's claim now, on its own (the run will not go on)."""
+    step = rate_release_step(handle, finished=True)
+    if step is not None:
+        got = yield step
         handle.handed.extend(got.handed)
 
 

@@ -10,7 +10,9 @@ the worker's ``-c`` instead); ``bench.rated(i)`` and ``bench.tenant(i, tenant)``
 
 from __future__ import annotations
 
+import logging
 import os
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +33,8 @@ class CeleryApp:
     tasks: dict[str, Any]
 
     def send(self, task: str, i: int, *args: Any) -> None:
-        self.tasks[task].delay(i, *args)
+        # task ids that name the index: a lost or duplicated index is one grep in the worker logs
+        self.tasks[task].apply_async((i, *args), task_id=f"{task}-{i}-{uuid.uuid4().hex[:12]}")
 
     def close(self) -> None:
         self.app.close()
@@ -81,6 +84,8 @@ def build(config: AppConfig) -> CeleryApp:
 
 def _main() -> Any:
     built = build(AppConfig.from_env())
+    if os.environ.get("CFY_BENCH_CACHIFY_DEBUG"):  # every admission verdict and hand-over, logged
+        logging.getLogger("cachify").setLevel(logging.DEBUG)
 
     @worker_ready.connect(weak=False)
     def _ready(**_: Any) -> None:

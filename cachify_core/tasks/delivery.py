@@ -205,6 +205,9 @@ class Delivery:
         verdict = decision.verdict
         if events.sink is not None:
             events.sink.verdict(self.task_name, verdict.value)
+        logs.admitted(
+            self.task_name, self.task_id, verdict.value, self.reservation, self.requeues, decision.reason
+        )
         if verdict is Verdict.RUN:
             self.handle = decision.handle
             self.state = State.RUNNING

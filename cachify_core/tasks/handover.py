@@ -76,6 +76,7 @@ def publish_all(framework: str, handed: Sequence[Handover], publish_one: Publish
         except Exception as exc:
             logger.error("cachify: hand-over %s not published (the sweep retries it): %s", entry_id, exc)
         else:
+            logger.debug("cachify: hand-over %s published", entry_id)
             sent += 1
     return sent
 
@@ -89,6 +90,7 @@ async def apublish_all(framework: str, handed: Sequence[Handover], publish_one: 
         except Exception as exc:
             logger.error("cachify: hand-over %s not published (the sweep retries it): %s", entry_id, exc)
         else:
+            logger.debug("cachify: hand-over %s published", entry_id)
             sent += 1
     return sent
 

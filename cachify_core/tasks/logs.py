@@ -88,6 +88,22 @@ def requeued(task: str, task_id: str, requeues: int, delay_s: float, reason: str
     logger.info("cachify: task %s[%s] requeued (%d) in %.2fs: %s", task, task_id, requeues, delay_s, reason)
 
 
+def admitted(
+    task: str, task_id: str, verdict: str, reservation: str | None, requeues: int, reason: str
+) -> None:
+    """Every admission's verdict, at DEBUG: what an operator tracing one task id greps for."""
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug(
+            "cachify: task %s[%s] admitted: %s (requeues %d%s)%s",
+            task,
+            task_id,
+            verdict,
+            requeues,
+            f", reservation {reservation}" if reservation else "",
+            f": {reason}" if reason else "",
+        )
+
+
 def parked(task: str, task_id: str, key: str) -> None:
     logger.debug("cachify: task %s[%s] parked in the waiting room of %s", task, task_id, key)
 

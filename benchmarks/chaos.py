@@ -47,6 +47,7 @@ import platform
 import random
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -230,8 +231,11 @@ def run_one(
     log_level: str,
     run: str,
     control: bool = False,
+    monitor_to: str | None = None,
 ) -> Result:
-    """One chaos run; ``control``: the same run with a task without any cachify option."""
+    """One chaos run; ``control``: the same run with a task without any cachify option;
+    ``monitor_to``: log every command a Redis broker receives to ``<monitor_to>.<run>.<n>``
+    (``redis-cli monitor``, one file per broker start)."""
     rng = random.Random(f"{plan.seed}-{framework}-{broker}")
     fw = FRAMEWORKS[framework]
     store, broker_server = servers["store"], servers["broker"]
@@ -260,8 +264,22 @@ def run_one(
         failed_attempts = 0
         errors: list[str] = []
         given_up: list[int] = []
+        monitors: list[subprocess.Popen[bytes]] = []
+
+        def monitor() -> None:
+            if monitor_to is not None and broker == "redis":
+                with open(f"{monitor_to}.{run}.{len(monitors)}", "wb") as out:
+                    argv = [
+                        shutil.which("redis-cli") or "redis-cli",
+                        "-p",
+                        str(broker_server.port),
+                        "monitor",
+                    ]
+                    monitors.append(subprocess.Popen(argv, stdout=out))
+
         try:
             workers.start()
+            monitor()
             t0 = time.time()
             down: dict[str, float] = {}
             for n_event, event in enumerate(events):
@@ -300,6 +318,8 @@ def run_one(
                         records.Fault(at, name, f"{name} down {time.time() - at:.1f}s", back_at=time.time())
                     )
                     log(f"  t={now - t0:5.1f}s {name} server back on :{server.port}")
+                    if name == "broker":
+                        monitor()
             log(f"  t={time.time() - t0:5.1f}s all {len(sent)} sent; draining (up to {plan.drain_s:.0f}s)")
             deadline = time.monotonic() + plan.drain_s
             while not workers.wait_done(sent, timeout_s=1.0):
@@ -312,10 +332,14 @@ def run_one(
             on_broker = broker_keys(url, run)
             logged = log_counts(workers)
         finally:
+            for m in monitors:
+                m.kill()
+                m.wait()
             workers.stop(grace_s=5)
             for server in (store, broker_server):
                 if server.proc is None or server.proc.poll() is not None:
                     server.start()  # a failed run must not leave the next one without a server
+    traces = [Path(f"{monitor_to}.{run}.{n}") for n in range(len(monitors))]
     obs = redis.Redis.from_url(servers["observe"].url(0))
     try:
         executions = records.read(obs, run)
@@ -329,23 +353,55 @@ def run_one(
     return Result(
         framework, f"{broker}, control (no cachify)" if control else broker, a.sent, a.completed, a.lost, a.duplicated, a.reruns_after_kill, a.cut_by_kill,
         a.unfinished, a.cap, a.peak, a.peak_outside_lease_windows, a.above_cap[:10], a.makespan_s, a.ideal_s,
-        a.recovery_s, exits, failed_attempts, errors[:3], given_up, left, on_broker, lost_detail(a.lost, executions, kills),
+        a.recovery_s, exits, failed_attempts, errors[:3], given_up, left, on_broker, lost_detail(a.lost, executions, kills, traces),
         duplicate_detail(a.duplicated, executions, kills),
         logged,
         time.time() - began,
     )  # fmt: skip
 
 
-def lost_detail(lost: list[int], executions: list[records.Execution], kills: dict[int, float]) -> list[str]:
+def lost_detail(
+    lost: list[int], executions: list[records.Execution], kills: dict[int, float], traces: list[Path] = ()
+) -> list[str]:
     out = []
     for i in lost[:10]:
         mine = [e for e in executions if e.i == i]
         if not mine:
-            out.append(f"{i}: never started")
+            out.append(f"{i}: never started{broker_fate(i, traces)}")
             continue
         killed = sum(1 for e in mine if e.end is None and e.pgid in kills)
         out.append(f"{i}: started {len(mine)}x, {killed} cut by a kill, never completed")
     return out
+
+
+#: A Celery message's kombu delivery tag, in an LPUSH line of ``redis-cli monitor``.
+_DELIVERY_TAG = re.compile(r'delivery_tag[\\"]*: [\\"]*([0-9a-f-]{36})')
+
+
+def broker_fate(i: int, traces: list[Path]) -> str:
+    """What a Redis broker's command log says of Celery task ``i``'s messages (the benchmark
+    app names its task ids ``<task>-<i>-<hex>``): each LPUSHed message, and whether kombu ever
+    recorded it as delivered (HSET into ``unacked``). A message pushed and never recorded was
+    popped by a worker that died before recording it: lost in the Redis transport."""
+    pushed: list[str] = []
+    recorded: set[str] = set()
+    needle = f"-{i}-".encode()
+    lines = [line for path in traces if path.exists() for line in path.read_bytes().splitlines()]
+    for line in lines:
+        if (
+            b'"LPUSH"' in line
+            and needle in line
+            and (m := _DELIVERY_TAG.search(line.decode(errors="replace")))
+        ):
+            pushed.append(m.group(1))
+    tags = {tag.encode() for tag in pushed}
+    for line in lines:
+        if b'"HSET" "unacked"' in line and any(tag in line for tag in tags):
+            recorded.update(tag for tag in pushed if tag.encode() in line)
+    if not pushed:
+        return ""
+    never = [tag for tag in pushed if tag not in recorded]
+    return f"; broker: {len(pushed)} message(s) pushed, {len(never)} popped and never recorded as delivered"
 
 
 #: Worker log lines counted per run (each worker's log of the run).
@@ -500,6 +556,13 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="write every run's result to this file")
     parser.add_argument("--log-level", default="WARNING", help="worker log level (default WARNING)")
     parser.add_argument("--keep-logs", action="store_true", help="keep the worker logs (path printed)")
+    parser.add_argument(
+        "--monitor-broker",
+        metavar="PATH",
+        help="diagnosis: log every command the Redis broker receives (redis-cli monitor) to PATH.<run>.<n>; "
+        "a lost task whose message was LPUSHed and never HSET into kombu's 'unacked' was popped by a "
+        "worker that died before recording it",
+    )
     args = parser.parse_args()
     first, most = (float(x) for x in args.backoff.split(","))
     plan = Plan(
@@ -549,6 +612,7 @@ def main() -> int:
                     args.log_level,
                     f"{os.getpid()}-{n}",
                     control,
+                    args.monitor_broker,
                 )
             except Exception as exc:
                 crashed.append(f"{framework} / {broker_name}: {type(exc).__name__}: {exc}")

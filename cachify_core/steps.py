@@ -96,7 +96,7 @@ class Primitives(Protocol):
     def room_cancel(self, key: str, entry_id: str, room: RoomSettings) -> Any: ...
 
     def room_park_until(
-        self, key: str, entry_id: str, payload: bytes, delay_ms: int, room: RoomSettings
+        self, key: str, entry_id: str, payload: bytes, delay_ms: int, room: RoomSettings, spacing_ms: int = 0
     ) -> Any: ...
 
     def room_arrive(

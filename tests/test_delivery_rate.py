@@ -1,6 +1,8 @@
 """The ``rate_*`` task options in the delivery lifecycle: a run the limits do not admit now is
-parked as a timed entry, counted at its own future time, published again by the sweep at that
-time (never earlier), and runs without a second count — on both backends, blocking and asyncio."""
+parked, uncounted, as a timed entry due when they would admit it (spaced after the entries
+before it), published again by the sweep at that time (never earlier), and counted when it
+arrives — so runs that arrive late start no faster than the limits allow — on both backends,
+blocking and asyncio."""
 
 from __future__ import annotations
 
@@ -60,7 +62,7 @@ async def test_a_limited_run_parks_until_its_time_and_runs_uncounted(cachify: Ca
     assert 0.15 < took < 0.6  # its own time (~250 ms after the burst), not earlier
     copy = broker.redeliver(p)
     assert copy.task_id == "t4"
-    assert (await event(copy, kind, "admit")).verdict is Verdict.RUN  # no second count
+    assert (await event(copy, kind, "admit")).verdict is Verdict.RUN  # counted now, at its time
     await event(copy, kind, "succeeded", 4)
     broker.wait_for(cachify, 1, 2.0)
     second = broker.redeliver(p)
@@ -73,6 +75,44 @@ async def test_a_limited_run_parks_until_its_time_and_runs_uncounted(cachify: Ca
     await asyncio.sleep(0.3)
     broker.sweep(cachify)
     assert broker.sent == []  # claimed entries are not published again
+
+
+async def test_runs_that_arrive_late_together_start_no_faster_than_the_limit(
+    cachify: Cachify, kind: str
+) -> None:
+    """A backlog in the broker holds every due hand-over back, then delivers them at once: each
+    is counted when it arrives, so only what the limit admits then runs (its burst) and the
+    rest wait again, each at a time of its own."""
+    supports(cachify)
+    p = policy(cachify, rate_key="geo-{tenant}", rate="4/s")  # burst 4, then one per 250 ms
+    broker = Broker()
+    for i in range(4):
+        d = broker.delivery(p, f"t{i}", "acme")
+        assert (await event(d, kind, "admit")).verdict is Verdict.RUN
+        await event(d, kind, "succeeded", i)
+    for i in range(4, 10):
+        assert (await event(broker.delivery(p, f"t{i}", "acme"), kind, "admit")).verdict is Verdict.PARKED
+    broker.wait_for(cachify, 6, 4.0)  # due 250 ms apart: all six published by ~1.5 s
+    await asyncio.sleep(0.3)  # the limit is idle again: its burst of 4 is back, no more
+    verdicts = []
+    for _ in range(6):
+        copy = broker.redeliver(p)
+        verdicts.append((await event(copy, kind, "admit")).verdict)
+        if verdicts[-1] is Verdict.RUN:
+            await event(copy, kind, "succeeded", 0)
+    assert verdicts.count(Verdict.RUN) == 4
+    assert verdicts[4:] == [Verdict.PARKED, Verdict.PARKED]
+    took = broker.wait_for(cachify, 2, 3.0)  # spaced again: the first ~250 ms on, not at once
+    assert took > 0.1
+    for _ in range(2):
+        copy = broker.redeliver(p)
+        decision = await event(copy, kind, "admit")
+        if decision.verdict is Verdict.PARKED:  # the second may be early for its own time
+            broker.wait_for(cachify, 1, 2.0)
+            copy = broker.redeliver(p)
+            decision = await event(copy, kind, "admit")
+        assert decision.verdict is Verdict.RUN
+        await event(copy, kind, "succeeded", 0)
 
 
 async def test_a_duplicate_copy_of_a_claimed_timed_entry_does_not_run(cachify: Cachify, kind: str) -> None:

@@ -66,9 +66,11 @@ class Room:
     async def release(self, token: str, claimed: str | None = None) -> RoomRelease:
         return await self._call("room_release", self.key, token, self.settings, claimed)  # type: ignore[no-any-return]
 
-    async def park_until(self, entry: str, delay_ms: int) -> RoomAdmission:
+    async def park_until(self, entry: str, delay_ms: int, spacing_ms: int = 0) -> RoomAdmission:
         payload = f"payload of {entry}".encode()
-        return await self._call("room_park_until", self.key, entry, payload, delay_ms, self.settings)  # type: ignore[no-any-return]
+        return await self._call(  # type: ignore[no-any-return]
+            "room_park_until", self.key, entry, payload, delay_ms, self.settings, spacing_ms
+        )
 
     async def arrive(self, reservation: str, token: str = "arriver", copy: str = "copy") -> RoomStatus:
         payload = f"payload of {copy}".encode()
@@ -367,6 +369,29 @@ async def test_timed_entries_are_bounded_and_never_take_slots(cachify: Cachify, 
     result, _ = await room.swept_until(lambda r: r.handed != ())
     assert ids(result.handed) == ["a"]
     assert await room.size() == 1  # the timed hand-over reserved nothing
+
+
+async def test_spaced_timed_entries_come_back_one_by_one(cachify: Cachify, kind: str) -> None:
+    """Entries parked for the same limit, all due now, are spaced after the latest one: the
+    sweep returns them one per ``spacing_ms``, not together (no herd)."""
+    room = Room(cachify, kind, "spaced", max_size=0)
+    parked_at = time.monotonic()
+    for entry in ("a", "b", "c"):
+        assert (await room.park_until(entry, 0, spacing_ms=250)).status is RoomStatus.PARKED
+    first, _ = await room.swept_until(lambda r: r.handed != ())
+    assert ids(first.handed) == ["a"]  # due at once; "b" and "c" 250 and 500 ms after it
+    second, at = await room.swept_until(lambda r: r.handed != ())
+    assert ids(second.handed) == ["b"]
+    assert at - parked_at >= 0.25 - CLOCK_SLACK_S
+    third, at = await room.swept_until(lambda r: r.handed != ())
+    assert ids(third.handed) == ["c"]
+    assert at - parked_at >= 0.5 - CLOCK_SLACK_S
+    # a longer delay than the spacing wins; without spacing the tail is not looked at
+    assert (await room.park_until("d", 0)).status is RoomStatus.PARKED
+    swept, _ = await room.swept_until(lambda r: r.handed != ())
+    assert ids(swept.handed) == ["d"]
+    with pytest.raises(ValueError, match="spacing_ms"):
+        await room.park_until("e", 0, spacing_ms=-1)
 
 
 # -- registry and inspection --------------------------------------------------------------------------

@@ -211,6 +211,13 @@ def _positive_ms(value: object, what: str) -> int:
     return value
 
 
+def check_park_until(key: str, delay_ms: object, spacing_ms: object) -> None:
+    """``room_park_until``'s arguments, checked the same way by every backend."""
+    for name, value in (("delay_ms", delay_ms), ("spacing_ms", spacing_ms)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"room_park_until {key!r}: {name} must be an int >= 0, got {value!r}")
+
+
 @dataclass(frozen=True)
 class RoomSettings:
     """How one pool's waiting room behaves; validated here, before any I/O.
@@ -254,6 +261,9 @@ class RoomStatus(enum.Enum):
     PARKED = "parked"  #: the entry waits in the room (it was parked now, or already was)
     FULL = "full"  #: the room holds ``max_waiting`` entries: nothing was parked
     UNKNOWN = "unknown"  #: ``room_arrive``: no hand-over of that id (cancelled, or never made)
+    #: ``room_arrive``: the entry's claimer died or passed its claim on unfinished (a requeue);
+    #: the token holds the claim now, as the claimer's successor
+    TAKEN_OVER = "taken over"
 
 
 class Handover(NamedTuple):
@@ -451,9 +461,11 @@ class SyncBackend(Protocol):
         ...
 
     def room_park_until(
-        self, key: str, entry_id: str, payload: bytes, delay_ms: int, room: RoomSettings
+        self, key: str, entry_id: str, payload: bytes, delay_ms: int, room: RoomSettings, spacing_ms: int = 0
     ) -> RoomAdmission:
-        """Park a timed entry, due ``delay_ms`` (>= 0) after now on the store's clock; the first
+        """Park a timed entry, due ``delay_ms`` (>= 0) after now on the store's clock, and no
+        sooner than ``spacing_ms`` (>= 0) after the room's latest timed entry (entries waiting for
+        the same limit then come back one by one, at about the rate it admits them); the first
         ``room_sweep`` at or after that time returns it (never earlier), as a hand-over without a
         reservation. ``PARKED`` (or already parked: its due time is kept), or ``FULL`` when the
         room holds ``max_waiting`` timed entries. Parked entries waiting for slots are not
@@ -466,7 +478,8 @@ class SyncBackend(Protocol):
         """A delivery of timed entry ``reservation``'s hand-over arrived: ``CLAIMED`` (payload
         deleted; ``token`` holds the claim as a lease of ``slot_ttl_ms`` in this room's slot
         set: renew it with ``pool_extend``, end it with ``room_release(key, token, room,
-        claimed=reservation)``), ``DUPLICATE`` (claimed before: the claim runs or finished; the
+        claimed=reservation)``), ``TAKEN_OVER`` (the same, as the successor of a claimer that
+        died or passed the claim on unfinished), ``DUPLICATE`` (claimed before: the claim runs or finished; the
         first copy arriving while it runs is kept as ``(entry_id, payload)`` and is due at once
         if the claimer dies unfinished), or ``UNKNOWN`` (no such hand-over: cancelled, or never
         made; go on as a new delivery)."""
@@ -561,7 +574,7 @@ class AsyncBackend(Protocol):
     async def room_cancel(self, key: str, entry_id: str, room: RoomSettings) -> RoomRelease: ...
 
     async def room_park_until(
-        self, key: str, entry_id: str, payload: bytes, delay_ms: int, room: RoomSettings
+        self, key: str, entry_id: str, payload: bytes, delay_ms: int, room: RoomSettings, spacing_ms: int = 0
     ) -> RoomAdmission: ...
 
     async def room_arrive(

@@ -297,7 +297,7 @@ class ClientBackend:
         raise _no_room(self.name, "room_cancel")
 
     def room_park_until(
-        self, key: str, entry_id: str, payload: bytes, delay_ms: int, room: RoomSettings
+        self, key: str, entry_id: str, payload: bytes, delay_ms: int, room: RoomSettings, spacing_ms: int = 0
     ) -> RoomAdmission:
         raise _no_room(self.name, "room_park_until")
 
@@ -436,7 +436,7 @@ class AsyncClientBackend:
         raise _no_room(self.name, "room_cancel")
 
     async def room_park_until(
-        self, key: str, entry_id: str, payload: bytes, delay_ms: int, room: RoomSettings
+        self, key: str, entry_id: str, payload: bytes, delay_ms: int, room: RoomSettings, spacing_ms: int = 0
     ) -> RoomAdmission:
         raise _no_room(self.name, "room_park_until")
 
@@ -549,7 +549,7 @@ class ThreadedAsyncBackend:
         raise _no_room(self.name, "room_cancel")
 
     async def room_park_until(
-        self, key: str, entry_id: str, payload: bytes, delay_ms: int, room: RoomSettings
+        self, key: str, entry_id: str, payload: bytes, delay_ms: int, room: RoomSettings, spacing_ms: int = 0
     ) -> RoomAdmission:
         raise _no_room(self.name, "room_park_until")
 

@@ -51,6 +51,7 @@ from .base import (
     RoomStatus,
     RoomSweep,
     call_each,
+    check_park_until,
 )
 
 __all__ = ["DEFAULT_MAX_ENTRIES", "AsyncMemoryBackend", "MemoryStore"]
@@ -83,6 +84,16 @@ def _keep_size(state: _Room, room: RoomSettings) -> RoomSettings:
     return room
 
 
+def _timed_tail(state: _Room) -> float | None:
+    """The latest due time of ``state``'s timed entries (``None``: none), as room_park_until.lua
+    reads it: kept as one (due, entry) pair, looked for again only once that entry left."""
+    tail = state.timed_tail
+    if tail is not None and state.timed.get(tail[1], (None,))[0] == tail[0]:
+        return tail[0]
+    state.timed_tail = max(((due, entry) for entry, (due, _) in state.timed.items()), default=None)
+    return None if state.timed_tail is None else state.timed_tail[0]
+
+
 def _resolve(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
@@ -112,6 +123,7 @@ class _Room:
         "started_heap",
         "timed",
         "timed_heap",
+        "timed_tail",
         "watch",
     )
 
@@ -119,6 +131,7 @@ class _Room:
         self.queue: OrderedDict[str, tuple[float, bytes]] = OrderedDict()  # FIFO: (parked at, payload)
         self.timed: dict[str, tuple[float, bytes]] = {}  # entry -> (due, payload)
         self.timed_heap: list[tuple[float, int, str]] = []  # (due, seq, entry); stale ones skipped
+        self.timed_tail: tuple[float, str] | None = None  # the latest (due, entry), if still timed
         self.handed: dict[str, _Handed] = {}
         self.started: dict[str, float] = {}  # claimed entry -> remembered until
         self.started_heap: list[tuple[float, int, str]] = []  # (until, seq, entry); stale ones skipped
@@ -599,10 +612,9 @@ class MemoryStore:
             return RoomRelease(existed, tuple(out))
 
     def room_park_until(
-        self, key: str, entry_id: str, payload: bytes, delay_ms: int, room: RoomSettings
+        self, key: str, entry_id: str, payload: bytes, delay_ms: int, room: RoomSettings, spacing_ms: int = 0
     ) -> RoomAdmission:
-        if isinstance(delay_ms, bool) or not isinstance(delay_ms, int) or delay_ms < 0:
-            raise ValueError(f"room_park_until {key!r}: delay_ms must be an int >= 0, got {delay_ms!r}")
+        check_park_until(key, delay_ms, spacing_ms)
         with self._mutex:
             now = _now()
             self._live_slots(key)
@@ -613,6 +625,11 @@ class MemoryStore:
                     status = RoomStatus.FULL
                 else:
                     due = now + delay_ms / 1000.0
+                    tail = _timed_tail(state) if spacing_ms else None
+                    if tail is not None and tail + spacing_ms / 1000.0 > due:
+                        due = tail + spacing_ms / 1000.0
+                    if state.timed_tail is None or due >= state.timed_tail[0]:
+                        state.timed_tail = (due, entry_id)
                     state.timed[entry_id] = (due, payload)
                     heapq.heappush(state.timed_heap, (due, next(_timed_seq), entry_id))
             self._settle(key, state, room.registry, _keep_size(state, room))
@@ -630,7 +647,7 @@ class MemoryStore:
             if reservation in state.claims:
                 verdict = self._claimed_again(key, state, reservation, "t", entry_id, payload, now)
                 take = verdict == "takeover"
-                status = RoomStatus.CLAIMED if take else RoomStatus.DUPLICATE
+                status = RoomStatus.TAKEN_OVER if take else RoomStatus.DUPLICATE
             elif state.handed.pop(reservation, None) is not None:
                 slots.pop("#" + reservation, None)  # a slot hand-over claimed this way gives its slot up
                 take, status = True, RoomStatus.CLAIMED
@@ -860,9 +877,9 @@ class AsyncMemoryBackend:
         return self.store.room_release(key, token, room, claimed)
 
     async def room_park_until(
-        self, key: str, entry_id: str, payload: bytes, delay_ms: int, room: RoomSettings
+        self, key: str, entry_id: str, payload: bytes, delay_ms: int, room: RoomSettings, spacing_ms: int = 0
     ) -> RoomAdmission:
-        return self.store.room_park_until(key, entry_id, payload, delay_ms, room)
+        return self.store.room_park_until(key, entry_id, payload, delay_ms, room, spacing_ms)
 
     async def room_cancel(self, key: str, entry_id: str, room: RoomSettings) -> RoomRelease:
         return self.store.room_cancel(key, entry_id, room)

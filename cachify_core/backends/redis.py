@@ -70,6 +70,7 @@ from .base import (
     RoomSweep,
     acall_each,
     call_each,
+    check_park_until,
 )
 from .wire import AsyncWire, SyncWire
 
@@ -245,6 +246,7 @@ _ROOM_STATUS = {
     4: RoomStatus.PARKED,
     5: RoomStatus.FULL,
     6: RoomStatus.UNKNOWN,
+    7: RoomStatus.TAKEN_OVER,
 }
 
 
@@ -303,11 +305,16 @@ def _room_release(
 
 
 def _room_park_until(
-    key: str, entry_id: str, payload: bytes, delay_ms: int, room: RoomSettings, registry: str | None
+    key: str,
+    entry_id: str,
+    payload: bytes,
+    delay_ms: int,
+    room: RoomSettings,
+    spacing_ms: int,
+    registry: str | None,
 ) -> _Call:
-    if isinstance(delay_ms, bool) or not isinstance(delay_ms, int) or delay_ms < 0:
-        raise ValueError(f"room_park_until {key!r}: delay_ms must be an int >= 0, got {delay_ms!r}")
-    args = (key, entry_id, payload, delay_ms, _settings(room))
+    check_park_until(key, delay_ms, spacing_ms)
+    args = (key, entry_id, payload, delay_ms, _settings(room), spacing_ms)
     return ROOM_PARK_UNTIL, _room_keys(key, registry), args
 
 
@@ -655,9 +662,11 @@ class RedisBackend:
         return RoomRelease(reply.code == 1, reply.handed)
 
     def room_park_until(
-        self, key: str, entry_id: str, payload: bytes, delay_ms: int, room: RoomSettings
+        self, key: str, entry_id: str, payload: bytes, delay_ms: int, room: RoomSettings, spacing_ms: int = 0
     ) -> RoomAdmission:
-        call = _room_park_until(key, entry_id, payload, delay_ms, room, self._registry(room.registry))
+        call = _room_park_until(
+            key, entry_id, payload, delay_ms, room, spacing_ms, self._registry(room.registry)
+        )
         reply = self._listed(key, room.registry, _room_reply(self._script("room_park_until", call)))
         return RoomAdmission(_ROOM_STATUS[reply.code], reply.handed)
 
@@ -882,9 +891,11 @@ class AsyncRedisBackend:
         return RoomRelease(reply.code == 1, reply.handed)
 
     async def room_park_until(
-        self, key: str, entry_id: str, payload: bytes, delay_ms: int, room: RoomSettings
+        self, key: str, entry_id: str, payload: bytes, delay_ms: int, room: RoomSettings, spacing_ms: int = 0
     ) -> RoomAdmission:
-        call = _room_park_until(key, entry_id, payload, delay_ms, room, self._registry(room.registry))
+        call = _room_park_until(
+            key, entry_id, payload, delay_ms, room, spacing_ms, self._registry(room.registry)
+        )
         reply = await self._listed(
             key, room.registry, _room_reply(await self._script("room_park_until", call))
         )

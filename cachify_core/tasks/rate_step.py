@@ -2,34 +2,36 @@
 
 Each bound (``rate_key`` + ``rate``, and each of ``rate_keys``) is one GCRA limiter
 (:mod:`cachify_core.rates`), its key rendered from the task's arguments like any template.
+Every run is **counted when it starts**, never before: the bounds are counted in order
+(``rate_acquire``, 1 round trip each) up to the first refusal, and nothing is counted by a
+bound that refuses. So however late a worker gets to a run (a backlog in the queue, a slow
+consumer), the runs that start in any window are exactly the runs the limiter admitted in it.
 
-* **Not handed over** (no reservation): with ``rate_on_limited="wait"`` and a delivery that can
-  park, **one bound** *schedules* the run (``rate_schedule``: counted at the earliest time it
-  admits it, 1 round trip). Admitted now: it goes on. Otherwise it is parked as a **timed
-  entry** of that bound's waiting room (``<key>-room``), due at that time
-  (``room_park_until``), and acknowledged. The sweep publishes it then, never earlier (the
-  parking process's sweep wakes for it, and every sweep wakes at the soonest due time it saw:
-  :mod:`cachify_core.rooms`). As it was counted at its own time, each waiting run has a time of
-  its own: no herd, no retry spent, the limit never exceeded however many wait. **Several
-  bounds** are counted now, in order, up to the first refusal; a refused run is parked
-  uncounted in the refusing bound's room until that bound said it would admit it, and is
-  counted by every bound again then (it may wait more than once: runs refused together come
-  back together, and all but the first wait again).
+* **Not handed over** (no reservation), refused, with ``rate_on_limited="wait"`` and a delivery
+  that can park: it is parked, uncounted, as a **timed entry** of the refusing bound's waiting
+  room (``<key>-room``, entry id ``<index>~<token>`` with several bounds), due when that bound
+  said it would admit it and no sooner than ``cost x`` the bound's shortest emission interval
+  after the entry parked before it (``room_park_until``'s spacing): the runs waiting for one
+  limit come back one by one, at the rate it admits them, not together. It is acknowledged. The
+  sweep publishes it at its time, never earlier (the parking process's sweep wakes for it, and
+  every sweep wakes at the soonest due time it saw: :mod:`cachify_core.rooms`). No retry is
+  spent and nothing waits in a worker's memory.
 * **Handed over** (its message carries a reservation): ``room_arrive`` in the room of the bound
-  it waited for (its entry id says which: ``<index>~<token>`` when there are several).
-  ``CLAIMED``: its time came; with one bound it goes on (counted), with several all count it
-  again as above. ``DUPLICATE``: a copy of a
-  claimed hand-over, acknowledged. ``UNKNOWN``: the reservation is not a timed entry's (a
-  pool's hand-over, whose rate was counted before it parked in the pool): it goes on.
-* **Other modes** count now (``rate_acquire``, up to the first refusal) and, refused, drop,
-  raise ``CachifyRateLimitedError``, return the callable's value, or (``"wait"`` where nothing
-  can park: eager runs, stores without waiting rooms) back off through the broker for the
-  reported time.
+  it waited for (its entry id says which). ``CLAIMED``: its time came; every bound counts it as
+  above (a bound that other runs got to first refuses it, and it waits again, at the back).
+  ``TAKEN_OVER``: it succeeds a copy that was counted and then died or was requeued (a full
+  pool): it goes on, not counted again.
+  ``DUPLICATE``: a copy of a claimed hand-over, acknowledged. ``UNKNOWN``: the reservation is
+  not a timed entry's (a pool's hand-over, whose rate was counted before it parked in the
+  pool): it goes on.
+* **Other modes** count now and, refused, drop, raise ``CachifyRateLimitedError``, return the
+  callable's value, or (``"wait"`` where nothing can park: eager runs, stores without waiting
+  rooms) back off through the broker for the reported time.
 
 A claimed timed arrival holds a lease in that room (renewed while it runs, ended at finish)
 so a copy of it that arrives meanwhile is recognised. Round trips: 1 per bound admitted now;
-a waiting run 1 more to park; its hand-over 1 to arrive (plus 1 per other bound) and 1 at
-finish (in the finish's batch).
+a waiting run 1 more to park; its hand-over 1 to arrive plus 1 per bound, and 1 at finish (in
+the finish's batch).
 """
 
 from __future__ import annotations
@@ -99,27 +101,20 @@ def rate_steps(
         token = new_token()
         data = payload() if payload is not None else b""
         status = yield lambda b: b.room_arrive(timed, token, new_token(), data, room, reservation)
-        if status is RoomStatus.CLAIMED:  # its time came
+        if status in (RoomStatus.CLAIMED, RoomStatus.TAKEN_OVER):  # its time came
             handle.rate_room_key, handle.rate_token, handle.rate_room = timed, token, room
             handle.rate_claimed = reservation
             handle.rate_lease = leases.begin(c, "pool", timed, token, room.slot_ttl_ms, True, asyncio)
-            if len(keys) == 1:
-                return None, False  # counted when it parked
+            if status is RoomStatus.TAKEN_OVER:
+                return None, False  # the run it succeeds was counted (and may have started)
         elif status is RoomStatus.DUPLICATE:
             return (yield from p.parked_or_duplicate_steps(handle, status, None, timed, ())), True
         else:
             return None, False  # UNKNOWN: a pool's hand-over; its rate was counted before it parked there
     waits = o.rate_on_limited == "wait" and payload is not None and rooms
-    # One bound that waits is scheduled: counted at its own time, exactly, so the copy needs no
-    # count when it comes back. Several are counted now, in order, up to the first refusal; a
-    # refused run waits, uncounted, until the refusing bound said it would admit it, and all are
-    # counted again then. (Scheduling one bound while another still refuses would count the run
-    # in it at a time it may not start at, and counting it again on return in each would spend
-    # their capacity twice: measured, it halved the rates of a per-tenant + global pair.)
-    schedule = waits and len(keys) == 1
     checks: list[RateCheck] = []
     for key, bound in zip(keys, o.rate_bounds, strict=True):
-        check = yield _count(key, bound.limits, o.rate_cost, schedule)
+        check = yield _count(key, bound.limits, o.rate_cost)
         checks.append(check)
         if not check.allowed:
             break
@@ -136,7 +131,8 @@ def rate_steps(
         room = _room(p, c)
         entry_id = f"{index}~{new_token()}" if len(keys) > 1 else new_token()
         data = payload()
-        got = yield lambda b: b.room_park_until(timed, entry_id, data, delay_ms, room)
+        spacing_ms = -(-o.rate_cost * min(limit.emission_us for limit in refused.limits) // 1000)
+        got = yield lambda b: b.room_park_until(timed, entry_id, data, delay_ms, room, spacing_ms)
         if got.status is RoomStatus.PARKED:
             due_in(c, delay_ms / 1000)  # this process's sweep wakes for it, if it runs one
             parked = yield from p.parked_or_duplicate_steps(
@@ -167,9 +163,7 @@ def _bound_of(reservation: str, bounds: int) -> int:
     return 0
 
 
-def _count(key: str, limits: tuple[RateLimit, ...], cost: int, schedule: bool) -> Step:
-    if schedule:
-        return lambda b: b.rate_schedule(key, limits, cost)
+def _count(key: str, limits: tuple[RateLimit, ...], cost: int) -> Step:
     return lambda b: b.rate_acquire(key, limits, cost, True)
 
 

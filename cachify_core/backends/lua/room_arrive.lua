@@ -9,8 +9,8 @@
 -- ARGV[5]  SETTINGS (room_core.lua)
 -- ARGV[6]  the timed entry id the delivery carries (its reservation)
 -- returns  {status, held, parked_new}: status 2 claimed (hand-over confirmed, payload deleted,
---          the token holds the claim; also when the claimer died unfinished and this delivery
---          takes over), 3 duplicate (the claim runs or finished; the first copy arriving while
+--          the token holds the claim), 7 taken over (the claimer died or passed the claim on
+--          unfinished: the token holds it now, as its successor), 3 duplicate (the claim runs or finished; the first copy arriving while
 --          it runs is kept, due at once if the claimer dies), 6 unknown (no such hand-over)
 --@room_lib
 local token, copy, payload, rid = ARGV[2], ARGV[3], ARGV[4], ARGV[6]
@@ -29,7 +29,7 @@ if redis.call('HEXISTS', CLAIMS, rid) == 1 then
     status, parked_new = 3, stored
   else
     take()
-    status = 2
+    status = 7
   end
 elseif redis.call('ZSCORE', HANDED, rid) then
   redis.call('ZREM', HANDED, rid)

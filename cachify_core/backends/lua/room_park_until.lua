@@ -8,6 +8,8 @@
 -- ARGV[5]  SETTINGS (room_core.lua); max_size >= 0 (timed entries never take slots, and a
 --          room's stored size is kept); slot_ttl_ms is the life of the hand-over once due;
 --          max_waiting bounds the timed entries
+-- ARGV[6]  spacing in ms (>= 0): due no sooner than this after the latest timed entry, so
+--          entries waiting for one thing come back one by one, not together
 -- returns  {status, held, parked_new}: status 4 parked (or already was: its due time is
 --          kept), 5 full (nothing parked)
 --@room_lib
@@ -20,7 +22,15 @@ if not redis.call('ZSCORE', TIMED, entry) and not redis.call('ZSCORE', HANDED, e
   if redis.call('ZCARD', TIMED) >= max_waiting then
     status = 5
   else
-    redis.call('ZADD', TIMED, now + tonumber(ARGV[4]), entry)
+    local due = now + tonumber(ARGV[4])
+    local spacing = tonumber(ARGV[6] or '0')
+    if spacing > 0 then
+      local tail = redis.call('ZRANGE', TIMED, -1, -1, 'WITHSCORES')[2]
+      if tail and tonumber(tail) + spacing > due then
+        due = tonumber(tail) + spacing
+      end
+    end
+    redis.call('ZADD', TIMED, due, entry)
     redis.call('HSET', PARKED, entry, ARGV[3])
     parked_new = 1
   end

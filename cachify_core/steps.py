@@ -79,8 +79,6 @@ class Primitives(Protocol):
 
     def rate_acquire(self, key: str, limits: Sequence[RateLimit], cost: int, consume: bool) -> Any: ...
 
-    def rate_schedule(self, key: str, limits: Sequence[RateLimit], cost: int) -> Any: ...
-
     def room_acquire(
         self,
         key: str,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import math
 import pickle
 import threading
@@ -600,29 +599,3 @@ def test_limit_holds_across_processes_in_every_window(flushed_redis_url: str, ra
     # and it does admit at its rate rather than starving everyone (bounded below, loosely)
     assert len(intervals) >= burst + count * duration_s / 2, len(intervals)
     assert certain_peak(intervals, 1.0) >= count / 2
-
-
-@pytest.mark.parametrize("backend", WITH_CLUSTER)
-async def test_schedule_counts_each_call_at_its_own_future_time(cachify: Cachify) -> None:
-    """``rate_schedule``: every call is counted, at the earliest time the limits admit it, and
-    answered with how long until then; the limit is never over-admitted by what it schedules."""
-    from cachify_core.rates import rate_limits
-
-    _, limits = rate_limits("test", ["10/s", "1000/m"], 1, 1)
-    key = cachify.prefix + "sched"
-    sync, aio = cachify.sync_backend, cachify.async_backend
-    sync.rate_acquire(key, limits, 1, False)  # connections made: the clock below is the server's
-    await aio.rate_acquire(key, limits, 1, False)
-    waits, due = [], []  # each call's wait (ms) and the time it was counted at (s, here)
-    for n in range(4):
-        sent = time.monotonic()
-        check = sync.rate_schedule(key, limits, 1) if n < 3 else await aio.rate_schedule(key, limits, 1)
-        waits.append(check.retry_after_ms)
-        due.append(sent + check.retry_after_ms / 1000)
-    assert waits[0] == 0
-    for before, after in itertools.pairwise(due):  # one emission interval apart
-        assert 0.09 <= after - before <= 0.11
-    # A plain check now sees the limit taken until the last scheduled call's time has passed.
-    check = sync.rate_acquire(key, limits, 1, True)
-    assert not check.allowed
-    assert check.retry_after_ms >= waits[-1]

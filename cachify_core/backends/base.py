@@ -385,13 +385,6 @@ class SyncBackend(Protocol):
         docstring); with ``consume``, admit it by moving every limit's TAT on, all or nothing."""
         ...
 
-    def rate_schedule(self, key: str, limits: Sequence[RateLimit], cost: int) -> RateCheck:
-        """Count the call at the earliest time every limit of ``key`` admits it — now, or later —
-        and answer how long until then (``retry_after_ms``; ``allowed`` when it is now). For a
-        task that waits for that exact time: later calls are counted behind it, so when it runs
-        it needs no check of its own and no limit admits more than it says."""
-        ...
-
     def wait(self, key: str, timeout_s: float) -> bool:
         """Block until a release of ``key`` signals a registered waiter (True) or ``timeout_s`` passes."""
         ...
@@ -547,8 +540,6 @@ class AsyncBackend(Protocol):
     async def rate_acquire(
         self, key: str, limits: Sequence[RateLimit], cost: int, consume: bool
     ) -> RateCheck: ...
-
-    async def rate_schedule(self, key: str, limits: Sequence[RateLimit], cost: int) -> RateCheck: ...
 
     async def wait(self, key: str, timeout_s: float) -> bool: ...
 

@@ -266,9 +266,6 @@ class ClientBackend:
     def rate_acquire(self, key: str, limits: Sequence[RateLimit], cost: int, consume: bool) -> RateCheck:
         raise _no_rates(self.name)
 
-    def rate_schedule(self, key: str, limits: Sequence[RateLimit], cost: int) -> RateCheck:
-        raise _no_rates(self.name)
-
     def wait(self, key: str, timeout_s: float) -> bool:
         time.sleep(max(timeout_s, 0.0))
         return False
@@ -405,9 +402,6 @@ class AsyncClientBackend:
     ) -> RateCheck:
         raise _no_rates(self.name)
 
-    async def rate_schedule(self, key: str, limits: Sequence[RateLimit], cost: int) -> RateCheck:
-        raise _no_rates(self.name)
-
     async def wait(self, key: str, timeout_s: float) -> bool:
         await asyncio.sleep(max(timeout_s, 0.0))
         return False
@@ -516,9 +510,6 @@ class ThreadedAsyncBackend:
     async def rate_acquire(
         self, key: str, limits: Sequence[RateLimit], cost: int, consume: bool
     ) -> RateCheck:
-        raise _no_rates(self.name)
-
-    async def rate_schedule(self, key: str, limits: Sequence[RateLimit], cost: int) -> RateCheck:
         raise _no_rates(self.name)
 
     async def wait(self, key: str, timeout_s: float) -> bool:

@@ -340,9 +340,7 @@ class MemoryStore:
             return len(self._live_slots(key))
 
     # -- rate limits (GCRA) --------------------------------------------------------------
-    def rate_acquire(
-        self, key: str, limits: Sequence[RateLimit], cost: int, consume: bool, schedule: bool = False
-    ) -> RateCheck:
+    def rate_acquire(self, key: str, limits: Sequence[RateLimit], cost: int, consume: bool) -> RateCheck:
         with self._mutex:
             self._maybe_sweep()
             now = int(_now() * 1_000_000)
@@ -353,12 +351,7 @@ class MemoryStore:
                 for tat, limit in zip(tats, limits, strict=True)
             )
             allowed = over_us <= 0
-            if schedule:  # counted at the earliest time every limit admits it (see rate_schedule)
-                at = now + max(over_us, 0)
-                for i, limit in enumerate(limits):
-                    tats[i] = max(tats[i], at) + cost * limit.emission_us
-                    self._rates[names[i]] = tats[i]
-            elif allowed and consume:
+            if allowed and consume:
                 for i, limit in enumerate(limits):
                     tats[i] += cost * limit.emission_us
                     self._rates[names[i]] = tats[i]
@@ -367,9 +360,6 @@ class MemoryStore:
                 for tat, limit in zip(tats, limits, strict=True)
             )
         return RateCheck(allowed, 0 if allowed else -(-over_us // 1000), max(remaining, 0))
-
-    def rate_schedule(self, key: str, limits: Sequence[RateLimit], cost: int) -> RateCheck:
-        return self.rate_acquire(key, limits, cost, True, schedule=True)
 
     # -- waiting rooms (contract: base.py) ---------------------------------------------------
     supports_waiting_room = True
@@ -850,9 +840,6 @@ class AsyncMemoryBackend:
         self, key: str, limits: Sequence[RateLimit], cost: int, consume: bool
     ) -> RateCheck:
         return self.store.rate_acquire(key, limits, cost, consume)
-
-    async def rate_schedule(self, key: str, limits: Sequence[RateLimit], cost: int) -> RateCheck:
-        return self.store.rate_schedule(key, limits, cost)
 
     async def wait(self, key: str, timeout_s: float) -> bool:
         return await self.store.await_signal(key, timeout_s)

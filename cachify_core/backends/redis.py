@@ -15,7 +15,6 @@ pool_acquire            1    ``pool_acquire.lua`` (prune + count + add)
 pool_release            1    ``pool_release.lua`` (ZREM + wake)
 pool_extend / size      1    ``pool_extend.lua`` / ``pool_size.lua``
 rate_acquire            1    ``rate_acquire.lua`` (every limit of the call at once)
-rate_schedule           1    ``rate_acquire.lua``, mode 2 (counted at the earliest allowed time)
 wait                    1    BLPOP on the key's wake list, bounded by ``timeout_s``
 room_acquire            1    ``room_acquire.lua`` (Cluster: 2 when it parks)
 room_release            1    ``room_release.lua``
@@ -223,11 +222,9 @@ def _pool_release(key: str, token: str) -> _Call:
     return POOL_RELEASE, (k, k + ":waiting", k + ":wake"), (token,)
 
 
-def _rate_acquire(
-    key: str, limits: Sequence[RateLimit], cost: int, consume: bool, schedule: bool = False
-) -> _Call:
+def _rate_acquire(key: str, limits: Sequence[RateLimit], cost: int, consume: bool) -> _Call:
     k = _tag(key)
-    args: list[str | int | bytes] = [cost, 2 if schedule else 1 if consume else 0]
+    args: list[str | int | bytes] = [cost, 1 if consume else 0]
     for limit in limits:
         args += (limit.emission_us, limit.burst)
     return RATE_ACQUIRE, tuple(f"{k}:{limit.name}" for limit in limits), tuple(args)
@@ -437,8 +434,6 @@ def _request(call: Call) -> _Request | None:
         return (*_script_args(_room_cancel(key, entry_id, room, room.registry)), _room_released)
     if name == "rate_acquire":
         return (*_script_args(_rate_acquire(*a)), _rate_check)
-    if name == "rate_schedule":
-        return (*_script_args(_rate_acquire(a[0], a[1], a[2], True, True)), _rate_check)
     return None
 
 
@@ -609,9 +604,6 @@ class RedisBackend:
 
     def rate_acquire(self, key: str, limits: Sequence[RateLimit], cost: int, consume: bool) -> RateCheck:
         return _rate_check(self._script("rate_acquire", _rate_acquire(key, limits, cost, consume)))
-
-    def rate_schedule(self, key: str, limits: Sequence[RateLimit], cost: int) -> RateCheck:
-        return _rate_check(self._script("rate_schedule", _rate_acquire(key, limits, cost, True, True)))
 
     def wait(self, key: str, timeout_s: float) -> bool:
         try:
@@ -837,9 +829,6 @@ class AsyncRedisBackend:
         self, key: str, limits: Sequence[RateLimit], cost: int, consume: bool
     ) -> RateCheck:
         return _rate_check(await self._script("rate_acquire", _rate_acquire(key, limits, cost, consume)))
-
-    async def rate_schedule(self, key: str, limits: Sequence[RateLimit], cost: int) -> RateCheck:
-        return _rate_check(await self._script("rate_schedule", _rate_acquire(key, limits, cost, True, True)))
 
     async def wait(self, key: str, timeout_s: float) -> bool:
         try:

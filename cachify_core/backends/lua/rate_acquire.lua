@@ -3,14 +3,11 @@
 -- KEYS[i]     limit i's TAT    "{<prefix><key>-rate}:<count>/<period_ms>ms"
 --                              string: theoretical arrival time, server µs; expires at the TAT
 -- ARGV[1]     cost of the call (>= 1): how many calls of cost 1 it counts as
--- ARGV[2]     "1" = admit and count the call if every limit allows it, "0" = only look,
---             "2" = schedule: count the call at the earliest time every limit allows it (now or
---             later) and answer how long until then (a task that waits for that time)
+-- ARGV[2]     "1" = admit and count the call if every limit allows it, "0" = only look
 -- ARGV[1+2i]  limit i's emission interval in µs (>= 1): period / count, rounded up
 -- ARGV[2+2i]  limit i's burst (>= 1): calls of cost 1 that may go at once from idle
 -- returns     {allowed (1|0), retry_after_ms (0 if allowed; else ms until every limit allows
---             it, rounded up; with "2", until the time the call was counted at), remaining
---             (calls of cost 1 every limit still allows now)}
+--             it, rounded up), remaining (calls of cost 1 every limit still allows now)}
 --
 -- A call is allowed by limit i when max(TAT, now) + cost * emission - now <= burst * emission.
 -- Nothing is written unless every limit allows it, so a denied call consumes nothing.
@@ -32,21 +29,7 @@ for i = 1, #KEYS do
   end
 end
 local allowed = over <= 0
-if ARGV[2] == '2' then
-  -- Counted at `at`: every limit admits a call then (max(TAT, at) + cost * emission - at is at
-  -- most burst * emission, since cost <= burst), and later calls queue behind it.
-  local at = now
-  if over > 0 then
-    at = now + over
-  end
-  for i = 1, #KEYS do
-    if tats[i] < at then
-      tats[i] = at
-    end
-    tats[i] = tats[i] + cost * tonumber(ARGV[1 + 2 * i])
-    redis.call('SET', KEYS[i], string.format('%.0f', tats[i]), 'PX', math.ceil((tats[i] - now) / 1000))
-  end
-elseif allowed and ARGV[2] == '1' then
+if allowed and ARGV[2] == '1' then
   for i = 1, #KEYS do
     tats[i] = tats[i] + cost * tonumber(ARGV[1 + 2 * i])
     -- lives until its TAT: past it the limit is idle, which an absent key means too

@@ -79,6 +79,10 @@ class Primitives(Protocol):
 
     def rate_acquire(self, key: str, limits: Sequence[RateLimit], cost: int, consume: bool) -> Any: ...
 
+    def rate_acquire_bounds(
+        self, bounds: Sequence[tuple[str, Sequence[RateLimit]]], cost: int, consume: bool
+    ) -> Any: ...
+
     def room_acquire(
         self,
         key: str,

@@ -599,3 +599,30 @@ def test_limit_holds_across_processes_in_every_window(flushed_redis_url: str, ra
     # and it does admit at its rate rather than starving everyone (bounded below, loosely)
     assert len(intervals) >= burst + count * duration_s / 2, len(intervals)
     assert certain_peak(intervals, 1.0) >= count / 2
+
+
+@pytest.mark.parametrize("backend", WITH_CLUSTER)
+async def test_several_limiters_at_once_count_a_call_only_if_all_admit_it(cachify: Cachify) -> None:
+    """``rate_acquire_bounds`` (a task's ``rate_keys``): on memory and a single Redis server no
+    limiter counts a call another refuses; on Cluster they are counted in order up to the first
+    refusal. ``refused`` names the limiter that refused."""
+    from cachify_core.rates import rate_limits
+
+    _, slow = rate_limits("test", "1/s", 1, 1)
+    _, fast = rate_limits("test", "10/s", 10, 1)
+    tenant, everyone = cachify.prefix + "bounds-tenant", cachify.prefix + "bounds-all"
+    sync, aio = cachify.sync_backend, cachify.async_backend
+    assert sync.rate_acquire(tenant, slow, 1, True).allowed  # the tenant's one call this second
+    before = sync.rate_acquire(everyone, fast, 1, False).remaining
+    check = sync.rate_acquire_bounds([(everyone, fast), (tenant, slow)], 1, True)
+    assert (check.allowed, check.refused) == (False, 1)
+    assert 0 < check.retry_after_ms <= 1000
+    after = sync.rate_acquire(everyone, fast, 1, False).remaining
+    if getattr(sync, "_cluster", False):
+        assert after == before - 1  # counted by the limiter before the refusal
+    else:
+        assert after == before  # all or nothing
+    check = await aio.rate_acquire_bounds([(tenant, slow), (everyone, fast)], 1, True)
+    assert (check.allowed, check.refused) == (False, 0)
+    admitted = await aio.rate_acquire_bounds([(everyone, fast)], 1, True)
+    assert (admitted.allowed, admitted.refused) == (True, -1)

@@ -107,6 +107,9 @@ class RateCheck(NamedTuple):
     retry_after_ms: int
     #: Calls of cost 1 every limit would still admit right now (after this one, if consumed).
     remaining: int
+    #: ``rate_acquire_bounds``: the index of the limiter that refused (the longest wait); -1
+    #: when allowed. ``rate_acquire``: 0 when refused.
+    refused: int = -1
 
 
 # -- waiting rooms ---------------------------------------------------------------------------
@@ -385,6 +388,16 @@ class SyncBackend(Protocol):
         docstring); with ``consume``, admit it by moving every limit's TAT on, all or nothing."""
         ...
 
+    def rate_acquire_bounds(
+        self, bounds: Sequence[tuple[str, Sequence[RateLimit]]], cost: int, consume: bool
+    ) -> RateCheck:
+        """``rate_acquire`` of several limiters ``(key, limits)`` for one call: it is admitted
+        only if every one admits it. On memory and a single Redis server one atomic call (with
+        ``consume``, none counts it unless all admit it); on Redis Cluster, whose limiters may
+        live on different nodes, one call per limiter in order, up to the first refusal (the
+        limiters before it have counted the call). ``refused``: which limiter refused."""
+        ...
+
     def wait(self, key: str, timeout_s: float) -> bool:
         """Block until a release of ``key`` signals a registered waiter (True) or ``timeout_s`` passes."""
         ...
@@ -539,6 +552,10 @@ class AsyncBackend(Protocol):
 
     async def rate_acquire(
         self, key: str, limits: Sequence[RateLimit], cost: int, consume: bool
+    ) -> RateCheck: ...
+
+    async def rate_acquire_bounds(
+        self, bounds: Sequence[tuple[str, Sequence[RateLimit]]], cost: int, consume: bool
     ) -> RateCheck: ...
 
     async def wait(self, key: str, timeout_s: float) -> bool: ...

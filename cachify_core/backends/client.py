@@ -266,6 +266,11 @@ class ClientBackend:
     def rate_acquire(self, key: str, limits: Sequence[RateLimit], cost: int, consume: bool) -> RateCheck:
         raise _no_rates(self.name)
 
+    def rate_acquire_bounds(
+        self, bounds: Sequence[tuple[str, Sequence[RateLimit]]], cost: int, consume: bool
+    ) -> RateCheck:
+        raise _no_rates(self.name)
+
     def wait(self, key: str, timeout_s: float) -> bool:
         time.sleep(max(timeout_s, 0.0))
         return False
@@ -402,6 +407,11 @@ class AsyncClientBackend:
     ) -> RateCheck:
         raise _no_rates(self.name)
 
+    async def rate_acquire_bounds(
+        self, bounds: Sequence[tuple[str, Sequence[RateLimit]]], cost: int, consume: bool
+    ) -> RateCheck:
+        raise _no_rates(self.name)
+
     async def wait(self, key: str, timeout_s: float) -> bool:
         await asyncio.sleep(max(timeout_s, 0.0))
         return False
@@ -509,6 +519,11 @@ class ThreadedAsyncBackend:
 
     async def rate_acquire(
         self, key: str, limits: Sequence[RateLimit], cost: int, consume: bool
+    ) -> RateCheck:
+        raise _no_rates(self.name)
+
+    async def rate_acquire_bounds(
+        self, bounds: Sequence[tuple[str, Sequence[RateLimit]]], cost: int, consume: bool
     ) -> RateCheck:
         raise _no_rates(self.name)
 

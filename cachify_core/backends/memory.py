@@ -341,25 +341,36 @@ class MemoryStore:
 
     # -- rate limits (GCRA) --------------------------------------------------------------
     def rate_acquire(self, key: str, limits: Sequence[RateLimit], cost: int, consume: bool) -> RateCheck:
+        return self.rate_acquire_bounds([(key, limits)], cost, consume)
+
+    def rate_acquire_bounds(
+        self, bounds: Sequence[tuple[str, Sequence[RateLimit]]], cost: int, consume: bool
+    ) -> RateCheck:
+        named = [
+            (f"{key}:{limit.name}", limit, index)
+            for index, (key, limits) in enumerate(bounds)
+            for limit in limits
+        ]
         with self._mutex:
             self._maybe_sweep()
             now = int(_now() * 1_000_000)
-            names = [f"{key}:{limit.name}" for limit in limits]
-            tats = [max(self._rates.get(name, 0), now) for name in names]
-            over_us = max(
+            tats = [max(self._rates.get(name, 0), now) for name, _, _ in named]
+            excess = [
                 tat + cost * limit.emission_us - now - limit.burst * limit.emission_us
-                for tat, limit in zip(tats, limits, strict=True)
-            )
+                for tat, (_, limit, _) in zip(tats, named, strict=True)
+            ]
+            over_us = max(excess)
             allowed = over_us <= 0
             if allowed and consume:
-                for i, limit in enumerate(limits):
+                for i, (name, limit, _) in enumerate(named):
                     tats[i] += cost * limit.emission_us
-                    self._rates[names[i]] = tats[i]
+                    self._rates[name] = tats[i]
             remaining = min(
                 (limit.burst * limit.emission_us - (tat - now)) // limit.emission_us
-                for tat, limit in zip(tats, limits, strict=True)
+                for tat, (_, limit, _) in zip(tats, named, strict=True)
             )
-        return RateCheck(allowed, 0 if allowed else -(-over_us // 1000), max(remaining, 0))
+        refused = -1 if allowed else named[excess.index(over_us)][2]
+        return RateCheck(allowed, 0 if allowed else -(-over_us // 1000), max(remaining, 0), refused)
 
     # -- waiting rooms (contract: base.py) ---------------------------------------------------
     supports_waiting_room = True
@@ -840,6 +851,11 @@ class AsyncMemoryBackend:
         self, key: str, limits: Sequence[RateLimit], cost: int, consume: bool
     ) -> RateCheck:
         return self.store.rate_acquire(key, limits, cost, consume)
+
+    async def rate_acquire_bounds(
+        self, bounds: Sequence[tuple[str, Sequence[RateLimit]]], cost: int, consume: bool
+    ) -> RateCheck:
+        return self.store.rate_acquire_bounds(bounds, cost, consume)
 
     async def wait(self, key: str, timeout_s: float) -> bool:
         return await self.store.await_signal(key, timeout_s)

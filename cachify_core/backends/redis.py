@@ -15,6 +15,7 @@ pool_acquire            1    ``pool_acquire.lua`` (prune + count + add)
 pool_release            1    ``pool_release.lua`` (ZREM + wake)
 pool_extend / size      1    ``pool_extend.lua`` / ``pool_size.lua``
 rate_acquire            1    ``rate_acquire.lua`` (every limit of the call at once)
+rate_acquire_bounds     1    ``rate_acquire.lua`` over every limiter's keys (Cluster: 1 per limiter)
 wait                    1    BLPOP on the key's wake list, bounded by ``timeout_s``
 room_acquire            1    ``room_acquire.lua`` (Cluster: 2 when it parks)
 room_release            1    ``room_release.lua``
@@ -230,9 +231,34 @@ def _rate_acquire(key: str, limits: Sequence[RateLimit], cost: int, consume: boo
     return RATE_ACQUIRE, tuple(f"{k}:{limit.name}" for limit in limits), tuple(args)
 
 
-def _rate_check(reply: Any) -> RateCheck:
-    allowed, retry_after_ms, remaining = reply
-    return RateCheck(int(allowed) == 1, int(retry_after_ms), int(remaining))
+def _rate_acquire_bounds(
+    bounds: Sequence[tuple[str, Sequence[RateLimit]]], cost: int, consume: bool
+) -> tuple[_Call, tuple[int, ...]]:
+    """One rate_acquire.lua call over every limit of several limiters (a single server only:
+    their keys hash anywhere), and which limiter each of its keys belongs to."""
+    keys: list[str] = []
+    args: list[str | int | bytes] = [cost, 1 if consume else 0]
+    owner: list[int] = []
+    for index, (key, limits) in enumerate(bounds):
+        k = _tag(key)
+        for limit in limits:
+            keys.append(f"{k}:{limit.name}")
+            args += (limit.emission_us, limit.burst)
+            owner.append(index)
+    return (RATE_ACQUIRE, tuple(keys), tuple(args)), tuple(owner)
+
+
+def _rate_check(reply: Any, owner: tuple[int, ...] = ()) -> RateCheck:
+    """``owner``: the limiter of each key, for a ``rate_acquire_bounds`` reply."""
+    allowed, retry_after_ms, remaining, worst = reply
+    refused = -1 if int(allowed) == 1 else owner[int(worst) - 1] if owner else 0
+    return RateCheck(int(allowed) == 1, int(retry_after_ms), int(remaining), refused)
+
+
+def _in_turn(check: RateCheck, index: int, so_far: RateCheck | None) -> RateCheck:
+    """Limiter ``index``'s check folded into the ones before it (Cluster: one call each)."""
+    remaining = check.remaining if so_far is None else min(check.remaining, so_far.remaining)
+    return check._replace(remaining=remaining, refused=-1 if check.allowed else index)
 
 
 # -- waiting rooms: keys, calls and replies (both twins) -------------------------------------
@@ -605,6 +631,20 @@ class RedisBackend:
     def rate_acquire(self, key: str, limits: Sequence[RateLimit], cost: int, consume: bool) -> RateCheck:
         return _rate_check(self._script("rate_acquire", _rate_acquire(key, limits, cost, consume)))
 
+    def rate_acquire_bounds(
+        self, bounds: Sequence[tuple[str, Sequence[RateLimit]]], cost: int, consume: bool
+    ) -> RateCheck:
+        if not self._cluster:
+            call, owner = _rate_acquire_bounds(bounds, cost, consume)
+            return _rate_check(self._script("rate_acquire", call), owner)
+        check: RateCheck | None = None
+        for index, (key, limits) in enumerate(bounds):
+            check = _in_turn(self.rate_acquire(key, limits, cost, consume), index, check)
+            if not check.allowed:
+                break
+        assert check is not None, "rate_acquire_bounds: no limiter given"
+        return check
+
     def wait(self, key: str, timeout_s: float) -> bool:
         try:
             return self._wire("BLPOP", _tag(key) + ":wake", _blpop_timeout(timeout_s)) is not None
@@ -829,6 +869,20 @@ class AsyncRedisBackend:
         self, key: str, limits: Sequence[RateLimit], cost: int, consume: bool
     ) -> RateCheck:
         return _rate_check(await self._script("rate_acquire", _rate_acquire(key, limits, cost, consume)))
+
+    async def rate_acquire_bounds(
+        self, bounds: Sequence[tuple[str, Sequence[RateLimit]]], cost: int, consume: bool
+    ) -> RateCheck:
+        if not self._cluster:
+            call, owner = _rate_acquire_bounds(bounds, cost, consume)
+            return _rate_check(await self._script("rate_acquire", call), owner)
+        check: RateCheck | None = None
+        for index, (key, limits) in enumerate(bounds):
+            check = _in_turn(await self.rate_acquire(key, limits, cost, consume), index, check)
+            if not check.allowed:
+                break
+        assert check is not None, "rate_acquire_bounds: no limiter given"
+        return check
 
     async def wait(self, key: str, timeout_s: float) -> bool:
         try:

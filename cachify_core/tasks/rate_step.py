@@ -2,9 +2,9 @@
 
 Each bound (``rate_key`` + ``rate``, and each of ``rate_keys``) is one GCRA limiter
 (:mod:`cachify_core.rates`), its key rendered from the task's arguments like any template.
-Every run is **counted when it starts**, never before: the bounds are counted in order
-(``rate_acquire``, 1 round trip each) up to the first refusal, and nothing is counted by a
-bound that refuses. So however late a worker gets to a run (a backlog in the queue, a slow
+Every run is **counted when it starts**, never before, by every bound at once
+(``rate_acquire_bounds``: on a single Redis server one atomic call, so no bound counts a run
+another refuses; on Cluster one call per bound in order, up to the first refusal). So however late a worker gets to a run (a backlog in the queue, a slow
 consumer), the runs that start in any window are exactly the runs the limiter admitted in it.
 
 * **Not handed over** (no reservation), refused, with ``rate_on_limited="wait"`` and a delivery
@@ -29,9 +29,9 @@ consumer), the runs that start in any window are exactly the runs the limiter ad
   rooms) back off through the broker for the reported time.
 
 A claimed timed arrival holds a lease in that room (renewed while it runs, ended at finish)
-so a copy of it that arrives meanwhile is recognised. Round trips: 1 per bound admitted now;
-a waiting run 1 more to park; its hand-over 1 to arrive plus 1 per bound, and 1 at finish (in
-the finish's batch).
+so a copy of it that arrives meanwhile is recognised. Round trips on a single server: 1 to be
+counted (Cluster: 1 per bound); a waiting run 1 more to park; its hand-over 1 to arrive plus 1
+to be counted, and 1 at finish (in the finish's batch).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .. import leases
-from ..backends.base import DEFAULT_MAX_WAITING, RateCheck, RateLimit, RoomSettings, RoomStatus
+from ..backends.base import DEFAULT_MAX_WAITING, RateCheck, RoomSettings, RoomStatus
 from ..errors import CachifyRateLimitedError
 from ..instance import Cachify
 from ..rooms import due_in, registry_key
@@ -112,16 +112,11 @@ def rate_steps(
         else:
             return None, False  # UNKNOWN: a pool's hand-over; its rate was counted before it parked there
     waits = o.rate_on_limited == "wait" and payload is not None and rooms
-    checks: list[RateCheck] = []
-    for key, bound in zip(keys, o.rate_bounds, strict=True):
-        check = yield _count(key, bound.limits, o.rate_cost)
-        checks.append(check)
-        if not check.allowed:
-            break
-    index = len(checks) - 1
-    if all(check.allowed for check in checks):
+    bounds = [(key, bound.limits) for key, bound in zip(keys, o.rate_bounds, strict=True)]
+    check: RateCheck = yield lambda b: b.rate_acquire_bounds(bounds, o.rate_cost, True)
+    if check.allowed:
         return None, False
-    delay_ms = checks[-1].retry_after_ms
+    index, delay_ms = check.refused, check.retry_after_ms
     refused = o.rate_bounds[index]
     where = f"rate {refused.key.template!r} ({refused.text})"
     if handle.rate_room_key is not None:  # a claimed arrival refused again: it waits anew
@@ -161,10 +156,6 @@ def _bound_of(reservation: str, bounds: int) -> int:
     if sep and head.isdigit() and int(head) < bounds:
         return int(head)
     return 0
-
-
-def _count(key: str, limits: tuple[RateLimit, ...], cost: int) -> Step:
-    return lambda b: b.rate_acquire(key, limits, cost, True)
 
 
 def rate_release_step(handle: RunHandle, finished: bool) -> Step | None:

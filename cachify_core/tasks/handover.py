@@ -66,11 +66,16 @@ def _bodies(framework: str, handed: Iterable[Handover]) -> list[tuple[str, bytes
     return mine
 
 
-def publish_all(framework: str, handed: Sequence[Handover], publish_one: PublishOne) -> int:
+def publish_all(
+    framework: str, handed: Sequence[Handover], publish_one: PublishOne, newest_first: bool = False
+) -> int:
     """Publish each of ``framework``'s hand-overs; how many went out. A failed publish is
-    logged: the waiting room publishes that entry again after its lease."""
+    logged: the waiting room publishes that entry again after its lease. ``newest_first``: for
+    a publish that puts each message where the next consumer takes it (a stack's top), so the
+    oldest, published last, is taken first."""
     sent = 0
-    for entry_id, body in _bodies(framework, handed):
+    bodies = _bodies(framework, handed)
+    for entry_id, body in reversed(bodies) if newest_first else bodies:
         try:
             publish_one(entry_id, body)
         except Exception as exc:
@@ -105,15 +110,22 @@ def _started(c: Cachify, supported: bool) -> tuple[tuple[int, int], bool]:
 
 
 def start_worker_sweeper(
-    c: Cachify, framework: str, publish_one: PublishOne, interval_s: float = rooms.DEFAULT_SWEEP_INTERVAL_S
+    c: Cachify,
+    framework: str,
+    publish_one: PublishOne,
+    interval_s: float = rooms.DEFAULT_SWEEP_INTERVAL_S,
+    newest_first: bool = False,
 ) -> Periodic | None:
     """Sweep ``c``'s waiting rooms from this worker process (once per process and instance):
     slots freed by expiry and lost hand-overs move the queue within ``interval_s``. Costs one
-    read per tick while nothing waits. ``None`` when the store has no waiting rooms."""
+    read per tick while nothing waits. ``None`` when the store has no waiting rooms.
+    ``newest_first``: as for :func:`publish_all`."""
     key, skip = _started(c, c.sync_backend.supports_waiting_room)
     if skip:
         return _sweepers.get(key)
-    periodic = rooms.start_sweeper(c, lambda handed: publish_all(framework, handed, publish_one), interval_s)
+    periodic = rooms.start_sweeper(
+        c, lambda handed: publish_all(framework, handed, publish_one, newest_first), interval_s
+    )
     _sweepers[key] = periodic
     return periodic
 

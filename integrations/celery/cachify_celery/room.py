@@ -9,7 +9,10 @@ hand-over, and each worker process's sweep.
   (``Ignore``): nothing waits in the worker.
 * :func:`publish_handover` / :func:`publish_handovers`: whoever frees a slot gets the payload
   back and publishes it at once through ``send_task`` (a resend: its hold is refreshed, never
-  refused), carrying the entry id in the ``cachify_reservation`` header.
+  refused), carrying the entry id in the ``cachify_reservation`` header. On a Redis broker it
+  goes to the consuming end of the queue (:mod:`.front`), so its reserved slot does not idle
+  behind the queue's backlog; a batch is published newest first there, so the oldest is
+  taken first.
 * :func:`ensure_sweeper` / :func:`start_for_app`: every process that runs cachify tasks sweeps
   the waiting rooms of its instances about once a second on cachify's renewal thread — and at
   each timed entry's due time
@@ -36,6 +39,7 @@ from cachify_core.errors import CachifyInitError
 from cachify_core.instance import Cachify
 from cachify_core.tasks import handover
 
+from . import front
 from .envelope import REQUEUES_HEADER, RESERVATION_HEADER
 
 __all__ = [
@@ -80,13 +84,25 @@ def publish_handover(app: Any, entry_id: str, body: bytes) -> None:
     signature = app.signature(loaded)
     options = signature.options
     options["headers"] = {**(options.get("headers") or {}), RESERVATION_HEADER: entry_id}
-    signature.apply_async()
+    with front.at_front():
+        signature.apply_async()
+
+
+def at_front(app: Any) -> bool:
+    """Whether ``app``'s hand-overs go to the consuming end of their queue (a Redis broker,
+    kombu's Redis channel wrapped): they are then published newest first."""
+    known = getattr(app, "_cachify_front", None)
+    if known is None:
+        with app.connection_for_write() as connection:
+            redis_broker = connection.transport.driver_type == "redis"
+        known = app._cachify_front = redis_broker and front.install()
+    return bool(known)
 
 
 def publish_handovers(app: Any, handed: Sequence[Handover]) -> int:
     """Publish each Celery hand-over of ``handed``; a failure is logged and left to the sweep."""
     return handover.publish_all(
-        FRAMEWORK, handed, lambda entry_id, body: publish_handover(app, entry_id, body)
+        FRAMEWORK, handed, lambda entry_id, body: publish_handover(app, entry_id, body), at_front(app)
     )
 
 
@@ -114,7 +130,10 @@ def ensure_sweeper(app: Any, cachify: Cachify) -> None:
     if _left_to_main():
         return
     handover.start_worker_sweeper(
-        cachify, FRAMEWORK, lambda entry_id, body: publish_handover(app, entry_id, body)
+        cachify,
+        FRAMEWORK,
+        lambda entry_id, body: publish_handover(app, entry_id, body),
+        newest_first=at_front(app),
     )
 
 

@@ -52,6 +52,10 @@ def build(config: AppConfig) -> CeleryApp:
         # a dead worker's messages come back within visibility_timeout + 2 s instead of + 100 s.
         transport["unacked_restore_interval"] = 2
         transport["unacked_restore_throttle"] = 1
+        # The lock of that sweep lives unacked_mutex_expire (300 s by default): held by a worker
+        # when the broker dies, it survives the restart (append-only) and stops every restore
+        # until it expires. Production's hour-long visibility_timeout hides it; 20 s does not.
+        transport["unacked_mutex_expire"] = 10
     app.conf.update(
         task_default_queue=config.queue,
         task_ignore_result=True,

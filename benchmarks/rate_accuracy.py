@@ -22,8 +22,10 @@ label); lost (sent, never completed) and duplicated (completed more than once); 
 round trips per task (``INFO stats`` of its private server).
 
 A body starts a little after its admission (broker delivery, a free slot), and by different
-amounts, so a window of starts can in principle differ from the window of admissions by that
-jitter; a start count above the bound is reported as it is, and would need that reading.
+amounts, so a window of starts can hold one more than the window of admissions: the run
+admitted at the window's end can start sooner after its admission than the one admitted at its
+beginning. The target is therefore ``count + burst`` starts in any window (one over the
+admission bound shown in brackets); a count above it fails the run.
 
 Servers: three private ``redis-server`` processes on free ports (broker, store, observations),
 stopped at the end. Progress goes to stderr, the tables to stdout, everything to ``--json``.
@@ -149,7 +151,10 @@ class Row:
 
     @property
     def within_bound(self) -> bool:
-        return all(self.max_per_window[k] <= self.bound_per_window[k] for k in self.bound_per_window)
+        """No window of starts above ``count + burst``: the limiter's own bound on admissions
+        (``count + burst - 1``, the figure in brackets) plus one, for the start of a run lagging
+        its admission by a delivery delay that differs from run to run."""
+        return all(self.max_per_window[k] <= self.bound_per_window[k] + 1 for k in self.bound_per_window)
 
 
 def analyse(
@@ -304,7 +309,7 @@ def targets(rows: list[Row], n: int) -> list[str]:
     lines = []
     for r in rows:
         checks = [
-            ("within the GCRA bound in every 1 s window", r.within_bound),
+            ("at most count + burst starts in every 1 s window", r.within_bound),
             ("no retry spent", r.retries_spent == 0 and r.executions_without_counter == 0),
             ("none lost", r.lost == 0 and not r.timed_out),
             ("none duplicated", r.duplicated == 0),

@@ -44,14 +44,22 @@ def supports(cachify: Cachify) -> None:
         pytest.skip("store without waiting rooms")
 
 
-async def test_a_limited_run_parks_until_its_time_and_runs_uncounted(cachify: Cachify, kind: str) -> None:
+async def burst_spent(cachify: Cachify, kind: str) -> tuple[TaskPolicy, Broker]:
+    """A task limited to 4/s (burst 4, then one per 250 ms) whose burst four runs just spent."""
     supports(cachify)
-    p = policy(cachify, rate_key="geo-{tenant}", rate="4/s")  # burst 4, then one per 250 ms
+    p = policy(cachify, rate_key="geo-{tenant}", rate="4/s")
     broker = Broker()
     for i in range(4):
         d = broker.delivery(p, f"t{i}", "acme")
         assert (await event(d, kind, "admit")).verdict is Verdict.RUN
         await event(d, kind, "succeeded", i)
+    return p, broker
+
+
+async def test_a_limited_run_parks_until_its_time_and_is_counted_when_it_runs(
+    cachify: Cachify, kind: str
+) -> None:
+    p, broker = await burst_spent(cachify, kind)
     late = [broker.delivery(p, f"t{i}", "acme") for i in (4, 5)]
     for d in late:
         decision = await event(d, kind, "admit")
@@ -83,13 +91,7 @@ async def test_runs_that_arrive_late_together_start_no_faster_than_the_limit(
     """A backlog in the broker holds every due hand-over back, then delivers them at once: each
     is counted when it arrives, so only what the limit admits then runs (its burst) and the
     rest wait again, each at a time of its own."""
-    supports(cachify)
-    p = policy(cachify, rate_key="geo-{tenant}", rate="4/s")  # burst 4, then one per 250 ms
-    broker = Broker()
-    for i in range(4):
-        d = broker.delivery(p, f"t{i}", "acme")
-        assert (await event(d, kind, "admit")).verdict is Verdict.RUN
-        await event(d, kind, "succeeded", i)
+    p, broker = await burst_spent(cachify, kind)
     for i in range(4, 10):
         assert (await event(broker.delivery(p, f"t{i}", "acme"), kind, "admit")).verdict is Verdict.PARKED
     broker.wait_for(cachify, 6, 4.0)  # due 250 ms apart: all six published by ~1.5 s

@@ -205,10 +205,8 @@ class Delivery:
         verdict = decision.verdict
         if events.sink is not None:
             events.sink.verdict(self.task_name, verdict.value)
-        logs.admitted(
-            self.task_name, self.task_id, verdict.value, self.reservation, self.requeues, decision.reason
-        )
-        if verdict is Verdict.RUN:
+        if verdict is Verdict.RUN:  # every other verdict has a line of its own
+            logs.admitted(self.task_name, self.task_id, self.reservation, self.requeues)
             self.handle = decision.handle
             self.state = State.RUNNING
         elif verdict is Verdict.REQUEUE:

@@ -88,19 +88,16 @@ def requeued(task: str, task_id: str, requeues: int, delay_s: float, reason: str
     logger.info("cachify: task %s[%s] requeued (%d) in %.2fs: %s", task, task_id, requeues, delay_s, reason)
 
 
-def admitted(
-    task: str, task_id: str, verdict: str, reservation: str | None, requeues: int, reason: str
-) -> None:
-    """Every admission's verdict, at DEBUG: what an operator tracing one task id greps for."""
+def admitted(task: str, task_id: str, reservation: str | None, requeues: int) -> None:
+    """A delivery admitted to run, at DEBUG (parks, hits, skips and requeues have lines of their
+    own): what an operator tracing one task id greps for."""
     if logger.isEnabledFor(logging.DEBUG):
         logger.debug(
-            "cachify: task %s[%s] admitted: %s (requeues %d%s)%s",
+            "cachify: task %s[%s] admitted to run (requeues %d%s)",
             task,
             task_id,
-            verdict,
             requeues,
             f", reservation {reservation}" if reservation else "",
-            f": {reason}" if reason else "",
         )
 
 

@@ -92,8 +92,10 @@ def test_worker_metrics_equal_the_work_done(worker: tuple[ModuleType, int, Path]
     # Both children reported (one ran the first once_job while the other skipped its
     # duplicates): each writes its own counter_<pid>.db, the main process sums them.
     assert len(list(multiproc.glob("counter_*.db"))) == 2
-    # Park and claim in the same child only (docs/METRICS.md, "Waiting-room wait").
-    assert 1 <= samples.get("cachify_waiting_room_wait_seconds_count", task=pool) <= 3
+    # Park and claim in the same child only (docs/METRICS.md, "Waiting-room wait"): which child
+    # a hand-over's delivery reaches is Celery's choice, so anywhere from none to all three
+    # (tests/test_metrics.py checks the values where park and claim share a process).
+    assert 0 <= samples.get("cachify_waiting_room_wait_seconds_count", task=pool) <= 3
     # The pool gauges: each child writes them from the store (mostrecent), the main process serves.
     check_gauges(port, pool)
     # Queued mode: duplicates are refused at send, so the sender counts them, not the worker.

@@ -174,12 +174,14 @@ def test_cache_hit(
     def square(x: int) -> int:
         return x * x
 
-    assert square.send(7).get_result(backend=results_backend, block=True, timeout=RESULT_TIMEOUT_MS) == 49
+    miss = square.send(7)
+    assert miss.get_result(backend=results_backend, block=True, timeout=RESULT_TIMEOUT_MS) == 49
     hit = square.send(7)
     assert hit.get_result(backend=results_backend, block=True, timeout=RESULT_TIMEOUT_MS) == 49
     drain(stub_broker, stub_worker)
-    [record] = [r for r in task_log.records if r.name == "cachify.tasks"]
-    assert record.levelno == logging.DEBUG
+    ran, record = [r for r in task_log.records if r.name == "cachify.tasks"]
+    assert (ran.levelno, record.levelno) == (logging.DEBUG, logging.DEBUG)
+    assert ran.getMessage() == f"cachify: task square[{miss.message_id}] admitted to run (requeues 0)"
     assert re.fullmatch(
         rf"cachify: task square\[{hit.message_id}\] cache hit: \S*sq-7\S*", record.getMessage()
     )

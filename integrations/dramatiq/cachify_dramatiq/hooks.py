@@ -1,21 +1,23 @@
 """``CachifyMiddleware``: Dramatiq's hooks translated onto the core's task lifecycle
 (:mod:`cachify_core.tasks.delivery`).
 
-==========================  ==========================================================
-Dramatiq                    cachify
-==========================  ==========================================================
-``before_declare_actor``    options validated (:mod:`.declaration`)
-``after_declare_actor``     ``actor.fn`` and ``send_with_options`` wrapped
-``before_worker_boot``      the store must be shared with the workers
-``after_worker_boot``       the process's waiting-room sweepers start (:mod:`.room`)
-``before_worker_shutdown``  ... and stop
-``before_enqueue``          overrides validated; the claim (``TaskPolicy.claim``); the
-                            same message re-enqueued from its worker thread → ``retrying``
-``before_process_message``  a :class:`~cachify_core.tasks.Delivery` is made
-the actor call              ``admit`` → body → ``succeeded`` / ``raised`` (:mod:`.actor_call`)
-``after_skip_message``      ``abandoned`` (skipped before it ran, e.g. by ``AgeLimit``)
-``after_ack``/``after_nack``  ``ended``
-==========================  ==========================================================
+==============================  ======================================================
+Dramatiq                        cachify
+==============================  ======================================================
+``before_declare_actor``        options validated (:mod:`.declaration`)
+``after_declare_actor``         ``actor.fn`` and ``send_with_options`` wrapped
+``before_worker_boot``          the store must be shared with the workers
+``after_worker_boot``           the process's waiting-room sweepers start (:mod:`.room`)
+``before_worker_shutdown``      ... and stop
+``after_consumer_thread_boot``  a Redis consumer of a queue with waiting-room actors polls
+                                its empty queue every ``handover_poll_ms`` at the longest
+``before_enqueue``              overrides validated; the claim (``TaskPolicy.claim``); the
+                                same message re-enqueued from its worker thread → ``retrying``
+``before_process_message``      a :class:`~cachify_core.tasks.Delivery` is made
+the actor call                  ``admit`` → body → ``succeeded`` / ``raised`` (:mod:`.actor_call`)
+``after_skip_message``          ``abandoned`` (skipped before it ran, e.g. by ``AgeLimit``)
+``after_ack``/``after_nack``    ``ended``
+==============================  ======================================================
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any
 from dramatiq.actor import Actor
 from dramatiq.broker import Broker, MessageProxy
 from dramatiq.brokers.stub import StubBroker
-from dramatiq.common import q_name
+from dramatiq.common import dq_name, q_name
 from dramatiq.message import Message
 from dramatiq.middleware import Middleware, SkipMessage
 from dramatiq.worker import Worker
@@ -58,9 +60,27 @@ class CachifyMiddleware(Middleware):
 
     Add it before any actor is declared. ``cachify`` is the instance to use; the global one
     from ``init_cachify`` (looked up at each use) when omitted.
+
+    ``handover_poll_ms`` (default 10; ``None`` leaves Dramatiq's own): the longest a Redis
+    broker's consumer of a queue whose actors use a waiting room (``pool_key``, ``rate_*``)
+    sleeps between polls of an empty queue. Dramatiq's own is ``dramatiq_worker_timeout``
+    (1000 ms), and with a waiting room such a queue is mostly empty: a hand-over, whose slot is
+    reserved and idle, would wait for that poll. The cost is one fetch per consumer per
+    ``handover_poll_ms`` while its queue is empty. Other queues, delay queues and other brokers
+    (RabbitMQ pushes) are left as they are.
     """
 
-    def __init__(self, cachify: Cachify | None = None) -> None:
+    def __init__(self, cachify: Cachify | None = None, handover_poll_ms: int | None = 10) -> None:
+        if handover_poll_ms is not None and (
+            isinstance(handover_poll_ms, bool)
+            or not isinstance(handover_poll_ms, int)
+            or handover_poll_ms < 1
+        ):
+            raise CachifySetupError(
+                f"CachifyMiddleware(handover_poll_ms={handover_poll_ms!r}): give whole milliseconds "
+                ">= 1, or None to keep dramatiq_worker_timeout"
+            )
+        self._poll_ms = handover_poll_ms
         self._cachify = cachify
         self._actors: dict[str, DeclaredActor] = {}
         self._thread = ThreadState()
@@ -103,6 +123,22 @@ class CachifyMiddleware(Middleware):
 
     def before_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
         room.stop_sweepers()
+
+    def after_consumer_thread_boot(self, broker: Broker, thread: Any) -> None:
+        # Called before the thread's first consume(timeout=thread.worker_timeout).
+        poll = self._poll_ms
+        if poll is None or type(broker).__name__ != "RedisBroker" or thread.worker_timeout <= poll:
+            return
+        if thread.queue_name in self._waiting_room_queues(broker):
+            thread.worker_timeout = poll
+
+    def _waiting_room_queues(self, broker: Broker) -> set[str]:
+        """The queues (not their delay queues) of the actors that can park in a waiting room."""
+        queues: set[str] = set()
+        for name, actor in self._actors.items():
+            if actor.policies.declared.options.uses_waiting_rooms and name in broker.actors:
+                queues.add(broker.get_actor(name).queue_name)
+        return queues - {dq_name(q) for q in queues}
 
     def _instances(self) -> list[Cachify]:
         """The distinct Cachify instances the actors with options use."""

@@ -4,8 +4,9 @@ Each bound (``rate_key`` + ``rate``, and each of ``rate_keys``) is one GCRA limi
 (:mod:`cachify_core.rates`), its key rendered from the task's arguments like any template.
 Every run is **counted when it starts**, never before, by every bound at once
 (``rate_acquire_bounds``: on a single Redis server one atomic call, so no bound counts a run
-another refuses; on Cluster one call per bound in order, up to the first refusal). So however late a worker gets to a run (a backlog in the queue, a slow
-consumer), the runs that start in any window are exactly the runs the limiter admitted in it.
+another refuses; on Cluster one call per bound in order, up to the first refusal). However
+late a worker gets to a run (a backlog in the queue, a slow consumer), the runs that start in
+any window are the runs the limiter admitted in it.
 
 * **Not handed over** (no reservation), refused, with ``rate_on_limited="wait"`` and a delivery
   that can park: it is parked, uncounted, as a **timed entry** of the refusing bound's waiting

@@ -50,7 +50,7 @@ def payload(framework: str, body: bytes) -> bytes:
     return framework.encode() + b"\n" + body
 
 
-def _bodies(framework: str, handed: Iterable[Handover]) -> list[tuple[str, bytes]]:
+def _bodies(framework: str, handed: Iterable[Handover], newest_first: bool) -> list[tuple[str, bytes]]:
     mine: list[tuple[str, bytes]] = []
     tag = framework.encode() + b"\n"
     for h in handed:
@@ -63,7 +63,7 @@ def _bodies(framework: str, handed: Iterable[Handover]) -> list[tuple[str, bytes
                 framework,
                 h.payload[:20],
             )
-    return mine
+    return mine[::-1] if newest_first else mine
 
 
 def publish_all(
@@ -74,8 +74,7 @@ def publish_all(
     a publish that puts each message where the next consumer takes it (a stack's top), so the
     oldest, published last, is taken first."""
     sent = 0
-    bodies = _bodies(framework, handed)
-    for entry_id, body in reversed(bodies) if newest_first else bodies:
+    for entry_id, body in _bodies(framework, handed, newest_first):
         try:
             publish_one(entry_id, body)
         except Exception as exc:
@@ -86,10 +85,12 @@ def publish_all(
     return sent
 
 
-async def apublish_all(framework: str, handed: Sequence[Handover], publish_one: APublishOne) -> int:
+async def apublish_all(
+    framework: str, handed: Sequence[Handover], publish_one: APublishOne, newest_first: bool = False
+) -> int:
     """The asyncio twin of :func:`publish_all`."""
     sent = 0
-    for entry_id, body in _bodies(framework, handed):
+    for entry_id, body in _bodies(framework, handed, newest_first):
         try:
             await publish_one(entry_id, body)
         except Exception as exc:

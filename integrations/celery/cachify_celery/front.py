@@ -24,7 +24,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["at_front", "install", "installed"]
+__all__ = ["at_front", "install"]
 
 logger = logging.getLogger("cachify.celery")
 
@@ -88,7 +88,3 @@ def install() -> bool:
         channel._put = _put
         _installed = True
         return True
-
-
-def installed() -> bool:
-    return _installed

@@ -464,7 +464,9 @@ def test_cluster_holds_and_pools_from_every_master(
     prefix = f"D{uuid.uuid4().hex[:8]}-"
     client = sync_cluster_client(flushed_redis_cluster)
     c = init_cachify(sync_client=client, prefix=prefix, is_global=False)
-    names = [f"job-{i}" for i in range(12)]
+    # random names: keys that differ only in a counter can share their CRC16's top bits and
+    # so all land in one master's slot range
+    names = [f"job-{uuid.uuid4().hex[:8]}" for _ in range(12)]
     host, port = flushed_redis_cluster[0]
     try:
         with contextlib.ExitStack() as held:
@@ -475,7 +477,14 @@ def test_cluster_holds_and_pools_from_every_master(
             snap = json.loads(http("GET", dash.base + "/api/snapshot")[1])
             assert snap["error"] is None
             assert sorted(h["name"] for h in snap["holds"]) == sorted(names)
-            assert len({h["node"] for h in snap["holds"]}) > 1  # spread over the masters
+            # each hold is labelled with the master that holds its key (asked of the cluster
+            # itself), and the twelve keys land on more than one master
+            owner = {}
+            for h in snap["holds"]:
+                node = client.get_node_from_key(h["key"])
+                owner[h["name"]] = f"{node.host}:{node.port}"
+            assert {h["name"]: h["node"] for h in snap["holds"]} == owner
+            assert len(set(owner.values())) > 1, f"all keys on one master: {owner}"
             assert [(p["name"], p["in_use"]) for p in snap["pools"]] == [("erp", 1)]
     finally:
         client.close()

@@ -98,8 +98,10 @@ def test_holds_lists_locks_once_holds_and_task_holds_as_stored(env: Env) -> None
         seen["holds"] = env.read("holds")
         seen["stored"] = {h["key"]: env.raw.get(h["key"]) for h in seen["holds"]}
 
-    # several keys, so that on the cluster they land on more than one master
-    nightly = [lock(f"nightly-{i}", exp=100) for i in range(6)]
+    # several keys with random names, so that on the cluster they land on more than one master
+    # (names differing only in a counter can share their CRC16's top bits, hence one master)
+    names = [f"nightly-{uuid.uuid4().hex[:8]}" for _ in range(6)]
+    nightly = [lock(name, exp=100) for name in names]
     for held in nightly:
         held.__enter__()
     try:
@@ -109,7 +111,7 @@ def test_holds_lists_locks_once_holds_and_task_holds_as_stored(env: Env) -> None
             held.__exit__(None, None, None)
 
     holds = {h["key"]: h for h in seen["holds"]}
-    expected = {env.key(f"nightly-{i}-lock") for i in range(6)} | {
+    expected = {env.key(f"{name}-lock") for name in names} | {
         env.key("sync-42-once"),
         env.key("order-7-once"),
     }
@@ -121,8 +123,8 @@ def test_holds_lists_locks_once_holds_and_task_holds_as_stored(env: Env) -> None
     assert holds[env.key("order-7-once")]["holder"] == "task-id-7"
     assert holds[env.key("order-7-once")]["kind"] == "once"
     assert holds[env.key("sync-42-once")]["name"] == "sync-42"
-    assert holds[env.key("nightly-0-lock")]["kind"] == "lock"
-    assert 90_000 < holds[env.key("nightly-0-lock")]["ttl_ms"] <= 100_000
+    assert holds[env.key(f"{names[0]}-lock")]["kind"] == "lock"
+    assert 90_000 < holds[env.key(f"{names[0]}-lock")]["ttl_ms"] <= 100_000
     if env.cluster:
         assert len({h["node"] for h in holds.values()}) > 1  # every master was scanned
 

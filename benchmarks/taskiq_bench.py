@@ -82,6 +82,12 @@ WORKER_ROWS: dict[str, dict[str, Any]] = {
         "pool_backoff": (0.01, 0.1),
     },
     "cache_key, hits": {"cache_key": "w-{i}"},
+    "once_key + pool_key (never full) + cache_key (misses)": {
+        "once_key": "a-{i}",
+        "pool_key": "a1000",
+        "pool_max_size": 1000,
+        "cache_key": "a-{i}",
+    },
 }
 
 

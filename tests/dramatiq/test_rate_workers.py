@@ -76,5 +76,8 @@ def test_40_messages_at_10_per_second_run_once_within_the_limit(rate_app: Module
     assert sorted(int(i) for i, _, _ in starts) == list(range(TASKS))  # each once, none lost
     assert {int(r) for _, _, r in starts} == {0}  # no retry spent
     times = sorted(float(t) for _, t, _ in starts)
-    assert certain_peak([(t, t) for t in times], 1.0) <= 2 * rate - 1, times  # GCRA: count + burst - 1
+    # GCRA admits at most count + burst - 1 in any 1 s; these are the bodies' starts, and one
+    # start may lag its admission by a delivery delay that varies: count + burst (as in
+    # benchmarks/rate_accuracy.py)
+    assert certain_peak([(t, t) for t in times], 1.0) <= 2 * rate, times
     assert times[-1] - times[0] >= (TASKS - rate) / rate - MARGIN_S, times

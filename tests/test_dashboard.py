@@ -460,13 +460,14 @@ def test_cluster_holds_and_pools_from_every_master(
     flushed_redis_cluster: list[tuple[str, int]], tmp_path: Path
 ) -> None:
     from .conftest import sync_cluster_client
+    from .test_cluster import lock_key, spread
 
     prefix = f"D{uuid.uuid4().hex[:8]}-"
     client = sync_cluster_client(flushed_redis_cluster)
     c = init_cachify(sync_client=client, prefix=prefix, is_global=False)
-    # random names: keys that differ only in a counter can share their CRC16's top bits and
-    # so all land in one master's slot range
-    names = [f"job-{uuid.uuid4().hex[:8]}" for _ in range(12)]
+    # names picked to land 4 on every master (keys that differ only in a counter can share
+    # their CRC16's top bits and so all land in one master's slot range)
+    names = spread(c, lambda k: lock_key(c, k), per_node=4)
     host, port = flushed_redis_cluster[0]
     try:
         with contextlib.ExitStack() as held:

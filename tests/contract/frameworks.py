@@ -187,6 +187,10 @@ class CeleryDriver:
 
             return body(Ctx(self.request.id, self.request.retries or 0, retry), x)
 
+        # Bind it here, on one thread: app.task returns a lazy proxy, and when four sender
+        # threads evaluate it first, Celery's _task_from_fun hands one of them the task before
+        # bind() set its request_stack (AttributeError in build_tracer, seen once in CI).
+        task._get_current_object()
         if self._controller is not None:  # the consumer learns tasks at start; teach it this one
             self._controller.consumer.update_strategies()
         return task

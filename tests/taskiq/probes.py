@@ -22,6 +22,7 @@ class Probe:
         self.failures = failures  #: the first ``failures`` runs raise RuntimeError
         self.hold = threading.Event()  #: run 0 (argument 0) waits for this, if ``hold_first``
         self.hold_first = False
+        self.hold_all = False  #: every run waits for ``hold``
         self._lock = threading.Lock()
         self.runs = 0
         self.now = 0
@@ -86,7 +87,7 @@ def declare(
 
 
 async def _work_async(probe: Probe, i: int, ok: bool) -> None:
-    if probe.hold_first and i == 0:
+    if probe.hold_all or (probe.hold_first and i == 0):
         await asyncio.to_thread(probe.hold.wait, 20)
     await asyncio.sleep(probe.seconds)
     if not ok:
@@ -94,7 +95,7 @@ async def _work_async(probe: Probe, i: int, ok: bool) -> None:
 
 
 def _work_sync(probe: Probe, i: int, ok: bool) -> None:
-    if probe.hold_first and i == 0:
+    if probe.hold_all or (probe.hold_first and i == 0):
         probe.hold.wait(20)
     time.sleep(probe.seconds)
     if not ok:

@@ -396,8 +396,12 @@ async def test_all_three_options_together(make_broker: Callable[..., InMemoryBro
     )
     await broker.startup()
 
+    # Every run waits until all 40 are sent: a run that ended mid-loop would free its hold, and
+    # the next send of its key would rightly be a new task (seen on a loaded CI machine).
+    probe.hold_all = True
     handles = [await task.kiq(i % 5) for i in range(40)]
     assert len({h.task_id for h in handles}) == 5
+    probe.hold.set()
     results = await asyncio.gather(*(result_of(h, 30) for h in handles))
     assert [r.return_value for r in results] == [(i % 5) * 10 for i in range(40)]
     assert probe.runs == 5

@@ -629,3 +629,29 @@ async def test_a_resend_is_sent_when_the_store_is_unreachable(
     assert f"task {TASK}[A]" in line
     with pytest.raises(CachifyBackendError):
         await Driver(policy, kind).claim("B")
+
+
+async def test_a_resent_hand_over_refreshes_its_own_hold_and_never_takes_a_free_one(
+    cachify: Cachify, kind: str
+) -> None:
+    # A copy of a hand-over re-sent after its other copy ran and ended finds the hold free: it
+    # is sent, but must not take the hold (its delivery is skipped, and nobody would give a hold
+    # taken at send back). A plain resend still takes a free hold; a held one is only extended.
+    policy = TaskPolicy(parse(once_key="o-{x}", once_ttl=60), cachify)
+    d = Driver(policy, kind)
+    key = policy.once_key((1,), {})
+    assert key is not None
+
+    async def claim(task_id: str, **flags: bool) -> Claim:
+        if kind == "sync":
+            return policy.claim(task_id, (1,), {}, resend=True, **flags)
+        return await policy.aclaim(task_id, (1,), {}, resend=True, **flags)
+
+    assert await claim("A", handed_over=True) == Claim(None)
+    assert d.holder() is None  # free, and left free
+    assert await claim("A") == Claim(key)
+    assert d.holder() == "A"  # a plain resend takes it
+    assert await claim("A", handed_over=True) == Claim(key)
+    assert d.holder() == "A"  # its own: refreshed
+    assert await claim("B", handed_over=True) == Claim(None)  # another's: sent, left alone
+    assert d.holder() == "A"

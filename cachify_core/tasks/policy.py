@@ -353,6 +353,7 @@ class TaskPolicy:
         kwargs: Mapping[str, Any],
         resend: bool,
         dependents: bool,
+        handed_over: bool = False,
     ) -> Steps[Claim]:
         if not self.options.claims_at_enqueue:
             return Claim(None)
@@ -360,6 +361,8 @@ class TaskPolicy:
         assert key is not None
         if resend:
             try:
+                if handed_over:
+                    return (yield from self._refresh_steps(task_id, key))
                 return (yield from self._take_steps(task_id, key, True, dependents))
             except CachifyBackendError as exc:
                 # Never dropped: its run checks the hold again. Logged once per outage.
@@ -370,6 +373,16 @@ class TaskPolicy:
                 logs.resent_unchecked(self.options.task_name, task_id, key, exc)
                 return Claim(None)
         return (yield from self._take_steps(task_id, key, False, dependents))
+
+    def _refresh_steps(self, task_id: str, key: str) -> Steps[Claim]:
+        """A copy of a hand-over (it carries a waiting-room reservation) is sent again: its hold
+        is refreshed if it is still this task's, never taken when free. A free hold means
+        another copy of the hand-over ran and ended; taken here, nobody would give it back when
+        this copy's admission skips it (its admission takes a free hold itself, and gives it
+        back before such a skip). 1 round trip."""
+        if (yield lambda b: b.lock_extend(key, task_id, self._once_ttl_ms())):
+            return Claim(key)
+        return Claim(None)
 
     def _take_steps(self, task_id: str, key: str, resend: bool, dependents: bool) -> Steps[Claim]:
         ttl = self._once_ttl_ms()
@@ -858,18 +871,21 @@ class TaskPolicy:
         *,
         resend: bool = False,
         dependents: bool = False,
+        handed_over: bool = False,
     ) -> Claim:
         """Before publishing: take the dedup hold for ``task_id`` (modes queued/until_started).
 
         ``resend``: a retry or requeue of a task already admitted once — never refused; its hold
-        is refreshed when it is free or its own. ``dependents``: other work waits for this
+        is refreshed when it is free or its own. ``handed_over`` (with ``resend``): the message
+        carries a waiting-room reservation; its hold is refreshed only while it is its own, a
+        free one is left to its admission. ``dependents``: other work waits for this
         message (a group, chain or chord member, a linked callback), so a duplicate raises
         :class:`CachifyDuplicateError` rather than silently not being sent.
         """
         c = self.cachify
         try:
             return run_blocking(
-                self.claim_steps(c, task_id, args, kwargs, resend, dependents), c.sync_backend
+                self.claim_steps(c, task_id, args, kwargs, resend, dependents, handed_over), c.sync_backend
             )
         except CachifyBackendError as exc:
             return self._claim_failed(task_id, exc)
@@ -929,11 +945,12 @@ class TaskPolicy:
         *,
         resend: bool = False,
         dependents: bool = False,
+        handed_over: bool = False,
     ) -> Claim:
         c = self.cachify
         try:
             return await run_async(
-                self.claim_steps(c, task_id, args, kwargs, resend, dependents), c.async_backend
+                self.claim_steps(c, task_id, args, kwargs, resend, dependents, handed_over), c.async_backend
             )
         except CachifyBackendError as exc:
             return self._claim_failed(task_id, exc)

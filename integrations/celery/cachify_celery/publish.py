@@ -29,7 +29,7 @@ from kombu.utils.uuid import uuid
 
 from cachify_core.tasks import split_overrides
 
-from .envelope import carried_overrides, requeues_of, with_overrides
+from .envelope import carried_overrides, requeues_of, reservation_of, with_overrides
 
 __all__ = ["guard_send_task", "policy_for_message", "publish_claimed", "uses_in_process_broker"]
 
@@ -87,7 +87,8 @@ def publish_claimed(
     resend = (options.get("retries") or 0) > 0 or requeues_of(options.get("headers") or {}) > 0
     dependents = any(options.get(k) for k in _DEPENDENTS)
     delivered = as_delivered(task, args, kwargs, options.get("serializer"))
-    claim = policy.claim(task_id, *delivered, resend=resend, dependents=dependents)
+    handed_over = resend and reservation_of(options.get("headers") or {}) is not None
+    claim = policy.claim(task_id, *delivered, resend=resend, dependents=dependents, handed_over=handed_over)
     if claim.duplicate:
         return result_cls(claim.holder_id)
     try:

@@ -167,7 +167,10 @@ class CachifyMiddleware(TaskiqMiddleware):
             return message
         resend = retry or requeue or RETRIES_LABEL in message.labels
         args, kwargs = worker_arguments(declaration.signature, message)
-        claim = await policy.aclaim(message.task_id, args, kwargs, resend=resend, dependents=False)
+        handed_over = resend and envelope.reservation(message.labels) is not None
+        claim = await policy.aclaim(
+            message.task_id, args, kwargs, resend=resend, dependents=False, handed_over=handed_over
+        )
         if claim.duplicate:
             message.labels[DUPLICATE_LABEL] = message.task_id
             message.task_id = claim.holder_id or message.task_id

@@ -11,9 +11,18 @@ from typing import Any
 import pytest
 
 from cachify_core import Cachify, CachifyBackendError, CachifyPoolFullError, init_cachify
-from cachify_core.tasks import Delivery, State, TaskPolicy, Verdict, is_retry_of, logs, parse_task_options
+from cachify_core.tasks import (
+    Delivery,
+    State,
+    TaskPolicy,
+    Verdict,
+    is_retry_of,
+    logs,
+    owed,
+    parse_task_options,
+)
 
-from .servers import free_port
+from .servers import PrivateServer, free_port, require_server_binary
 
 TASK = "tasks.job"
 
@@ -181,6 +190,37 @@ def down_policy(**raw: Any) -> TaskPolicy:
     """A policy on a Redis URL where nothing listens: every store call fails at once."""
     down = init_cachify(url=f"redis://127.0.0.1:{free_port()}/0", is_global=False)
     return TaskPolicy(parse_task_options(TASK, job, raw), down)
+
+
+async def test_a_hold_a_finish_could_not_give_back_is_given_back_when_the_store_returns(
+    kind: str, caplog: Any
+) -> None:
+    # A durable private server, SIGKILLed while the run is in its body and restarted with its
+    # data: the finish fails, the hold survives the restart (held by t1 for once_ttl), and the
+    # next admission on this instance gives it back before taking the key for t2.
+    server = PrivateServer(require_server_binary(), extra=("--appendonly", "yes", "--appendfsync", "always"))
+    server.start()
+    c = init_cachify(url=server.url, is_global=False)
+    try:
+        p = TaskPolicy(parse_task_options(TASK, job, {"once_key": "o-{x}", "once_ttl": 3600}), c)
+        first = Delivery(p, "t1", (1,), {})
+        assert (await event(first, kind, "admit")).verdict is Verdict.RUN
+        server.kill()
+        with caplog.at_level(logging.ERROR, logger="cachify.tasks"):
+            await event(first, kind, "succeeded", 1)  # keeps its outcome; the release is owed
+        assert first.state is State.ENDED
+        assert any("finishing its run" in r.getMessage() for r in caplog.records)
+        assert owed.count(c) == 1
+        server.start()  # same port and data directory
+        assert holder(p) == "t1"  # without the owed release, t2 would be skipped for t1's hold
+        second = Delivery(p, "t2", (1,), {})
+        assert (await event(second, kind, "admit")).verdict is Verdict.RUN
+        assert holder(p) == "t2"
+        assert owed.count(c) == 0
+        await event(second, kind, "succeeded", 1)
+        assert holder(p) is None
+    finally:
+        server.stop()
 
 
 async def test_an_unreachable_cache_fails_open_by_default(kind: str, caplog: Any) -> None:

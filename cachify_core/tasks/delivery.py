@@ -52,7 +52,9 @@ Only the integration knows which; when it cannot tell yet (Dramatiq and Taskiq l
 retry when it is re-sent), it says ``retry=None`` and reports ``retrying``/``ended`` later.
 
 After the body ran, a store that cannot be reached never changes the run's outcome: the
-failure is logged and whatever was not released ends by its TTL (renewal has stopped).
+failure is logged and whatever was not released ends by its TTL (renewal has stopped), but
+for a once hold, whose release is owed and sent again before this process's next admission
+that reaches the store (:mod:`.owed`).
 
 Every event exists as a blocking method and an ``a``-prefixed asyncio twin; both drive the same
 generator of backend steps (:mod:`cachify_core.steps`).
@@ -69,7 +71,7 @@ from ..backends.base import Handover
 from ..errors import CachifyBackendError, CachifyPoolFullError
 from ..metrics import events
 from ..steps import Primitives, Steps, run_async, run_blocking
-from . import logs
+from . import logs, owed
 from .policy import Admission, Outcome, RunHandle, TaskPolicy, Verdict
 
 __all__ = ["Delivery", "Publish", "State", "is_retry_of"]
@@ -163,6 +165,10 @@ class Delivery:
         p = self.policy
         try:
             try:
+                # Holds an earlier finish here could not give back (the store was down): given
+                # back first, so this admission may take such a key afresh (1 round trip, only
+                # when something is owed).
+                yield from owed.settle_steps(p.cachify)
                 decision = yield from p.admit_steps(
                     p.cachify,
                     self.task_id,

@@ -43,7 +43,7 @@ from ..rooms import registry_key
 from ..serialization import CachifySerializationError
 from ..steps import Batch, Step, Steps, run_async, run_blocking
 from ..tokens import new_token
-from . import logs
+from . import logs, owed
 from .options import DEFAULT_STORE_BACKOFF_S, TaskOptions
 from .rate_step import rate_cancel_steps, rate_release_step, rate_release_steps, rate_steps
 
@@ -804,7 +804,13 @@ class TaskPolicy:
                 kinds.append("hold")
         if not steps:
             return
-        results = (yield Batch(*steps)) if len(steps) > 1 else ((yield steps[0]),)
+        try:
+            results = (yield Batch(*steps)) if len(steps) > 1 else ((yield steps[0]),)
+        except CachifyBackendError:
+            if "hold" in kinds:  # left to once_ttl otherwise: the next admission gives it back
+                assert once_key is not None
+                owed.owe(handle.cachify, once_key, handle.task_id)
+            raise
         for kind, got in zip(kinds, results, strict=True):
             if kind in ("room", "rate"):
                 handle.handed.extend(got.handed)

@@ -45,7 +45,15 @@ def test_parked_messages_run_once_in_order_without_retries_or_delays(
     run, n = uuid.uuid4().hex, 60
     handles = [getattr(app, actor).send(run, i, 0.05) for i in range(n)]
 
-    wait_until(lambda: obs.hlen(f"room:{run}:runs") >= n, BATCH_DEADLINE_S, f"{n} runs")
+    try:
+        wait_until(lambda: obs.hlen(f"room:{run}:runs") >= n, BATCH_DEADLINE_S, f"{n} runs")
+    except pytest.fail.Exception:
+        ran = {int(k) for k in obs.hkeys(f"room:{run}:runs")}
+        missing = sorted(set(range(n)) - ran)
+        stats = app.cachify.pool(f"room-{run}", 2).waiting()
+        pytest.fail(
+            f"not run after {BATCH_DEADLINE_S}s: {missing}; waiting room {stats}; delayed {obs.hget('delayed', actor)}"
+        )
     seen = [int(v) for v in obs.lrange(f"room:{run}:seen", 0, -1)]
     runs = {int(k): int(v) for k, v in obs.hgetall(f"room:{run}:runs").items()}
     retries = {int(v) for v in obs.lrange(f"room:{run}:retries", 0, -1)}

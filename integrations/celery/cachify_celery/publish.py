@@ -87,7 +87,7 @@ def publish_claimed(
     resend = (options.get("retries") or 0) > 0 or requeues_of(options.get("headers") or {}) > 0
     dependents = any(options.get(k) for k in _DEPENDENTS)
     delivered = as_delivered(task, args, kwargs, options.get("serializer"))
-    handed_over = resend and reservation_of(options.get("headers") or {}) is not None
+    handed_over = reservation_of(options.get("headers") or {}) is not None
     claim = policy.claim(task_id, *delivered, resend=resend, dependents=dependents, handed_over=handed_over)
     if claim.duplicate:
         return result_cls(claim.holder_id)

@@ -36,14 +36,12 @@ from dramatiq.worker import Worker
 from cachify_core import Cachify, CachifyError, CachifyInitError
 from cachify_core.tasks import (
     OPTION_NAMES,
-    RESERVATION_FIELD,
     CachifyDuplicateError,
     Delivery,
     State,
     TaskPolicy,
     is_retry_of,
     logs,
-    read_reservation,
 )
 
 from . import envelope, event_loop, room, worker_log
@@ -188,7 +186,7 @@ class CachifyMiddleware(Middleware):
                 message.kwargs,
                 resend=not envelope.is_first_enqueue(options),
                 dependents=dependents,
-                handed_over=read_reservation(options.get(RESERVATION_FIELD)) is not None,
+                handed_over=room.reservation(message) is not None,
             )
         except CachifyDuplicateError as exc:  # once_raise=True, or dependents
             raise CachifyDuplicateMessage(

@@ -43,7 +43,7 @@ __all__ = [
 FRAMEWORK = "dramatiq"
 
 
-def reservation(message: MessageProxy) -> str | None:
+def reservation(message: Message[Any] | MessageProxy) -> str | None:
     """The waiting-room entry a handed-over message carries; ``None`` on any other."""
     return read_reservation(message.options.get(RESERVATION_FIELD))
 

@@ -167,7 +167,7 @@ class CachifyMiddleware(TaskiqMiddleware):
             return message
         resend = retry or requeue or RETRIES_LABEL in message.labels
         args, kwargs = worker_arguments(declaration.signature, message)
-        handed_over = resend and envelope.reservation(message.labels) is not None
+        handed_over = envelope.reservation(message.labels) is not None
         claim = await policy.aclaim(
             message.task_id, args, kwargs, resend=resend, dependents=False, handed_over=handed_over
         )

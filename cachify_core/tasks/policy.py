@@ -191,6 +191,9 @@ class TaskPolicy:
             self._provider = lambda: cachify
         else:
             self._provider = cachify
+        # Worked out once: the options are frozen, and these are read on every admission.
+        self._ttls_ms: tuple[int, int] | None = None  #: (once_ttl, pool_slot_ttl)
+        self._rooms: dict[str, tuple[RoomSettings, RoomSettings]] = {}  #: prefix -> (parks, not)
 
     @property
     def cachify(self) -> Cachify:
@@ -217,11 +220,21 @@ class TaskPolicy:
     def once_key(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str | None:
         return self._key(self.cachify, "once_key", args, kwargs)
 
+    def _ttls(self) -> tuple[int, int]:
+        ttls = self._ttls_ms
+        if ttls is None:
+            o = self.options
+            ttls = self._ttls_ms = (
+                seconds_to_ms(o.once_ttl_s, "once_ttl") or 0,
+                seconds_to_ms(o.pool_slot_ttl_s, "pool_slot_ttl") or 0,
+            )
+        return ttls
+
     def _once_ttl_ms(self) -> int:
-        return seconds_to_ms(self.options.once_ttl_s, "once_ttl") or 0
+        return self._ttls()[0]
 
     def slot_ttl_ms(self) -> int:
-        return seconds_to_ms(self.options.pool_slot_ttl_s, "pool_slot_ttl") or 0
+        return self._ttls()[1]
 
     def _cache_ttl_ms(self, c: Cachify) -> int | None:
         ttl = self.options.cache_ttl_s
@@ -473,24 +486,25 @@ class TaskPolicy:
         started_key: str | None = None  # mode until_started: the claim to give back at the start
         plan = self._slot_plan(c, args, kwargs, asyncio, slot_token, reservation, payload)
         pre = _Prefetch()
+        # Each key is formatted once per admission: the batch and the steps after it share them.
+        cache_at = None if o.cache_key is None else self._cache_location(c, args, kwargs)
+        hold_key = None if o.once_key is None else self._key(c, "once_key", args, kwargs)
         try:
-            yield from self._prefetch_steps(c, task_id, args, kwargs, asyncio, plan, reservation, pre)
-            if o.cache_key is not None:
-                ns, cache_key = self._cache_location(c, args, kwargs)
+            yield from self._prefetch_steps(c, task_id, asyncio, plan, reservation, pre, cache_at, hold_key)
+            if cache_at is not None:
+                ns, cache_key = cache_at
                 entry = yield from self._cache_read_steps(
                     c, task_id, handle, ns, cache_key, pre.take("cache")
                 )
                 if entry is not None:
                     handed = yield from self._unused_slot_steps(plan, pre, reservation)
                     took = pre.take("hold") is True and o.once_mode == "running"  # the batch took it
-                    once_key = self._key(c, "once_key", args, kwargs) if o.claims_at_enqueue or took else None
-                    yield from self.unclaim_steps(task_id, once_key)
+                    yield from self.unclaim_steps(task_id, hold_key if o.claims_at_enqueue or took else None)
                     handed += yield from self.cancel_steps(c, reservation, args, kwargs)
                     logs.cache_hit(o.task_name, task_id, cache_key)
                     return Admission(Verdict.CACHED, value=entry.value, reason="cache hit", handed=handed)
-            if o.once_key is not None:
-                once_key = self._key(c, "once_key", args, kwargs)
-                assert once_key is not None
+            if hold_key is not None:
+                once_key = hold_key
                 if o.once_mode == "until_started":
                     started_key = once_key  # released once the run really starts (slot taken)
                 else:
@@ -576,8 +590,7 @@ class TaskPolicy:
                 try:
                     handle.handed.extend((yield from self._unused_slot_steps(plan, pre, reservation)))
                     if pre.take("hold") is True and o.once_mode == "running" and handle.once_key is None:
-                        key = self._key(c, "once_key", args, kwargs)
-                        yield from self.unclaim_steps(task_id, key)
+                        yield from self.unclaim_steps(task_id, hold_key)
                     claimed = handle.claimed is not None or handle.rate_claimed is not None
                     yield from self._release_steps(handle, keep_queued_hold=True)
                     if not claimed:  # a handed-over copy that will not run: its slot goes on
@@ -613,9 +626,7 @@ class TaskPolicy:
         parks = payload is not None and o.pool_on_full == "requeue" and o.pool_max_waiting > 0
         token = slot_token or new_token()
         if backend.supports_waiting_room:
-            room = self._room(c)
-            if not parks:
-                room = dataclasses.replace(room, max_waiting=0)
+            room = self._room(c, parks)
             data = payload() if parks and payload is not None else b""
             # Derived from the delivery where the integration names it (its slot token: task
             # id, retries, requeues), so its redelivery after a crash between the park and the
@@ -628,12 +639,12 @@ class TaskPolicy:
         self,
         c: Cachify,
         task_id: str,
-        args: tuple[Any, ...],
-        kwargs: Mapping[str, Any],
         asyncio: bool,
         plan: _SlotPlan | None,
         reservation: str | None,
         pre: _Prefetch,
+        cache_at: tuple[str, str] | None,
+        once_key: str | None,
     ) -> Steps[None]:
         """On a store that makes a batch in one round trip (a single Redis server), ask for the
         cache entry, the hold and the slot at once: the admission then reads their answers
@@ -646,13 +657,11 @@ class TaskPolicy:
             return
         steps: list[Step] = []
         kinds: list[str] = []
-        if o.cache_key is not None:
-            ns, cache_key = self._cache_location(c, args, kwargs)
+        if cache_at is not None:
+            ns, cache_key = cache_at
             steps.append(lambda b: b.cache_get(ns, cache_key))
             kinds.append("cache")
-        if o.once_key is not None and o.once_mode != "until_started":
-            once_key = self._key(c, "once_key", args, kwargs)
-            assert once_key is not None
+        if once_key is not None and o.once_mode != "until_started":
             ttl = self._once_ttl_ms()
             if o.once_mode == "queued":  # the claim at send took it: refresh it
                 steps.append(lambda b: b.lock_extend(once_key, task_id, ttl))
@@ -693,15 +702,20 @@ class TaskPolicy:
             handed.extend(cancelled.handed)
         return tuple(handed)
 
-    def _room(self, c: Cachify) -> RoomSettings:
-        """The task's pool's waiting room, as the backend's ``room_*`` primitives take it."""
-        o = self.options
-        return RoomSettings(
-            registry=registry_key(c.prefix),
-            max_size=o.pool_max_size,
-            slot_ttl_ms=self.slot_ttl_ms(),
-            max_waiting=o.pool_max_waiting,
-        )
+    def _room(self, c: Cachify, parks: bool = True) -> RoomSettings:
+        """The task's pool's waiting room, as the backend's ``room_*`` primitives take it
+        (``parks=False``: the same room for a delivery that may not park: it holds nothing new)."""
+        pair = self._rooms.get(c.prefix)
+        if pair is None:
+            o = self.options
+            room = RoomSettings(
+                registry=registry_key(c.prefix),
+                max_size=o.pool_max_size,
+                slot_ttl_ms=self.slot_ttl_ms(),
+                max_waiting=o.pool_max_waiting,
+            )
+            pair = self._rooms[c.prefix] = (room, dataclasses.replace(room, max_waiting=0))
+        return pair[0] if parks else pair[1]
 
     def parked_or_duplicate_steps(
         self,

@@ -10,7 +10,9 @@ Dramatiq                        cachify
 ``after_worker_boot``           the process's waiting-room sweepers start (:mod:`.room`)
 ``before_worker_shutdown``      ... and stop
 ``after_consumer_thread_boot``  a Redis consumer of a queue with waiting-room actors polls
-                                its empty queue every ``handover_poll_ms`` at the longest
+                                its empty queue every ``handover_poll_ms`` at the longest;
+                                every Redis consumer keeps the delayed messages a broken
+                                connection drops (:mod:`.delays`)
 ``before_enqueue``              overrides validated; the claim (``TaskPolicy.claim``); the
                                 same message re-enqueued from its worker thread → ``retrying``
 ``before_process_message``      a :class:`~cachify_core.tasks.Delivery` is made
@@ -44,7 +46,7 @@ from cachify_core.tasks import (
     logs,
 )
 
-from . import envelope, event_loop, room, worker_log
+from . import delays, envelope, event_loop, room, worker_log
 from .actor_call import wrap_fn
 from .declaration import DeclaredActor, declare
 from .errors import CachifyDuplicateMessage, CachifyMessageOptionError, CachifySendError, CachifySetupError
@@ -126,8 +128,11 @@ class CachifyMiddleware(Middleware):
 
     def after_consumer_thread_boot(self, broker: Broker, thread: Any) -> None:
         # Called before the thread's first consume(timeout=thread.worker_timeout).
+        if type(broker).__name__ != "RedisBroker":
+            return
+        delays.keep(thread)  # delayed messages (deferrals too) survive a broker restart
         poll = self._poll_ms
-        if poll is None or type(broker).__name__ != "RedisBroker" or thread.worker_timeout <= poll:
+        if poll is None or thread.worker_timeout <= poll:
             return
         if thread.queue_name in self._waiting_room_queues(broker):
             thread.worker_timeout = poll

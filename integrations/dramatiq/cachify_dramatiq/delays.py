@@ -1,0 +1,100 @@
+"""Delayed messages a Redis consumer drops when its connection breaks, put back once it is
+connected again.
+
+Dramatiq holds a delayed message (``send_with_options(delay=...)``, a retry's backoff,
+cachify's deferral while the store is unreachable) in the consumer thread's memory until it is
+due, while the broker keeps it in that worker's acknowledgement set. When the consumer's
+connection breaks (a broker restart), Dramatiq empties that memory (``delay_queue =
+PriorityQueue()``) and the messages stay in the set of a worker that is alive and
+heartbeating, so nothing requeues them until the worker restarts (dramatiq#527; seen in
+``benchmarks/chaos.py``: a broker restart just after a store outage left 3 to 95 of cachify's
+deferrals stuck).
+
+:func:`keep` gives one consumer thread of a ``RedisBroker`` a subclass that remembers the
+messages Dramatiq drops there, and requeues them (``requeue``: back from this worker's
+acknowledgement set to their delay queue, where any consumer takes them again with their ETA)
+from the next ``handle_delayed_messages`` that reaches the broker. A message already requeued
+by another path (a dead worker's sweep) is not in the set any more, and the broker's requeue
+skips it. Cost: nothing until a connection breaks with delayed messages held.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from queue import Empty
+from typing import Any
+
+__all__ = ["keep"]
+
+logger = logging.getLogger("cachify")
+
+_DROPPED = "_cachify_dropped"  #: instance attribute: the messages Dramatiq dropped, to requeue
+_subclasses: dict[type[Any], type[Any]] = {}
+_lock = threading.Lock()
+
+
+def keep(thread: Any) -> None:
+    """Give ``thread`` (a ``dramatiq.worker._ConsumerThread`` of a Redis broker) the subclass.
+    Idempotent; call it from ``after_consumer_thread_boot`` (on the thread itself)."""
+    cls = type(thread)
+    if getattr(cls, "_cachify_keeps_delays", False):
+        return
+    with _lock:
+        sub = _subclasses.get(cls)
+        if sub is None:
+            sub = _subclasses[cls] = _subclass(cls)
+    thread.__class__ = sub
+
+
+def _subclass(base: type[Any]) -> type[Any]:
+    def get_queue(self: Any) -> Any:
+        return self.__dict__["delay_queue"]
+
+    def set_queue(self: Any, queue: Any) -> None:
+        old = self.__dict__.get("delay_queue")
+        if old is not None and old is not queue:
+            dropped = []
+            while True:  # bounded by what the old queue holds: nothing puts into it any more
+                try:
+                    dropped.append(old.get_nowait().message)
+                except Empty:
+                    break
+            if dropped:
+                self.__dict__.setdefault(_DROPPED, []).extend(dropped)
+                logger.warning(
+                    "cachify: consumer of %s lost its broker connection holding %d delayed message(s): "
+                    "they are requeued once it reconnects",
+                    self.queue_name,
+                    len(dropped),
+                )
+        self.__dict__["delay_queue"] = queue
+
+    def handle_delayed_messages(self: Any) -> None:
+        dropped = self.__dict__.get(_DROPPED)
+        if dropped:
+            try:
+                self.consumer.requeue(dropped)
+            except Exception as exc:  # still unreachable: the next call tries again
+                logger.debug(
+                    "cachify: requeueing %d dropped delayed message(s) failed: %s", len(dropped), exc
+                )
+            else:
+                logger.warning(
+                    "cachify: consumer of %s requeued %d delayed message(s) its lost connection dropped",
+                    self.queue_name,
+                    len(dropped),
+                )
+                dropped.clear()
+        base.handle_delayed_messages(self)
+
+    return type(
+        base.__name__,
+        (base,),
+        {
+            "__module__": __name__,
+            "_cachify_keeps_delays": True,
+            "delay_queue": property(get_queue, set_queue),
+            "handle_delayed_messages": handle_delayed_messages,
+        },
+    )

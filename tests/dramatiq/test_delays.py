@@ -12,15 +12,20 @@ import logging
 import threading
 import time
 import uuid
+from queue import PriorityQueue
 from typing import Any
 
 import dramatiq
 import pytest
 import redis
 from dramatiq.brokers.redis import RedisBroker
+from dramatiq.common import dq_name
+from dramatiq.errors import ConnectionClosed
+from dramatiq.worker import ConsumerThread
 
 from cachify_core import init_cachify
 from cachify_dramatiq import CachifyMiddleware
+from cachify_dramatiq.delays import keep
 
 from ..servers import PrivateServer, require_server_binary
 
@@ -78,6 +83,51 @@ def test_a_delayed_message_held_across_a_broker_restart_runs_after_it(caplog: An
         assert _wait(lambda: _held_delayed(probe, namespace) == 0, 5.0)
     finally:
         worker.stop()
+        broker.close()
+        probe.close()
+        server.stop()
+
+
+def test_a_due_message_whose_enqueue_fails_is_kept_and_enqueued_once_the_broker_is_back() -> None:
+    # The consumer thread's own steps, driven here on a real broker: Dramatiq's would take the
+    # message out of memory and raise redis-py's error (its consumer thread then dies in close()).
+    server = PrivateServer(require_server_binary(), extra=("--appendonly", "yes", "--appendfsync", "always"))
+    server.start()
+    namespace = f"delays-{uuid.uuid4().hex[:8]}"
+    broker = RedisBroker(url=server.url, namespace=namespace)  # type: ignore[no-untyped-call]
+    broker.add_middleware(CachifyMiddleware(cachify=init_cachify(url=server.url, is_global=False)))
+
+    @dramatiq.actor(broker=broker, actor_name=f"due_{namespace}", max_retries=0)
+    def due() -> None: ...
+
+    delayed = dq_name(due.queue_name)
+    thread = ConsumerThread(
+        broker=broker, queue_name=delayed, prefetch=1, work_queue=PriorityQueue(), worker_timeout=100
+    )
+    keep(thread)
+    probe = redis.Redis.from_url(server.url)
+    try:
+        due.send_with_options(delay=1)
+        thread.consumer = broker.consume(delayed, prefetch=1, timeout=100)
+        message = None
+        for _ in range(50):  # bounded: the message is there at once
+            message = next(thread.consumer)
+            if message is not None:
+                break
+        assert message is not None
+        thread.handle_message(message)  # held in memory until its ETA, 1 ms after the send
+        time.sleep(0.05)
+        server.kill()
+        with pytest.raises(ConnectionClosed):
+            thread.handle_delayed_messages()
+        assert thread.delay_queue.qsize() == 1  # kept, not lost from memory
+        server.start()
+        thread.consumer = broker.consume(delayed, prefetch=1, timeout=100)  # as Dramatiq's restart
+        thread.handle_delayed_messages()
+        assert thread.delay_queue.qsize() == 0
+        assert probe.llen(f"{namespace}:{due.queue_name}") == 1  # enqueued on its queue
+        assert _held_delayed(probe, namespace) == 0  # and acknowledged off the delay queue
+    finally:
         broker.close()
         probe.close()
         server.stop()

@@ -13,7 +13,8 @@ deferrals stuck).
 :func:`keep` gives one consumer thread of a ``RedisBroker`` a subclass that remembers the
 messages Dramatiq drops there, and requeues them (``requeue``: back from this worker's
 acknowledgement set to their delay queue, where any consumer takes them again with their ETA)
-from the next ``handle_delayed_messages`` that reaches the broker. A message already requeued
+from the next ``handle_delayed_messages`` that reaches the broker, and keeps a due message whose
+enqueue fails (below). A message already requeued
 by another path (a dead worker's sweep) is not in the set any more, and the broker's requeue
 skips it. Cost: nothing until a connection breaks with delayed messages held.
 """
@@ -24,6 +25,11 @@ import logging
 import threading
 from queue import Empty
 from typing import Any
+
+from dramatiq.common import current_millis, q_name
+from dramatiq.errors import ConnectionClosed
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 __all__ = ["keep"]
 
@@ -45,6 +51,38 @@ def keep(thread: Any) -> None:
         if sub is None:
             sub = _subclasses[cls] = _subclass(cls)
     thread.__class__ = sub
+
+
+def _enqueue_due(thread: Any) -> None:
+    """Enqueue the held messages that are due, as Dramatiq's own ``handle_delayed_messages``,
+    except that one whose enqueue fails goes back into the queue: Dramatiq's takes it out
+    first, and a broker that cannot be reached (redis-py's own error, not a
+    ``BrokerConnectionError``) loses it from memory and then, raised again from the consumer's
+    ``close()``, ends the consumer thread for good. Here the error becomes Dramatiq's
+    ``ConnectionClosed``: the consumer takes its connection-error path, whose drop is kept above."""
+    queue = thread.delay_queue
+    while True:  # bounded by the messages held: a message not due yet goes back and ends it
+        try:
+            item = queue.get_nowait()
+        except Empty:
+            return
+        if item.priority > current_millis():
+            queue.put(item)
+            queue.task_done()
+            return
+        message = item.message
+        due = message.copy(queue_name=q_name(message.queue_name))
+        del due.options["eta"]
+        try:
+            thread.broker.enqueue(due)
+        except BaseException as exc:
+            queue.put(item)
+            queue.task_done()
+            if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
+                raise ConnectionClosed(exc) from exc  # type: ignore[no-untyped-call]
+            raise
+        thread.post_process_message(message)  # acknowledged off the delay queue
+        queue.task_done()
 
 
 def _subclass(base: type[Any]) -> type[Any]:
@@ -86,7 +124,7 @@ def _subclass(base: type[Any]) -> type[Any]:
                     len(dropped),
                 )
                 dropped.clear()
-        base.handle_delayed_messages(self)
+        _enqueue_due(self)
 
     return type(
         base.__name__,

@@ -28,8 +28,6 @@ from typing import Any
 
 from dramatiq.common import current_millis, q_name
 from dramatiq.errors import ConnectionClosed
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 __all__ = ["keep"]
 
@@ -41,7 +39,7 @@ _lock = threading.Lock()
 
 
 def keep(thread: Any) -> None:
-    """Give ``thread`` (a ``dramatiq.worker._ConsumerThread`` of a Redis broker) the subclass.
+    """Give ``thread`` (a ``dramatiq.worker.ConsumerThread`` of a ``RedisBroker``) the subclass.
     Idempotent; call it from ``after_consumer_thread_boot`` (on the thread itself)."""
     cls = type(thread)
     if getattr(cls, "_cachify_keeps_delays", False):
@@ -76,6 +74,10 @@ def _enqueue_due(thread: Any) -> None:
         try:
             thread.broker.enqueue(due)
         except BaseException as exc:
+            # Only a RedisBroker's threads get here, so redis-py is installed.
+            from redis.exceptions import ConnectionError as RedisConnectionError
+            from redis.exceptions import TimeoutError as RedisTimeoutError
+
             queue.put(item)
             queue.task_done()
             if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):

@@ -189,12 +189,20 @@ def main() -> int:
         help="dramatiq_worker_timeout (env): its consumers' longest sleep between polls of an empty queue "
         "(Dramatiq's default 1000 ms); a freed slot's hand-over waits for the next poll",
     )
+    parser.add_argument(
+        "--celery-prefetch-multiplier",
+        type=int,
+        help="worker_prefetch_multiplier of the Celery workers (Celery's default 4): messages each "
+        "worker takes ahead of its free slots, which a hand-over waits behind during the start-up burst",
+    )
     parser.add_argument("--json", type=Path, help="write the rows (and the machine) to this file")
     parser.add_argument("--log-level", default="WARNING", help="worker log level (default WARNING)")
     parser.add_argument("--keep-logs", action="store_true", help="keep the worker logs (path printed)")
     args = parser.parse_args()
     if args.dramatiq_worker_timeout_ms is not None:
         FRAMEWORK_OPTIONS["worker_timeout_ms"] = args.dramatiq_worker_timeout_ms
+    if args.celery_prefetch_multiplier is not None:
+        FRAMEWORK_OPTIONS["prefetch_multiplier"] = args.celery_prefetch_multiplier
     n = args.tasks or (60 if args.quick else 300)
     sizes = [int(s) for s in (args.sizes or ("2" if args.quick else "2,8")).split(",")]
     timeout_s = args.timeout_s or (90.0 if args.quick else 300.0)

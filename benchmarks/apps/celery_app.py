@@ -63,6 +63,8 @@ def build(config: AppConfig) -> CeleryApp:
         broker_connection_max_retries=None,  # a broker restart is waited out, not fatal
         broker_transport_options=transport,
     )
+    if "prefetch_multiplier" in fw:  # pool_utilization.py --celery-prefetch-multiplier
+        app.conf.worker_prefetch_multiplier = fw["prefetch_multiplier"]
     late = {"acks_late": True, "reject_on_worker_lost": True} if fw.get("acks_late") else {}
 
     @app.task(name="bench.gated", shared=False, **late, **config.gated_options())

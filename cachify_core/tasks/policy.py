@@ -488,9 +488,9 @@ class TaskPolicy:
         pre = _Prefetch()
         # Each key is formatted once per admission: the batch and the steps after it share them.
         cache_at = None if o.cache_key is None else self._cache_location(c, args, kwargs)
-        hold_key = None if o.once_key is None else self._key(c, "once_key", args, kwargs)
+        once_key = None if o.once_key is None else self._key(c, "once_key", args, kwargs)
         try:
-            yield from self._prefetch_steps(c, task_id, asyncio, plan, reservation, pre, cache_at, hold_key)
+            yield from self._prefetch_steps(c, task_id, asyncio, plan, reservation, pre, cache_at, once_key)
             if cache_at is not None:
                 ns, cache_key = cache_at
                 entry = yield from self._cache_read_steps(
@@ -499,12 +499,11 @@ class TaskPolicy:
                 if entry is not None:
                     handed = yield from self._unused_slot_steps(plan, pre, reservation)
                     took = pre.take("hold") is True and o.once_mode == "running"  # the batch took it
-                    yield from self.unclaim_steps(task_id, hold_key if o.claims_at_enqueue or took else None)
+                    yield from self.unclaim_steps(task_id, once_key if o.claims_at_enqueue or took else None)
                     handed += yield from self.cancel_steps(c, reservation, args, kwargs)
                     logs.cache_hit(o.task_name, task_id, cache_key)
                     return Admission(Verdict.CACHED, value=entry.value, reason="cache hit", handed=handed)
-            if hold_key is not None:
-                once_key = hold_key
+            if once_key is not None:
                 if o.once_mode == "until_started":
                     started_key = once_key  # released once the run really starts (slot taken)
                 else:
@@ -590,7 +589,7 @@ class TaskPolicy:
                 try:
                     handle.handed.extend((yield from self._unused_slot_steps(plan, pre, reservation)))
                     if pre.take("hold") is True and o.once_mode == "running" and handle.once_key is None:
-                        yield from self.unclaim_steps(task_id, hold_key)
+                        yield from self.unclaim_steps(task_id, once_key)
                     claimed = handle.claimed is not None or handle.rate_claimed is not None
                     yield from self._release_steps(handle, keep_queued_hold=True)
                     if not claimed:  # a handed-over copy that will not run: its slot goes on

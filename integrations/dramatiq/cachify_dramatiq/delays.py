@@ -14,9 +14,8 @@ deferrals stuck).
 messages Dramatiq drops there, and requeues them (``requeue``: back from this worker's
 acknowledgement set to their delay queue, where any consumer takes them again with their ETA)
 from the next ``handle_delayed_messages`` that reaches the broker, and keeps a due message whose
-enqueue fails (below). A message already requeued
-by another path (a dead worker's sweep) is not in the set any more, and the broker's requeue
-skips it. Cost: nothing until a connection breaks with delayed messages held.
+enqueue fails (below). A message already requeued by another path (a dead worker's sweep) is
+not in the set any more, and the broker's requeue skips it. Cost: nothing until a connection breaks with delayed messages held.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ import threading
 from queue import Empty
 from typing import Any
 
-from dramatiq.common import current_millis, q_name
+from dramatiq.common import current_millis, iter_queue, q_name
 from dramatiq.errors import ConnectionClosed
 
 __all__ = ["keep"]
@@ -94,12 +93,8 @@ def _subclass(base: type[Any]) -> type[Any]:
     def set_queue(self: Any, queue: Any) -> None:
         old = self.__dict__.get("delay_queue")
         if old is not None and old is not queue:
-            dropped = []
-            while True:  # bounded by what the old queue holds: nothing puts into it any more
-                try:
-                    dropped.append(old.get_nowait().message)
-                except Empty:
-                    break
+            # Bounded by what the old queue holds: nothing puts into it any more.
+            dropped = [item.message for item in iter_queue(old)]  # type: ignore[no-untyped-call]
             if dropped:
                 self.__dict__.setdefault(_DROPPED, []).extend(dropped)
                 logger.warning(

@@ -188,13 +188,16 @@ async def test_a_parked_delivery_is_acknowledged_at_once_and_handed_over_when_th
     await eventually(lambda: _len_pending(stream, 1), 5, "the holder is running")
 
     # A bytes label (base64 on the wire) travels through the payload as it was sent.
+    # The second is sent once the first has parked: two deliveries received together are
+    # admitted concurrently (max_async_tasks=4), and could park in either order.
     first = await stream.tasks["room_waiter"].kicker().with_labels(blob=b"raw").kiq(1)
+
+    async def parked(n: int) -> bool:
+        return (await room(stream, cachify)).parked == n
+
+    await eventually(lambda: parked(1), 5, "the first waiter parked")
     second = await stream.tasks["room_waiter"].kiq(2)
-
-    async def both_parked() -> bool:
-        return (await room(stream, cachify)).parked == 2
-
-    await eventually(both_parked, 5, "both waiters parked")
+    await eventually(lambda: parked(2), 5, "both waiters parked")
     # Parked: acknowledged at once (only the holder is pending), nothing re-sent, no timer.
     await eventually(lambda: _len_pending(stream, 1), 2, "the parked deliveries were acknowledged")
     await asyncio.sleep(0.5)

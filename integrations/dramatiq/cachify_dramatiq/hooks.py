@@ -10,7 +10,8 @@ Dramatiq                        cachify
 ``after_worker_boot``           the process's waiting-room sweepers start (:mod:`.room`)
 ``before_worker_shutdown``      ... and stop
 ``after_consumer_thread_boot``  a Redis consumer of a queue with waiting-room actors polls
-                                its empty queue every ``handover_poll_ms`` at the longest;
+                                its empty queue every ``handover_poll_ms`` at the longest,
+                                and at once after a hand-over here (:mod:`.polling`);
                                 every Redis consumer keeps the delayed messages a broken
                                 connection drops (:mod:`.delays`)
 ``before_enqueue``              overrides validated; the claim (``TaskPolicy.claim``); the
@@ -46,7 +47,7 @@ from cachify_core.tasks import (
     logs,
 )
 
-from . import delays, envelope, event_loop, room, worker_log
+from . import delays, envelope, event_loop, polling, room, worker_log
 from .actor_call import wrap_fn
 from .declaration import DeclaredActor, declare
 from .errors import CachifyDuplicateMessage, CachifyMessageOptionError, CachifySendError, CachifySetupError
@@ -67,9 +68,11 @@ class CachifyMiddleware(Middleware):
     broker's consumer of a queue whose actors use a waiting room (``pool_key``, ``rate_*``)
     sleeps between polls of an empty queue. Dramatiq's own is ``dramatiq_worker_timeout``
     (1000 ms), and with a waiting room such a queue is mostly empty: a hand-over, whose slot is
-    reserved and idle, would wait for that poll. The cost is one fetch per consumer per
-    ``handover_poll_ms`` while its queue is empty. Other queues, delay queues and other brokers
-    (RabbitMQ pushes) are left as they are.
+    reserved and idle, would wait for that poll. A hand-over published in the worker's own
+    process wakes its consumer at once (:mod:`.polling`): the worker that freed the slot has a
+    free thread for it. The cost is one fetch per consumer per ``handover_poll_ms`` while its
+    queue is empty. Other queues, delay queues and other brokers (RabbitMQ pushes) are left as
+    they are.
     """
 
     def __init__(self, cachify: Cachify | None = None, handover_poll_ms: int | None = 10) -> None:
@@ -132,10 +135,8 @@ class CachifyMiddleware(Middleware):
             return
         delays.keep(thread)  # delayed messages (deferrals too) survive a broker restart
         poll = self._poll_ms
-        if poll is None or thread.worker_timeout <= poll:
-            return
-        if thread.queue_name in self._waiting_room_queues(broker):
-            thread.worker_timeout = poll
+        if poll is not None and thread.queue_name in self._waiting_room_queues(broker):
+            polling.watch(thread, min(poll, thread.worker_timeout))  # a hand-over wakes it
 
     def _waiting_room_queues(self, broker: Broker) -> set[str]:
         """The queues (not their delay queues) of the actors that can park in a waiting room."""

@@ -27,6 +27,7 @@ from cachify_core.backends.base import Handover
 from cachify_core.leases import Periodic
 from cachify_core.tasks import RESERVATION_FIELD, Publish, handover, read_reservation
 
+from . import polling
 from .envelope import REQUEUES_OPTION
 
 __all__ = [
@@ -57,7 +58,9 @@ def payload(message: Message[Any] | MessageProxy, requeues: int) -> bytes:
 
 def publish_one(broker: Broker, entry_id: str, body: bytes) -> None:
     """Enqueue the message ``body`` encodes, handed the slot reserved for ``entry_id``."""
-    broker.enqueue(Message.decode(body).copy(options={RESERVATION_FIELD: entry_id}))
+    message = Message.decode(body).copy(options={RESERVATION_FIELD: entry_id})
+    broker.enqueue(message)
+    polling.wake(message.queue_name)  # this process's consumer takes it now (its worker is free)
 
 
 def publisher(broker: Broker, is_async: bool) -> Publish:

@@ -282,21 +282,25 @@ async def test_a_plain_pool_release_hands_over_too(cachify: Cachify, kind: str) 
     assert [m["id"] for _, m in broker.sent] == ["t1"]
 
 
-async def test_a_redelivered_park_is_recognised(cachify: Cachify, kind: str) -> None:
+@pytest.mark.parametrize("named_by", ["slot_token", "park_id"])
+async def test_a_redelivered_park_is_recognised(cachify: Cachify, kind: str, named_by: str) -> None:
     """A worker that dies between parking a delivery and acknowledging it: the broker delivers
-    the same message again. With a slot token derived from the delivery (Celery's), that copy
-    parks under the same entry id, and is acknowledged without a second entry — before and
-    after the task's hand-over ran."""
+    the same message again. With a slot token derived from the delivery (Celery's), or a park id
+    (Dramatiq's and Taskiq's, whose slot tokens stay fresh per delivery), that copy parks under
+    the same entry id, and is acknowledged without a second entry — before and after the
+    task's hand-over ran."""
     supports(cachify)
     p = policy(cachify, pool_key="p", pool_max_size=1)
     broker = Broker()
 
     def delivery(task_id: str, x: int, reservation: str | None = None) -> Delivery:
         body = json.dumps({"id": task_id, "args": [x]}).encode()
+        name = f"test:{task_id}:0.0"
         return live(
             Delivery(
-                p, task_id, (x,), {}, 0, f"test:{task_id}:0.0", reservation=reservation,
-                payload=lambda: body, publish=broker.publish,
+                p, task_id, (x,), {}, 0, name if named_by == "slot_token" else None,
+                reservation=reservation, payload=lambda: body, publish=broker.publish,
+                park_id=name if named_by == "park_id" else None,
             )
         )  # fmt: skip
 

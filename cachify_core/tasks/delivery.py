@@ -101,6 +101,7 @@ class Delivery:
         "decision",
         "handle",
         "kwargs",
+        "park_id",
         "payload",
         "policy",
         "publish",
@@ -123,6 +124,7 @@ class Delivery:
         reservation: str | None = None,
         payload: Callable[[], bytes] | None = None,
         publish: Publish | None = None,
+        park_id: str | None = None,
     ) -> None:
         self.policy = policy
         self.task_id = task_id
@@ -133,6 +135,11 @@ class Delivery:
         #: The token a pool slot is leased under; ``None``: a fresh one. Celery's prefork
         #: children derive it from the delivery so the main process can free a dead child's slot.
         self.slot_token = slot_token
+        #: This delivery's name in a waiting room, the same for every delivery of the same
+        #: message (task id, retry and requeue count: Dramatiq's and Taskiq's integrations), so
+        #: a redelivery after a crash between its park and its acknowledgement is recognised
+        #: (acknowledged, not parked twice). ``None``: derived from ``slot_token``, else fresh.
+        self.park_id = park_id
         #: The waiting-room entry this copy was handed a slot for (from the envelope), if any.
         self.reservation = reservation
         #: The message that publishes this delivery again (same id and route, retries untouched,
@@ -180,6 +187,7 @@ class Delivery:
                     self.reservation,
                     self.payload,
                     self._handed,
+                    self.park_id,
                 )
             except CachifyBackendError as exc:
                 return self._decided(p.store_error(self.task_id, self.requeues, exc))

@@ -476,15 +476,17 @@ class TaskPolicy:
         reservation: str | None = None,
         payload: Callable[[], bytes] | None = None,
         handed_sink: list[Handover] | None = None,
+        park_id: str | None = None,
     ) -> Steps[Admission]:
         """``reservation``: the waiting-room entry a handed-over copy carries; ``payload``: how
         to publish this delivery again (``None``: it cannot park, e.g. an eager run);
         ``handed_sink``: where the hand-overs made before an admission that raises go (they are
-        otherwise returned in the ``Admission``)."""
+        otherwise returned in the ``Admission``); ``park_id``: the delivery's name in a waiting
+        room (:attr:`.Delivery.park_id`)."""
         o = self.options
         handle = RunHandle(c, task_id)
         started_key: str | None = None  # mode until_started: the claim to give back at the start
-        plan = self._slot_plan(c, args, kwargs, asyncio, slot_token, reservation, payload)
+        plan = self._slot_plan(c, args, kwargs, asyncio, slot_token, reservation, payload, park_id)
         pre = _Prefetch()
         # Each key is formatted once per admission: the batch and the steps after it share them.
         cache_at = None if o.cache_key is None else self._cache_location(c, args, kwargs)
@@ -611,6 +613,7 @@ class TaskPolicy:
         slot_token: str | None,
         reservation: str | None,
         payload: Callable[[], bytes] | None,
+        park_id: str | None = None,
     ) -> _SlotPlan | None:
         """How this delivery asks for its pool slot (``None``: no pool): through the waiting
         room wherever the store has rooms, so every release hands the slot on and nobody takes
@@ -627,10 +630,11 @@ class TaskPolicy:
         if backend.supports_waiting_room:
             room = self._room(c, parks)
             data = payload() if parks and payload is not None else b""
-            # Derived from the delivery where the integration names it (its slot token: task
-            # id, retries, requeues), so its redelivery after a crash between the park and the
-            # acknowledgement is recognised and acknowledged, not parked a second time.
-            entry_id = "p:" + slot_token if slot_token else new_token()
+            # Derived from the delivery where the integration names it (its park id, else its
+            # slot token: task id, retries, requeues), so its redelivery after a crash between
+            # the park and the acknowledgement is recognised and acknowledged, not parked twice.
+            named = park_id or slot_token
+            entry_id = "p:" + named if named else new_token()
             return _SlotPlan(slot_key, token, self.slot_ttl_ms(), room, entry_id, data, parks)
         return _SlotPlan(slot_key, token, self.slot_ttl_ms(), None, "", b"", parks)
 

@@ -134,3 +134,36 @@ def test_the_worker_runs_a_sweeper_while_it_runs(cachify: Cachify, stub_broker: 
     finally:
         worker.stop()
     assert not any(key[1] == id(cachify) for key in handover._sweepers)
+
+
+def test_a_parked_message_delivered_again_is_not_parked_twice(
+    cachify: Cachify, stub_broker: StubBroker, stub_worker: dramatiq.Worker
+) -> None:
+    """A worker that dies between parking a message and acknowledging it: the broker delivers
+    the same message (same id, retries and requeues) again. It is recognised by its park id and
+    acknowledged, so the task waits once and runs once."""
+    gate, started = threading.Event(), threading.Event()
+    seen: list[int] = []
+
+    @dramatiq.actor(pool_key="again", pool_max_size=1, max_retries=0)
+    def job(i: int) -> None:
+        seen.append(i)
+        if i == 0:
+            started.set()
+            gate.wait(GATE_TIMEOUT_S)
+
+    job.send(0)
+    assert started.wait(GATE_TIMEOUT_S)
+    message = job.send(1)
+    room = cachify.pool("again", 1)
+    deadline = time.monotonic() + GATE_TIMEOUT_S
+    while room.waiting().parked < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stub_broker.enqueue(message)  # the same message once more, as a redelivery brings it
+    while len(stub_broker.queues["default"].queue) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)  # consumed: recognised, acknowledged
+    assert room.waiting().parked == 1
+    gate.set()
+    drain(stub_broker, stub_worker)
+    assert seen == [0, 1]  # it ran once

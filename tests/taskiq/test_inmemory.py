@@ -240,6 +240,44 @@ async def test_pool_on_full_drop_skips_and_releases_the_hold(
     assert sorted(probe.ran) == [0]
 
 
+async def test_a_parked_message_delivered_again_is_not_parked_twice(
+    make_broker: Callable[..., InMemoryBroker], cachify: Cachify, kind: str
+) -> None:
+    """A worker that dies between parking a message and acknowledging it: the stream delivers
+    the same message (same task id, retries and requeues) again. It is recognised by its park
+    id and acknowledged, so the task waits once and runs once."""
+    broker = make_broker()
+    probe = _holding(Probe())
+    task = declare(broker, kind, probe, pool_key="again", pool_max_size=1)
+    await broker.startup()
+    sent: list[BrokerMessage] = []
+    kick = broker.kick
+
+    async def recording(message: BrokerMessage) -> None:
+        sent.append(message)
+        await kick(message)
+
+    broker.kick = recording  # type: ignore[method-assign]
+    room = cachify.pool("again", 1)
+
+    async def parked(count: int) -> bool:
+        return (await room.awaiting()).parked == count
+
+    holder = await task.kiq(0)
+    await eventually(lambda: _true(probe.now == 1), 5, "the holder started")
+    waiting = await task.kiq(1)
+    await eventually(lambda: parked(1), 5, "the second parked")
+    [again] = [m for m in sent if m.task_id == waiting.task_id]
+    await kick(again)  # the same message once more, as a reclaimed stream entry brings it
+    await asyncio.sleep(0.2)  # received: recognised, acknowledged
+    assert await parked(1)
+    probe.hold.set()
+    assert (await result_of(holder)).return_value == 0
+    assert (await result_of(waiting)).return_value == 10
+    await broker.wait_all()
+    assert sorted(probe.ran) == [0, 1]  # it ran once
+
+
 async def test_pool_on_full_raise_fails_the_task(
     make_broker: Callable[..., InMemoryBroker], kind: str
 ) -> None:

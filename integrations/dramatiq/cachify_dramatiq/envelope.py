@@ -28,6 +28,7 @@ __all__ = [
     "REQUEUES_OPTION",
     "in_composition",
     "is_first_enqueue",
+    "park_id",
     "requeues",
     "take_overrides",
 ]
@@ -55,6 +56,14 @@ def take_overrides(options: dict[str, Any]) -> Any:
 
 def requeues(options: Mapping[str, Any]) -> int:
     return read_requeues(options.get(REQUEUES_OPTION))
+
+
+def park_id(message_id: str, options: Mapping[str, Any]) -> str:
+    """The delivery's name in a waiting room: the same for a redelivery of this message after a
+    crash (same id, ``retries`` and requeue count), so it is not parked twice; a retry or a
+    requeue is a new attempt with a name of its own."""
+    retries = options.get("retries", 0)
+    return f"dramatiq:{message_id}:{retries if isinstance(retries, int) else 0}.{requeues(options)}"
 
 
 def is_first_enqueue(options: Mapping[str, Any]) -> bool:

@@ -240,6 +240,7 @@ class CachifyMiddleware(Middleware):
                 reservation=room.reservation(message),
                 payload=lambda: room.payload(message, requeues),
                 publish=room.publisher(broker, actor.is_async),
+                park_id=envelope.park_id(message.message_id, message.options),
             )
             self._thread.current = Current(message, broker, actor, delivery)
 

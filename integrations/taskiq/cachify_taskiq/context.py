@@ -68,6 +68,7 @@ class Run:
             reservation=envelope.reservation(message.labels),
             payload=lambda: room.payload(publisher.broker, message, requeues + 1),
             publish=publisher.publish,
+            park_id=envelope.park_id(message.task_id, message.labels),
         )
         return cls(message, declaration, delivery, asyncio.get_running_loop(), error)
 

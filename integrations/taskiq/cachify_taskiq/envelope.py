@@ -46,6 +46,7 @@ __all__ = [
     "as_sent",
     "carried_options",
     "option_labels",
+    "park_id",
     "pop_label",
     "requeues",
     "reservation",
@@ -80,6 +81,13 @@ def pop_label(message: TaskiqMessage, name: str) -> Any:
 
 def requeues(labels: Mapping[str, Any]) -> int:
     return read_requeues(labels.get(REQUEUES_LABEL))
+
+
+def park_id(task_id: str, labels: Mapping[str, Any]) -> str:
+    """The delivery's name in a waiting room: the same for a redelivery of this message (a
+    stream entry reclaimed from a dead worker: same task id, retry and requeue count), so it is
+    not parked twice; a retry or a requeue is a new attempt with a name of its own."""
+    return f"taskiq:{task_id}:{labels.get(RETRIES_LABEL, 0)}.{requeues(labels)}"
 
 
 def reservation(labels: Mapping[str, Any]) -> str | None:

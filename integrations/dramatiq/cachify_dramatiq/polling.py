@@ -42,7 +42,9 @@ def wake(queue_name: str) -> None:
     now instead of finishing their sleep."""
     watched = _consumers.get(queue_name)
     if watched:
-        for consumer in list(watched):
+        with _lock:  # a consumer thread may be adding its consumer meanwhile
+            consumers = list(watched)
+        for consumer in consumers:
             getattr(consumer, _WAKE).set()
 
 

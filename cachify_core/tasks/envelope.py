@@ -22,6 +22,7 @@ __all__ = [
     "OPTIONS_FIELD",
     "REQUEUES_FIELD",
     "RESERVATION_FIELD",
+    "delivery_name",
     "read_overrides",
     "read_requeues",
     "read_reservation",
@@ -40,6 +41,14 @@ def read_requeues(value: object) -> int:
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return value
     return 0
+
+
+def delivery_name(framework: str, task_id: str, retries: object, requeues: int) -> str:
+    """The name every delivery of one message shares, and no other attempt of its task: the
+    task id, the framework's retry count (unreadable: 0) and the requeue count. A redelivery
+    after a crash carries the same; a retry or a requeue is a new attempt. Celery leases its
+    slots under it; every integration parks under it (:attr:`.Delivery.park_id`)."""
+    return f"{framework}:{task_id}:{read_requeues(retries)}.{requeues}"
 
 
 def read_reservation(value: object) -> str | None:

@@ -45,7 +45,14 @@ from celery.exceptions import Ignore, Reject, Retry
 from kombu.utils.uuid import uuid
 
 from cachify_core.instance import Cachify, get_cachify
-from cachify_core.tasks import CachifyTaskOptionError, Delivery, TaskPolicies, Verdict, split_overrides
+from cachify_core.tasks import (
+    CachifyTaskOptionError,
+    Delivery,
+    TaskPolicies,
+    Verdict,
+    delivery_name,
+    split_overrides,
+)
 
 from .declaration import class_function, declared_options, task_name
 from .envelope import requeues_of, reservation_of, with_overrides
@@ -59,8 +66,7 @@ __all__ = ["CachifyTask", "slot_token"]
 def slot_token(request: Any) -> str:
     """The slot token of a delivery: a redelivery of the same attempt takes over its dead
     predecessor's slot, and the main process can name a dead child's slot without records."""
-    retries = getattr(request, "retries", 0)
-    return f"celery:{request.id}:{retries if isinstance(retries, int) else 0}.{requeues_of(request)}"
+    return delivery_name("celery", request.id, getattr(request, "retries", 0), requeues_of(request))
 
 
 class CachifyTask(Task):  # type: ignore[misc]  # celery ships no type information

@@ -18,6 +18,7 @@ from typing import Any
 from cachify_core.tasks import (
     OPTIONS_FIELD,
     REQUEUES_FIELD,
+    delivery_name,
     read_overrides,
     read_requeues,
     split_overrides,
@@ -62,8 +63,7 @@ def park_id(message_id: str, options: Mapping[str, Any]) -> str:
     """The delivery's name in a waiting room: the same for a redelivery of this message after a
     crash (same id, ``retries`` and requeue count), so it is not parked twice; a retry or a
     requeue is a new attempt with a name of its own."""
-    retries = options.get("retries", 0)
-    return f"dramatiq:{message_id}:{retries if isinstance(retries, int) else 0}.{requeues(options)}"
+    return delivery_name("dramatiq", message_id, options.get("retries"), requeues(options))
 
 
 def is_first_enqueue(options: Mapping[str, Any]) -> bool:

@@ -29,6 +29,7 @@ from cachify_core.tasks import (
     REQUEUES_FIELD,
     RESERVATION_FIELD,
     CachifyTaskOptionError,
+    delivery_name,
     is_task_option,
     read_overrides,
     read_requeues,
@@ -87,7 +88,7 @@ def park_id(task_id: str, labels: Mapping[str, Any]) -> str:
     """The delivery's name in a waiting room: the same for a redelivery of this message (a
     stream entry reclaimed from a dead worker: same task id, retry and requeue count), so it is
     not parked twice; a retry or a requeue is a new attempt with a name of its own."""
-    return f"taskiq:{task_id}:{labels.get(RETRIES_LABEL, 0)}.{requeues(labels)}"
+    return delivery_name("taskiq", task_id, labels.get(RETRIES_LABEL), requeues(labels))
 
 
 def reservation(labels: Mapping[str, Any]) -> str | None:

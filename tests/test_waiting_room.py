@@ -186,6 +186,26 @@ async def test_a_retried_park_of_the_same_entry_keeps_its_place(cachify: Cachify
     assert ids((await room.release("t0")).handed) == ["e1"]
 
 
+async def test_a_token_asking_again_keeps_its_slot_and_its_claim(cachify: Cachify, kind: str) -> None:
+    """The same token asks again (its first reply was lost): it keeps the slot it holds, lease
+    renewed, on a full pool and with others waiting; the claimer of a reservation claims it
+    again. Any other token on the full pool parks, and another copy of the claim is a duplicate."""
+    room = Room(cachify, kind, "again")
+    assert (await room.acquire("t0", "e0")).status is RoomStatus.ACQUIRED
+    assert (await room.acquire("t0", "e0")).status is RoomStatus.ACQUIRED  # fast path: nobody waits
+    assert (await room.acquire("t1", "e1")).status is RoomStatus.PARKED
+    assert (await room.acquire("t0", "e0")).status is RoomStatus.ACQUIRED  # with a waiter
+    assert await room.size() == 1
+    assert ids((await room.release("t0")).handed) == ["e1"]
+    assert (await room.acquire("run", "c1", reservation="e1")).status is RoomStatus.CLAIMED
+    assert (await room.acquire("run", "c1", reservation="e1")).status is RoomStatus.CLAIMED
+    assert (await room.acquire("dup", "c2", reservation="e1")).status is RoomStatus.DUPLICATE
+    assert await room.size() == 1
+    assert await room.release("run", claimed="e1") == RoomRelease(True, ())
+    assert (await room.acquire("run", "c1", reservation="e1")).status is RoomStatus.DUPLICATE  # it finished
+    assert await room.size() == 0
+
+
 async def test_free_slots_go_to_waiters_before_a_newcomer(cachify: Cachify, kind: str) -> None:
     """Slots freed by expiry (no release, no sweep yet): the next acquire hands them to the
     oldest waiters and takes one itself only if one is left over."""

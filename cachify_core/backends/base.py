@@ -423,7 +423,8 @@ class SyncBackend(Protocol):
         """Take a slot of pool ``key`` for ``token``, or park ``(entry_id, payload)``: one atomic step.
 
         In order: expired slots, reservations and claims are pruned. With ``reservation`` (the
-        entry id a handed-over delivery carries): if that id was claimed -> ``DUPLICATE``, except
+        entry id a handed-over delivery carries): if ``token`` claimed that id and its slot lives
+        -> ``CLAIMED`` again (lease renewed: the same delivery asking after a lost reply); else if that id was claimed -> ``DUPLICATE``, except
         that the first copy arriving while the claimer's slot lives is kept as its watcher (see
         the section above: ``entry_id``/``payload`` are what is kept), and that a copy arriving
         after a dead claimer's slot ran out takes the claim over and goes on as below; if its
@@ -434,7 +435,8 @@ class SyncBackend(Protocol):
         otherwise (cancelled, or never made) the call goes on as if it had no reservation. End a claimed run with
         ``room_release(..., claimed=reservation)``. Then free slots go to the oldest parked entries first (reserved, returned in
         ``handed``, at most :data:`HANDOVER_BATCH`); if ``entry_id`` is already parked ->
-        ``PARKED`` (a retried call); if a slot is still free, nobody waits and it is leased to
+        ``PARKED`` (a retried call); if ``token`` holds a live slot (no reservation) it keeps it, lease
+        renewed -> ``ACQUIRED`` (as ``pool_acquire``); if a slot is still free, nobody waits and it is leased to
         ``token`` -> ``ACQUIRED``; else the entry is parked at the tail -> ``PARKED``, unless the
         room holds ``max_waiting`` parked entries -> ``FULL`` (nothing stored). ``PARKED``
         writes the room's settings (``:conf``) and lists the room in the registry.

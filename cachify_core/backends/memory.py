@@ -515,10 +515,11 @@ class MemoryStore:
                 # a redelivery of the delivery that parked under this id: its entry carries on
                 return RoomAdmission(RoomStatus.DUPLICATE)
             # the common case: nobody is parked, so a free slot is ours (as pool_acquire)
+            live = self._live_slots(key)
             if (
                 not reservation
                 and (waiting is None or not waiting.queue)
-                and len(self._live_slots(key)) < room.max_size
+                and (len(live) < room.max_size or token in live)  # a holder's token renews its slot
             ):
                 self._slots_of(key)[token] = slot_ends
                 return RoomAdmission(RoomStatus.ACQUIRED)
@@ -527,7 +528,10 @@ class MemoryStore:
             status: RoomStatus | None = None
             takeover = False
             if reservation:
-                if reservation in state.claims:
+                if state.claims.get(reservation) == token and token in slots:
+                    slots[token] = slot_ends  # its own claim, its reply lost: claimed again
+                    status = RoomStatus.CLAIMED
+                elif reservation in state.claims:
                     verdict = self._claimed_again(key, state, reservation, "s", entry_id, payload, now)
                     if verdict == "duplicate":
                         status = RoomStatus.DUPLICATE
@@ -555,6 +559,9 @@ class MemoryStore:
                 pass
             elif already:
                 status = RoomStatus.PARKED
+            elif not reservation and token in slots:
+                slots[token] = slot_ends  # its own slot: lease renewed
+                status = RoomStatus.ACQUIRED
             elif free > 0 and not state.queue:
                 slots[token] = slot_ends
                 status = RoomStatus.ACQUIRED

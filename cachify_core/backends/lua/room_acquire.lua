@@ -22,6 +22,10 @@
 -- the normal way (acquired: it is the claimer now; parked: its own entry carries on). A
 -- reservation that ran out unclaimed put its entry back first in line: its delivery claims a
 -- free slot as that entry, or is acknowledged (parked) while the entry keeps its place.
+--
+-- A token that already holds a live slot keeps it, its lease renewed (as pool_acquire.lua): the
+-- same delivery asking again after a lost reply, or a copy asking under its deferred
+-- delivery's token; likewise the token recorded as a reservation's claimer claims it again.
 local token, entry, payload = ARGV[2], ARGV[3], ARGV[4]
 local max_size, slot_ttl, lease, started_ttl, max_waiting = settings(ARGV[5])
 local rid, batch = ARGV[6], tonumber(ARGV[7])
@@ -37,7 +41,7 @@ if rid == '' and redis.call('EXISTS', ROOM) == 0 then
   -- the common case: nobody is parked, so no hand-over is owed and a free slot is ours (as
   -- pool_acquire.lua); the room's other bookkeeping is not touched
   redis.call('ZREMRANGEBYSCORE', SLOTS, '-inf', now)
-  if redis.call('ZCARD', SLOTS) < max_size then
+  if redis.call('ZCARD', SLOTS) < max_size or redis.call('ZSCORE', SLOTS, token) then
     redis.call('ZADD', SLOTS, now + slot_ttl, token)
     keep_slots()
     return {1, redis.call('ZCARD', TIMED) + redis.call('ZCARD', HANDED), 0}
@@ -48,7 +52,12 @@ local conf = ARGV[5]
 prune()
 local status, takeover, parked_new = nil, false, 0
 if rid ~= '' then
-  if redis.call('HEXISTS', CLAIMS, rid) == 1 then
+  local claimer = redis.call('HGET', CLAIMS, rid)
+  if claimer and claimer == token and redis.call('ZSCORE', SLOTS, token) then
+    redis.call('ZADD', SLOTS, now + slot_ttl, token)  -- its own claim, its reply lost
+    keep_slots()
+    status = 2
+  elseif claimer then
     local verdict, stored = claimed_again(rid, 's', entry, payload)
     if verdict == 'duplicate' then
       status, parked_new = 3, stored
@@ -87,6 +96,10 @@ if status then
   -- decided above
 elseif already then
   status = 4
+elseif rid == '' and redis.call('ZSCORE', SLOTS, token) then
+  redis.call('ZADD', SLOTS, now + slot_ttl, token)  -- its own slot: lease renewed
+  keep_slots()
+  status = 1
 elseif free > 0 and redis.call('ZCARD', ROOM) == 0 then
   redis.call('ZADD', SLOTS, now + slot_ttl, token)
   keep_slots()

@@ -6,16 +6,30 @@ and the handed-over copy runs on the slot reserved for it — on both backends o
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
-from cachify_core import Cachify, CachifyPoolFullError
+from cachify_core import Cachify, CachifyPoolFullError, init_cachify
 from cachify_core.backends.base import Handover
-from cachify_core.tasks import Delivery, State, TaskPolicy, Verdict, handover, parse_task_options
+from cachify_core.tasks import (
+    ORIGIN_FIELD,
+    REQUEUES_FIELD,
+    Delivery,
+    State,
+    TaskPolicy,
+    Verdict,
+    delivery_name,
+    handover,
+    parse_task_options,
+    read_origin,
+)
 
 from .delivery_support import Broker, event, live
+from .lost_reply import ReplyLosingProxy
 
 TASK = "tasks.job"
 
@@ -316,3 +330,119 @@ async def test_a_redelivered_park_is_recognised(cachify: Cachify, kind: str, nam
     late = delivery("t1", 1)  # the original message once more, after its task ran
     assert (await event(late, kind, "admit")).verdict is Verdict.SKIP  # acknowledged, not run
     assert slots(p) == 0
+
+
+def lost_reply_instance(redis_url: str) -> tuple[ReplyLosingProxy, Cachify]:
+    url = urlsplit(redis_url)
+    proxy = ReplyLosingProxy(url.hostname or "127.0.0.1", url.port or 6379)
+    db = int((url.path or "/0").lstrip("/") or 0)
+    return proxy, init_cachify(url=proxy.url(db), prefix=f"T{uuid.uuid4().hex[:8]}-", is_global=False)
+
+
+@pytest.mark.parametrize("named_by", ["slot_token", "park_id"])
+async def test_a_copy_deferred_after_a_lost_reply_finds_its_park(
+    flushed_redis_url: str, kind: str, named_by: str
+) -> None:
+    """The store parks a delivery and its reply is lost (the store died, the network dropped):
+    the delivery can only defer (a copy through the broker). The copy asks under the deferred
+    delivery's name (``cachify_origin``), so it finds the entry that call parked and is
+    acknowledged: the task runs once, from its hand-over, not a second time from the copy."""
+    proxy, c = lost_reply_instance(flushed_redis_url)
+    with proxy:
+        p = policy(c, pool_key="p", pool_max_size=1)
+        broker = Broker()
+
+        def delivery(task_id: str, x: int, requeues: int = 0, origin: object = None) -> Delivery:
+            body = json.dumps({"id": task_id, "args": [x]}).encode()
+            own = delivery_name("test", task_id, 0, requeues)
+            name = read_origin(origin, own) or own
+            return live(
+                Delivery(
+                    p, task_id, (x,), {}, requeues, name if named_by == "slot_token" else None,
+                    payload=lambda: body, publish=broker.publish,
+                    park_id=name if named_by == "park_id" else None,
+                )
+            )  # fmt: skip
+
+        first = delivery("t0", 0)
+        assert (await event(first, kind, "admit")).verdict is Verdict.RUN
+        deferred = delivery("t1", 1)
+        proxy.lose_next_reply()
+        decision = await event(deferred, kind, "admit")
+        assert proxy.lost == 1
+        assert decision.verdict is Verdict.REQUEUE
+        assert "store unreachable" in decision.reason
+        assert c.sync_backend.room_stats(c.prefix + "p-pool").parked == 1  # the lost call parked it
+        fields = deferred.copy_fields()
+        assert fields[REQUEUES_FIELD] == 1
+        copy = delivery("t1", 1, requeues=1, origin=fields[ORIGIN_FIELD])
+        assert (await event(copy, kind, "admit")).verdict is Verdict.PARKED  # recognised: acknowledged
+        assert c.sync_backend.room_stats(c.prefix + "p-pool").parked == 1  # not parked twice
+        await event(first, kind, "succeeded", 0)
+        assert [m["id"] for _, m in broker.sent] == ["t1"]
+        handed = broker.redeliver(p)
+        assert (await event(handed, kind, "admit")).verdict is Verdict.RUN
+        await event(handed, kind, "succeeded", 1)
+        assert broker.sent == []
+        assert slots(p) == 0
+        assert c.sync_backend.room_stats(c.prefix + "p-pool").parked == 0
+
+
+async def test_a_copy_deferred_after_a_lost_reply_keeps_the_slot_it_took(
+    flushed_redis_url: str, kind: str
+) -> None:
+    """The store leased a slot and its reply was lost: the copy, leasing under the deferred
+    delivery's token (Celery's slot tokens are delivery names), gets that same slot back instead
+    of a second one, and the pool is empty once it ran. A reservation claimed by a lost call is
+    claimed again the same way."""
+    proxy, c = lost_reply_instance(flushed_redis_url)
+    with proxy:
+        p = policy(c, pool_key="p", pool_max_size=1)
+        broker = Broker()
+
+        def delivery(
+            task_id: str, requeues: int = 0, origin: object = None, reservation: str | None = None
+        ) -> Delivery:
+            body = json.dumps({"id": task_id, "args": [1]}).encode()
+            own = delivery_name("test", task_id, 0, requeues)
+            name = read_origin(origin, own) or own
+            return live(
+                Delivery(
+                    p, task_id, (1,), {}, requeues, name, reservation=reservation,
+                    payload=lambda: body, publish=broker.publish,
+                )
+            )  # fmt: skip
+
+        deferred = delivery("t1")
+        proxy.lose_next_reply()
+        assert (await event(deferred, kind, "admit")).verdict is Verdict.REQUEUE
+        assert slots(p) == 1  # leased by the call whose reply was lost
+        copy = delivery("t1", 1, deferred.copy_fields()[ORIGIN_FIELD])
+        assert (await event(copy, kind, "admit")).verdict is Verdict.RUN  # its own slot, not a second
+        assert slots(p) == 1
+        assert (await event(delivery("t2"), kind, "admit")).verdict is Verdict.PARKED
+        await event(copy, kind, "succeeded", 1)  # hands the slot to t2
+        ((entry, _),) = broker.sent
+        broker.sent.clear()
+        claiming = delivery("t2", 1, reservation=entry)
+        proxy.lose_next_reply()
+        assert (await event(claiming, kind, "admit")).verdict is Verdict.REQUEUE  # claimed, unheard
+        again = delivery("t2", 2, claiming.copy_fields()[ORIGIN_FIELD], reservation=entry)
+        assert (await event(again, kind, "admit")).verdict is Verdict.RUN  # its claim, at once
+        await event(again, kind, "succeeded", 1)
+        assert slots(p) == 0
+        assert broker.sent == []
+
+
+def test_an_origin_is_for_the_one_copy_it_was_written_for() -> None:
+    """``cachify_origin`` is inherited by whatever copies the message's headers later (a retry,
+    a requeue, a parked task's hand-over): only the copy it was written for takes it."""
+    origin = "1/celery:t1:0.0"
+    assert read_origin(origin, delivery_name("celery", "t1", 0, 1)) == "celery:t1:0.0"
+    assert read_origin("3/celery:t1:0.0", delivery_name("celery", "t1", 0, 3)) == "celery:t1:0.0"  # a chain
+    assert read_origin(origin, delivery_name("celery", "t1", 0, 2)) is None  # a later requeue
+    assert read_origin(origin, delivery_name("celery", "t1", 1, 1)) is None  # a retry
+    assert read_origin(origin, delivery_name("celery", "t2", 0, 1)) is None  # another task
+    assert read_origin("1/a:b:c:d.0", delivery_name("a", "b:c", "d", 1)) is None  # unreadable retries
+    for junk in (None, 1, "", "1", "/x", "x/celery:t1:0.0", b"1/celery:t1:0.0"):
+        assert read_origin(junk, delivery_name("celery", "t1", 0, 1)) is None

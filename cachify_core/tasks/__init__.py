@@ -12,9 +12,11 @@
 from .delivery import Delivery, Publish, State, is_retry_of
 from .envelope import (
     OPTIONS_FIELD,
+    ORIGIN_FIELD,
     REQUEUES_FIELD,
     RESERVATION_FIELD,
     delivery_name,
+    read_origin,
     read_overrides,
     read_requeues,
     read_reservation,
@@ -39,6 +41,7 @@ __all__ = [
     "DEFAULT_POOL_SLOT_TTL_S",
     "OPTIONS_FIELD",
     "OPTION_NAMES",
+    "ORIGIN_FIELD",
     "REQUEUES_FIELD",
     "RESERVATION_FIELD",
     "Admission",
@@ -58,6 +61,7 @@ __all__ = [
     "is_retry_of",
     "is_task_option",
     "parse_task_options",
+    "read_origin",
     "read_overrides",
     "read_requeues",
     "read_reservation",

@@ -72,6 +72,7 @@ from ..errors import CachifyBackendError, CachifyPoolFullError
 from ..metrics import events
 from ..steps import Primitives, Steps, run_async, run_blocking
 from . import logs, owed
+from .envelope import ORIGIN_FIELD, REQUEUES_FIELD, origin_value
 from .policy import Admission, Outcome, RunHandle, TaskPolicy, Verdict
 
 __all__ = ["Delivery", "Publish", "State", "is_retry_of"]
@@ -97,6 +98,7 @@ class Delivery:
 
     __slots__ = (
         "_handed",
+        "_unheard",
         "args",
         "decision",
         "handle",
@@ -139,6 +141,8 @@ class Delivery:
         #: message (task id, retry and requeue count: Dramatiq's and Taskiq's integrations), so
         #: a redelivery after a crash between its park and its acknowledgement is recognised
         #: (acknowledged, not parked twice). ``None``: derived from ``slot_token``, else fresh.
+        #: A copy deferred because the store could not be heard parks under its deferred
+        #: delivery's name (:func:`.envelope.read_origin`; :meth:`copy_fields` writes it).
         self.park_id = park_id
         #: The waiting-room entry this copy was handed a slot for (from the envelope), if any.
         self.reservation = reservation
@@ -148,6 +152,8 @@ class Delivery:
         #: Publishes the hand-overs this delivery's releases make.
         self.publish = publish
         self._handed: list[Handover] = []
+        #: Its admission failed to hear back from the store: the call may have been carried out.
+        self._unheard = False
         self.state = State.RECEIVED
         self.handle: RunHandle | None = None
         #: The last verdict (REQUEUE carries its ``delay_s``), for the integration to carry out.
@@ -190,6 +196,7 @@ class Delivery:
                     self.park_id,
                 )
             except CachifyBackendError as exc:
+                self._unheard = True
                 return self._decided(p.store_error(self.task_id, self.requeues, exc))
             logs.store_reachable()
             if self._ended_meanwhile() and decision.handle is not None:
@@ -300,6 +307,17 @@ class Delivery:
             yield from steps
         except Exception as exc:
             logger.error("cachify: task %s[%s]: %s failed: %s", self.task_name, self.task_id, doing, exc)
+
+    def copy_fields(self) -> dict[str, object]:
+        """The cachify fields (:mod:`.envelope`) the integration writes into this delivery's
+        requeued copy, over the ones the message carries: the requeue count + 1 and, for a
+        deferral after the store could not be heard, the name this delivery asked under
+        (``cachify_origin``, which the integration passes back as the copy's ``park_id``)."""
+        fields: dict[str, object] = {REQUEUES_FIELD: self.requeues + 1}
+        name = self.park_id or self.slot_token
+        if self._unheard and name is not None:
+            fields[ORIGIN_FIELD] = origin_value(self.requeues + 1, name)
+        return fields
 
     def requeue_published(self) -> None:
         """The integration published the requeued copy (same task id, ``requeues + 1``): the

@@ -1,7 +1,7 @@
 """What cachify carries in a task message, whatever the framework's envelope is called
 (Celery headers, Dramatiq message options, Taskiq labels).
 
-Three fields, read and written only here:
+Four fields, read and written only here:
 
 * ``cachify_requeues``: how many times a full pool sent this task id back. Kept apart from the
   framework's own retry counter, so requeues never spend ``max_retries``.
@@ -10,6 +10,13 @@ Three fields, read and written only here:
   Taskiq turns labels into strings, so it travels as JSON text there. Both forms are read.
 * ``cachify_reservation``: on a copy a pool's waiting room handed a slot to, the id of that
   waiting-room entry; its admission claims the slot reserved for it (``room_acquire``).
+* ``cachify_origin``: on a copy deferred because its admission could not hear back from the
+  store (``on_store_error="defer"``), the name the deferred delivery parked and leased under.
+  Its call may have reached the store and only the reply been lost, so the copy asks under the
+  same name: an entry that call parked is recognised (the copy is acknowledged, the entry
+  carries on), never parked and run a second time. It names the copy it is for
+  (``"<requeues>/<name>"``), so a later retry or requeue of the task, which inherits the
+  framework's headers, does not take it for its own.
 """
 
 from __future__ import annotations
@@ -20,9 +27,12 @@ from typing import Any
 
 __all__ = [
     "OPTIONS_FIELD",
+    "ORIGIN_FIELD",
     "REQUEUES_FIELD",
     "RESERVATION_FIELD",
     "delivery_name",
+    "origin_value",
+    "read_origin",
     "read_overrides",
     "read_requeues",
     "read_reservation",
@@ -32,6 +42,7 @@ __all__ = [
 REQUEUES_FIELD = "cachify_requeues"
 OPTIONS_FIELD = "cachify_options"
 RESERVATION_FIELD = "cachify_reservation"
+ORIGIN_FIELD = "cachify_origin"
 
 
 def read_requeues(value: object) -> int:
@@ -49,6 +60,27 @@ def delivery_name(framework: str, task_id: str, retries: object, requeues: int) 
     after a crash carries the same; a retry or a requeue is a new attempt. Celery leases its
     slots under it; every integration parks under it (:attr:`.Delivery.park_id`)."""
     return f"{framework}:{task_id}:{read_requeues(retries)}.{requeues}"
+
+
+def origin_value(copy_requeues: int, name: str) -> str:
+    """The ``cachify_origin`` a deferred copy carries: the requeue count it is for, and the name
+    its deferred delivery asked the store under."""
+    return f"{copy_requeues}/{name}"
+
+
+def read_origin(value: object, own_name: str) -> str | None:
+    """The name a delivery named ``own_name`` (:func:`delivery_name`) asks the store under when
+    its message carries ``value`` as ``cachify_origin``: the deferred delivery's, if ``value``
+    was written for exactly this delivery (same task id and retry count, this requeue count);
+    ``None`` otherwise (absent, unreadable, or inherited by a later retry or requeue)."""
+    if not isinstance(value, str):
+        return None
+    count, sep, name = value.partition("/")
+    own_attempt, dot, own_requeues = own_name.rpartition(".")
+    if not sep or not dot or count != own_requeues:
+        return None
+    attempt, dot, _ = name.rpartition(".")
+    return name if dot and attempt == own_attempt else None
 
 
 def read_reservation(value: object) -> str | None:

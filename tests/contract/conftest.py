@@ -12,6 +12,7 @@ import pytest
 from cachify_core import init_cachify
 
 from ..conftest import sync_cluster_client
+from ..lost_reply import ReplyLosingProxy
 from ..servers import free_port
 from ..support import as_global
 from .frameworks import Framework, make
@@ -31,9 +32,17 @@ def store(request: pytest.FixtureRequest) -> Iterator[Store]:
     elif kind == "cluster":
         nodes = request.getfixturevalue("flushed_redis_cluster")
         client = sync_cluster_client(nodes)
-        request.addfinalizer(client.close)  # noqa: PT021 (one branch of three owns a client)
+        request.addfinalizer(client.close)
         instance = init_cachify(sync_client=client, prefix=prefix, is_global=False, lock_poll_interval=0.05)
         found = Store(kind, instance, list(nodes))
+    elif kind == "lossy":  # the session's server behind a proxy that can lose one reply
+        url = request.getfixturevalue("flushed_redis_url")
+        host, _, port = url.split("://", 1)[1].split("/", 1)[0].rpartition(":")
+        proxy = ReplyLosingProxy(host, int(port))
+        request.addfinalizer(proxy.close)  # noqa: PT021
+        db = int(url.split("://", 1)[1].partition("/")[2] or 0)
+        instance = init_cachify(url=proxy.url(db), prefix=prefix, is_global=False, lock_poll_interval=0.05)
+        found = Store(kind, instance, [(host, int(port))], proxy=proxy)
     elif kind == "dead":  # a Redis URL nothing listens on: every store call fails
         url = f"redis://127.0.0.1:{free_port()}/0"
         found = Store(kind, init_cachify(url=url, prefix=prefix, is_global=False))

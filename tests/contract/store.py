@@ -19,9 +19,11 @@ ROOM_MEMORY = (":started", ":claims")
 
 @dataclass
 class Store:
-    name: str  #: "redis", "cluster" or "memory"
+    name: str  #: "redis", "cluster", "memory", "dead" or "lossy"
     cachify: Cachify
     nodes: list[tuple[str, int]] = field(default_factory=list)  #: primaries (empty: memory)
+    #: "lossy": the proxy between the instance and the server, which can lose a reply
+    proxy: Any = None
 
     @property
     def prefix(self) -> str:

@@ -89,6 +89,12 @@ ROWS: dict[str, Row] = {
         why_not="celery-eager: no broker to come back through, a full pool waits in place (row 8)",
     ),
     "20": Row("rate_key: a limited task waits for its time in the room and runs once, retries untouched"),
+    "21": Row(
+        "a park whose reply the store lost: the deferred copy is recognised, the task runs once",
+        QUEUED,
+        stores=("lossy",),
+        why_not="celery-eager: no broker to defer through",
+    ),
 }
 
 #: Publish paths of row 15, per framework (each a call in the driver's ``publish_paths``).

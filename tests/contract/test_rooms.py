@@ -1,14 +1,17 @@
-"""Rows 19-20 of the contract: the waiting room of a full pool, and a rate limit's timed waits,
-on every framework (see README.md here)."""
+"""Rows 19-21 of the contract: the waiting room of a full pool, a rate limit's timed waits, and
+a park whose reply the store lost, on every framework (see README.md here)."""
 
 from __future__ import annotations
 
 import time
 
 import pytest
+import redis
+
+from cachify_core.backends.redis import ROOM_ACQUIRE
 
 from .frameworks import Framework
-from .helpers import send_first
+from .helpers import hold_until, send_first
 from .probe import Probe
 from .store import Store
 from .table import row
@@ -68,3 +71,32 @@ def test_a_rate_limited_task_waits_for_its_time(framework: Framework, store: Sto
     assert starts[7] - starts[0] >= 0.95
     framework.drain()
     assert _leftovers_within(store, 3.0) == []
+
+
+@row("21")
+def test_a_park_whose_reply_was_lost_runs_once(framework: Framework, store: Store) -> None:
+    """The store parks a delivery and the reply never reaches the worker (the proxy drops it):
+    the worker defers the task through the broker, and the copy finds the entry that unanswered
+    call parked instead of parking a second one. The task runs once, from its hand-over."""
+    (host, port), *_ = store.nodes
+    with redis.Redis(host=host, port=port) as server:
+        server.script_load(ROOM_ACQUIRE.source)  # so the lost call is the script itself
+    probe = Probe()
+    pooled = store.cachify.pool("pool-21", 1)
+    task = framework.declare(probe.body(), pool_key="pool-21", pool_max_size=1, retries=0)
+    framework.start(concurrency=2)
+    holder = hold_until(
+        store.cachify, "pool-21", lambda: store.proxy.lost == 1 and pooled.waiting().parked == 1
+    )
+    store.proxy.lose_next_reply(ROOM_ACQUIRE.sha.encode())
+    handle = framework.send(task, 1)
+    holder.join(20)
+    assert store.proxy.lost == 1, "the admission's reply was not lost"
+    assert framework.outcome(handle, 20).value == "value-1"
+    framework.drain()
+    assert probe.xs == [1]  # once: the deferred copy was recognised, not parked again
+    assert {e.attempt for e in probe.entries} == {0}
+    deadline = time.monotonic() + 10
+    while pooled.waiting().parked or store.leftovers():
+        assert time.monotonic() < deadline, f"left: {store.leftovers()}"
+        time.sleep(0.05)

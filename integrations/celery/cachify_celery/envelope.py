@@ -1,4 +1,4 @@
-"""What cachify carries in a Celery message: three headers (the core's envelope fields).
+"""What cachify carries in a Celery message: four headers (the core's envelope fields).
 
 Celery carries per-call values from ``apply_async`` to the worker only in message headers; a
 worker sees them in ``task.request.headers`` (eager runs too), and ``self.retry()`` re-sends the
@@ -12,8 +12,10 @@ from typing import Any
 
 from cachify_core.tasks import (
     OPTIONS_FIELD,
+    ORIGIN_FIELD,
     REQUEUES_FIELD,
     RESERVATION_FIELD,
+    read_origin,
     read_overrides,
     read_requeues,
     read_reservation,
@@ -21,9 +23,11 @@ from cachify_core.tasks import (
 
 __all__ = [
     "OPTIONS_HEADER",
+    "ORIGIN_HEADER",
     "REQUEUES_HEADER",
     "RESERVATION_HEADER",
     "carried_overrides",
+    "origin_of",
     "requeues_of",
     "reservation_of",
     "with_overrides",
@@ -35,6 +39,8 @@ REQUEUES_HEADER = REQUEUES_FIELD
 OPTIONS_HEADER = OPTIONS_FIELD
 #: On a copy a pool's waiting room handed a slot to: the waiting-room entry's id.
 RESERVATION_HEADER = RESERVATION_FIELD
+#: On a copy deferred while the store could not be heard: the name its deferred delivery used.
+ORIGIN_HEADER = ORIGIN_FIELD
 
 
 def _headers(request_or_headers: Any) -> Mapping[str, Any]:
@@ -50,6 +56,11 @@ def requeues_of(request_or_headers: Any) -> int:
 
 def reservation_of(request_or_headers: Any) -> str | None:
     return read_reservation(_headers(request_or_headers).get(RESERVATION_HEADER))
+
+
+def origin_of(request_or_headers: Any, own_name: str) -> str | None:
+    """The deferred delivery's name, if this message is the copy it was written for."""
+    return read_origin(_headers(request_or_headers).get(ORIGIN_HEADER), own_name)
 
 
 def carried_overrides(request_or_headers: Any) -> Any:

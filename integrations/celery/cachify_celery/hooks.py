@@ -55,7 +55,7 @@ from cachify_core.tasks import (
 )
 
 from .declaration import class_function, declared_options, task_name
-from .envelope import requeues_of, reservation_of, with_overrides
+from .envelope import origin_of, requeues_of, reservation_of, with_overrides
 from .publish import guard_send_task, policy_for_message, publish_claimed, uses_in_process_broker
 from .requeue import publish_requeue
 from .room import ensure_sweeper, parked_payload, publish_handovers
@@ -65,8 +65,11 @@ __all__ = ["CachifyTask", "slot_token"]
 
 def slot_token(request: Any) -> str:
     """The slot token of a delivery: a redelivery of the same attempt takes over its dead
-    predecessor's slot, and the main process can name a dead child's slot without records."""
-    return delivery_name("celery", request.id, getattr(request, "retries", 0), requeues_of(request))
+    predecessor's slot, and the main process can name a dead child's slot without records. A
+    copy deferred while the store could not be heard takes its deferred delivery's token (and
+    park name): whatever that delivery's unanswered call took is its own."""
+    own = delivery_name("celery", request.id, getattr(request, "retries", 0), requeues_of(request))
+    return origin_of(request, own) or own
 
 
 class CachifyTask(Task):  # type: ignore[misc]  # celery ships no type information

@@ -3,7 +3,8 @@
 Where nothing can park — a store without waiting rooms, a room at ``pool_max_waiting``, a
 ``CachifyPoolFullError`` escaping the body, a store outage — the message is rebuilt from the
 running request (``signature_from_request``, as ``Task.retry`` does) with ``countdown`` set to
-the delivery's backoff and the requeue count in its header, while ``retries`` stays as it was.
+the delivery's backoff and the requeue count in its header (and, deferred by a store error, the
+name it asked the store under: ``Delivery.copy_fields``), while ``retries`` stays as it was.
 The caller then raises ``Ignore`` so the current message is acknowledged after the new one was
 published: a crash in between can run the task twice, never lose it. (A full pool normally
 parks the task in its waiting room: :mod:`.room`.)
@@ -14,8 +15,6 @@ from __future__ import annotations
 from typing import Any
 
 from cachify_core.tasks import Delivery
-
-from .envelope import REQUEUES_HEADER
 
 __all__ = ["publish_requeue"]
 
@@ -31,7 +30,7 @@ def publish_requeue(task: Any, request: Any, delivery: Delivery) -> None:
     decision = delivery.decision
     delay_s = 0.0 if decision is None else decision.delay_s
     headers = dict(request.headers or {})
-    headers[REQUEUES_HEADER] = delivery.requeues + 1
+    headers.update(delivery.copy_fields())  # requeues + 1 (and, after a store error, its origin)
     try:
         signature = task.signature_from_request(
             request, delivery.args, delivery.kwargs, countdown=delay_s, headers=headers

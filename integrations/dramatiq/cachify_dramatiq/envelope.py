@@ -6,6 +6,8 @@ plus one of Dramatiq's own).
   enqueued they move into the core's ``cachify_options`` field, so the worker reads one field
   (raw option names are still read, from a producer without the middleware).
 * ``cachify_requeues``: the requeue count.
+* ``cachify_origin``: on a copy deferred while the store could not be heard, the name its
+  deferred delivery parked under (:func:`park_id`).
 * ``cachify_claimed``: the message took its dedup hold when it was first sent, so a later
   enqueue of it (a retry, a requeue, a delayed message falling due) is a re-send of the holder.
 """
@@ -17,8 +19,10 @@ from typing import Any
 
 from cachify_core.tasks import (
     OPTIONS_FIELD,
+    ORIGIN_FIELD,
     REQUEUES_FIELD,
     delivery_name,
+    read_origin,
     read_overrides,
     read_requeues,
     split_overrides,
@@ -62,8 +66,11 @@ def requeues(options: Mapping[str, Any]) -> int:
 def park_id(message_id: str, options: Mapping[str, Any]) -> str:
     """The delivery's name in a waiting room: the same for a redelivery of this message after a
     crash (same id, ``retries`` and requeue count), so it is not parked twice; a retry or a
-    requeue is a new attempt with a name of its own."""
-    return delivery_name("dramatiq", message_id, options.get("retries"), requeues(options))
+    requeue is a new attempt with a name of its own. A copy deferred while the store could not
+    be heard takes its deferred delivery's name (``cachify_origin``), so what that delivery's
+    unanswered call parked is recognised."""
+    own = delivery_name("dramatiq", message_id, options.get("retries"), requeues(options))
+    return read_origin(options.get(ORIGIN_FIELD), own) or own
 
 
 def is_first_enqueue(options: Mapping[str, Any]) -> bool:

@@ -4,13 +4,12 @@ fallback: no waiting room on the store, ``pool_max_waiting`` reached, an unreach
 
 Same message id (its dedup hold and its result key carry over), ``retries`` untouched, the
 reservation it carries kept (it claims its reserved slot when it comes back),
-``cachify_requeues`` + 1, sent after the backoff the delivery decided, **before** this delivery
+``cachify_requeues`` + 1 (and, deferred by a store error, ``cachify_origin``), sent after the backoff the delivery decided, **before** this delivery
 is acknowledged: a crash in between can duplicate the task, never lose it.
 """
 
 from __future__ import annotations
 
-from .envelope import REQUEUES_OPTION
 from .event_loop import drive
 from .thread_state import Current
 
@@ -20,7 +19,7 @@ __all__ = ["no_result", "publish"]
 def publish(current: Current) -> None:
     message, delivery = current.message, current.delivery
     delay_s = 0.0 if delivery.decision is None else delivery.decision.delay_s
-    again = message.copy(options={REQUEUES_OPTION: delivery.requeues + 1})
+    again = message.copy(options=delivery.copy_fields())  # requeues + 1, and after a store error its origin
     try:
         current.broker.enqueue(again, delay=int(delay_s * 1000))
     except BaseException:

@@ -11,6 +11,8 @@ worker's hooks run. So cachify's own labels are plain strings and ints:
   from here only, never from the option labels themselves, whose types a re-send loses.
 * :data:`RESERVATION_LABEL` (the core's ``RESERVATION_FIELD``): the waiting-room entry id a
   handed-over copy was given a slot for; a text. Kept by a requeue and a retry of that copy.
+* the core's ``ORIGIN_FIELD`` (a text): on a copy deferred while the store could not be heard,
+  the name its deferred delivery parked under (:func:`park_id`).
 * :data:`REPUBLISH_LABEL`, :data:`DUPLICATE_LABEL`: markers between ``pre_send`` and the
   wrapped ``kick``; removed before anything reaches a broker.
 """
@@ -26,11 +28,13 @@ from taskiq.message import TaskiqMessage
 
 from cachify_core.tasks import (
     OPTIONS_FIELD,
+    ORIGIN_FIELD,
     REQUEUES_FIELD,
     RESERVATION_FIELD,
     CachifyTaskOptionError,
     delivery_name,
     is_task_option,
+    read_origin,
     read_overrides,
     read_requeues,
     read_reservation,
@@ -87,8 +91,11 @@ def requeues(labels: Mapping[str, Any]) -> int:
 def park_id(task_id: str, labels: Mapping[str, Any]) -> str:
     """The delivery's name in a waiting room: the same for a redelivery of this message (a
     stream entry reclaimed from a dead worker: same task id, retry and requeue count), so it is
-    not parked twice; a retry or a requeue is a new attempt with a name of its own."""
-    return delivery_name("taskiq", task_id, labels.get(RETRIES_LABEL), requeues(labels))
+    not parked twice; a retry or a requeue is a new attempt with a name of its own. A copy
+    deferred while the store could not be heard takes its deferred delivery's name (the
+    ``cachify_origin`` label), so what that delivery's unanswered call parked is recognised."""
+    own = delivery_name("taskiq", task_id, labels.get(RETRIES_LABEL), requeues(labels))
+    return read_origin(labels.get(ORIGIN_FIELD), own) or own
 
 
 def reservation(labels: Mapping[str, Any]) -> str | None:

@@ -34,7 +34,6 @@ from taskiq.abc.broker import AsyncBroker
 from taskiq.utils import maybe_awaitable
 
 from .broker_hooks import Ack
-from .envelope import REQUEUES_LABEL
 from .room import resend
 
 if TYPE_CHECKING:
@@ -106,7 +105,8 @@ class Requeuer:
         while True:
             try:
                 # The copy keeps every label, a reservation included: it claims its slot.
-                await resend(self._broker, message, {REQUEUES_LABEL: delivery.requeues + 1})
+                # requeues + 1 (and, deferred by a store error, the name it asked under)
+                await resend(self._broker, message, delivery.copy_fields())
                 break
             except Exception as exc:
                 if self._closing:

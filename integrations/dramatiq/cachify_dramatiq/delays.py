@@ -21,33 +21,26 @@ not in the set any more, and the broker's requeue skips it. Cost: nothing until 
 from __future__ import annotations
 
 import logging
-import threading
 from queue import Empty
 from typing import Any
 
 from dramatiq.common import current_millis, iter_queue, q_name
 from dramatiq.errors import ConnectionClosed
 
+from .subclassing import give_subclass
+
 __all__ = ["keep"]
 
 logger = logging.getLogger("cachify")
 
 _DROPPED = "_cachify_dropped"  #: instance attribute: the messages Dramatiq dropped, to requeue
-_subclasses: dict[type[Any], type[Any]] = {}
-_lock = threading.Lock()
 
 
 def keep(thread: Any) -> None:
     """Give ``thread`` (a ``dramatiq.worker.ConsumerThread`` of a ``RedisBroker``) the subclass.
     Idempotent; call it from ``after_consumer_thread_boot`` (on the thread itself)."""
-    cls = type(thread)
-    if getattr(cls, "_cachify_keeps_delays", False):
-        return
-    with _lock:
-        sub = _subclasses.get(cls)
-        if sub is None:
-            sub = _subclasses[cls] = _subclass(cls)
-    thread.__class__ = sub
+    if not getattr(type(thread), "_cachify_keeps_delays", False):
+        give_subclass(thread, _subclass)
 
 
 def _enqueue_due(thread: Any) -> None:

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Callable
 from typing import Any
+
+from .subclassing import give_subclass
 
 __all__ = ["polled_every_ms", "wake", "watch"]
 
@@ -32,8 +33,6 @@ __all__ = ["polled_every_ms", "wake", "watch"]
 _WAKE, _POLL_S = "_cachify_wake", "_cachify_poll_s"
 #: queue name -> this process's watched consumers of it (gone with the consumer).
 _consumers: dict[str, weakref.WeakSet[Any]] = {}
-_Make = Callable[[type[Any]], type[Any]]
-_classes: dict[tuple[type[Any], _Make], type[Any]] = {}
 _lock = threading.Lock()
 
 
@@ -58,16 +57,8 @@ def watch(thread: Any, poll_ms: int) -> None:
     """Make ``thread`` (a ``dramatiq.worker.ConsumerThread`` of a ``RedisBroker``) wait at most
     ``poll_ms`` between fetches of its empty queue, and not at all after :func:`wake`. Call it
     from ``after_consumer_thread_boot``, before the thread makes its consumer."""
-    thread.__class__ = _subclass(type(thread), _thread_subclass)
+    give_subclass(thread, _thread_subclass)
     thread._cachify_poll_s = poll_ms / 1000
-
-
-def _subclass(cls: type[Any], make: _Make) -> type[Any]:
-    with _lock:
-        found = _classes.get((cls, make))
-        if found is None:
-            found = _classes[(cls, make)] = make(cls)
-        return found
 
 
 def _thread_subclass(cls: type[Any]) -> type[Any]:
@@ -78,7 +69,7 @@ def _thread_subclass(cls: type[Any]) -> type[Any]:
         self.__dict__["consumer"] = consumer
         if consumer is None or hasattr(consumer, _WAKE):
             return
-        consumer.__class__ = _subclass(type(consumer), _consumer_subclass)
+        give_subclass(consumer, _consumer_subclass)
         setattr(consumer, _WAKE, threading.Event())
         setattr(consumer, _POLL_S, self._cachify_poll_s)
         consumer.timeout = 1  # Dramatiq's backoff capped at 1 ms rounds down to no sleep

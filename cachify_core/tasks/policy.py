@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .. import leases
-from ..backends.base import CacheRead, Handover, RoomAdmission, RoomSettings, RoomStatus
+from ..backends.base import DEFAULT_MAX_WAITING, CacheRead, Handover, RoomAdmission, RoomSettings, RoomStatus
 from ..backends.memory import AsyncMemoryBackend, MemoryStore
 from ..errors import CachifyBackendError, CachifyInitError, CachifyLockError, CachifyPoolFullError
 from ..instance import Cachify, get_cachify, seconds_to_ms
@@ -194,6 +194,7 @@ class TaskPolicy:
         # Worked out once: the options are frozen, and these are read on every admission.
         self._ttls_ms: tuple[int, int] | None = None  #: (once_ttl, pool_slot_ttl)
         self._rooms: dict[str, tuple[RoomSettings, RoomSettings]] = {}  #: prefix -> (parks, not)
+        self._timed_rooms: dict[str, RoomSettings] = {}  #: prefix -> a rate limiter's timed room
 
     @property
     def cachify(self) -> Cachify:
@@ -719,6 +720,19 @@ class TaskPolicy:
             )
             pair = self._rooms[c.prefix] = (room, dataclasses.replace(room, max_waiting=0))
         return pair[0] if parks else pair[1]
+
+    def timed_room(self, c: Cachify) -> RoomSettings:
+        """The room of the task's rate limiters' timed entries: no slots of its own; a claimed
+        arrival's lease lives as a pool slot does (made once per instance prefix)."""
+        room = self._timed_rooms.get(c.prefix)
+        if room is None:
+            room = self._timed_rooms[c.prefix] = RoomSettings(
+                registry=registry_key(c.prefix),
+                max_size=0,
+                slot_ttl_ms=self.slot_ttl_ms(),
+                max_waiting=DEFAULT_MAX_WAITING,
+            )
+        return room
 
     def parked_or_duplicate_steps(
         self,

@@ -42,10 +42,10 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .. import leases
-from ..backends.base import DEFAULT_MAX_WAITING, RateCheck, RoomSettings, RoomStatus
+from ..backends.base import RateCheck, RoomStatus
 from ..errors import CachifyRateLimitedError
 from ..instance import Cachify
-from ..rooms import due_in, registry_key
+from ..rooms import due_in
 from ..steps import Step, Steps
 from ..tokens import new_token
 from . import logs
@@ -63,16 +63,6 @@ def room_key(full_key: str) -> str:
 
 def _keys(p: TaskPolicy, c: Cachify, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> list[str]:
     return [c.prefix + bound.key.format(args, kwargs) for bound in p.options.rate_bounds]
-
-
-def _room(p: TaskPolicy, c: Cachify) -> RoomSettings:
-    # A timed room has no slots of its own; a claimed arrival's lease lives as a pool slot does.
-    return RoomSettings(
-        registry=registry_key(c.prefix),
-        max_size=0,
-        slot_ttl_ms=p.slot_ttl_ms(),
-        max_waiting=DEFAULT_MAX_WAITING,
-    )
 
 
 def rate_steps(
@@ -98,7 +88,7 @@ def rate_steps(
     rooms = backend.supports_waiting_room
     if reservation is not None and rooms:
         timed = room_key(keys[_bound_of(reservation, len(keys))])
-        room = _room(p, c)
+        room = p.timed_room(c)
         token = new_token()
         data = payload() if payload is not None else b""
         status = yield lambda b: b.room_arrive(timed, token, new_token(), data, room, reservation)
@@ -124,7 +114,7 @@ def rate_steps(
         yield from rate_release_steps(handle)
     if waits and payload is not None:
         timed = room_key(keys[index])
-        room = _room(p, c)
+        room = p.timed_room(c)
         entry_id = f"{index}~{new_token()}" if len(keys) > 1 else new_token()
         data = payload()
         spacing_ms = -(-o.rate_cost * min(limit.emission_us for limit in refused.limits) // 1000)
@@ -189,5 +179,5 @@ def rate_cancel_steps(
         return
     keys = _keys(p, c, args, kwargs)
     timed = room_key(keys[_bound_of(reservation, len(keys))])
-    room = _room(p, c)
+    room = p.timed_room(c)
     yield lambda b: b.room_cancel(timed, reservation, room)

@@ -190,6 +190,7 @@ async def test_waiting_room_at_its_cap_backs_off_through_the_broker(cachify: Cac
     third = broker.delivery(p, "t2", 2)
     decision = await event(third, kind, "admit")
     assert (decision.verdict, third.state) == (Verdict.REQUEUE, State.REQUEUING)
+    assert third.copy_fields() == {REQUEUES_FIELD: 1}  # the store answered: no origin to carry
 
 
 async def test_no_payload_means_backoff(cachify: Cachify, kind: str) -> None:

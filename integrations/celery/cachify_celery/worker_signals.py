@@ -19,7 +19,8 @@ Handlers never raise (Celery would only log it): failures are logged and TTLs ta
 
 The freed slot of a lost run goes to the next parked task: its message is published from the
 main process at once. ``worker_ready`` and ``worker_process_init`` start the process's
-waiting-room sweep (:mod:`.room`); ``worker_shutdown`` stops it.
+waiting-room sweep (:mod:`.room`); ``worker_shutdown`` stops it. ``worker_ready`` also puts
+hand-overs first in the worker's wait for a free child (:mod:`.pool_order`).
 
 ``worker_init`` refuses to start a worker whose cachify tasks use the embedded in-memory
 backend with an out-of-process broker: that backend coordinates one process, so holds, slots
@@ -39,6 +40,7 @@ from celery import signals
 from cachify_core.errors import CachifyInitError
 from cachify_core.tasks import OPTION_NAMES, handover
 
+from . import pool_order
 from .declaration import declared_options
 from .hooks import CachifyTask, slot_token
 from .publish import policy_for_message, uses_in_process_broker
@@ -120,6 +122,7 @@ def _on_ready(sender: Any = None, **_: Any) -> None:
     app = getattr(sender, "app", None)
     if app is not None:
         start_for_app(app)
+    pool_order.install(getattr(sender, "controller", None))  # sender: the worker's consumer
 
 
 def _on_process_init(**_: Any) -> None:

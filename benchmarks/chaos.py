@@ -357,7 +357,6 @@ def run_one(
             for server in (store, broker_server):
                 if server.proc is None or server.proc.poll() is not None:
                     server.start()  # a failed run must not leave the next one without a server
-    traces = [Path(f"{trace_to}.{run}.{n}") for n in range(len(monitors))]
     obs = redis.Redis.from_url(servers["observe"].url(0))
     try:
         executions = records.read(obs, run)
@@ -368,25 +367,27 @@ def run_one(
         executions, sent, cap, plan.body_s, kills=kills, slot_ttl_s=plan.slot_ttl_s, faults=faults,
         until=until,
     )  # fmt: skip
+    # read once, and only when a task was lost
+    commands = broker_log([Path(f"{trace_to}.{run}.{n}") for n in range(len(monitors))]) if a.lost else []
     return Result(
         framework, f"{broker}, control (no cachify)" if control else broker, a.sent, a.completed, a.lost, a.duplicated, a.reruns_after_kill, a.cut_by_kill,
         a.unfinished, a.cap, a.peak, a.peak_outside_lease_windows, a.above_cap[:10], a.makespan_s, a.ideal_s,
-        a.recovery_s, exits, failed_attempts, errors[:3], given_up, left, on_broker, lost_detail(a.lost, executions, kills, traces),
+        a.recovery_s, exits, failed_attempts, errors[:3], given_up, left, on_broker, lost_detail(a.lost, executions, kills, commands),
         duplicate_detail(a.duplicated, executions, kills),
         logged,
         time.time() - began,
-        [i for i in a.lost if not any(e.i == i for e in executions) and transport_lost(i, traces)],
+        [i for i in a.lost if not any(e.i == i for e in executions) and transport_lost(i, commands)],
     )  # fmt: skip
 
 
 def lost_detail(
-    lost: list[int], executions: list[records.Execution], kills: dict[int, float], traces: list[Path] = ()
+    lost: list[int], executions: list[records.Execution], kills: dict[int, float], commands: list[bytes] = ()
 ) -> list[str]:
     out = []
     for i in lost[:10]:
         mine = [e for e in executions if e.i == i]
         if not mine:
-            out.append(f"{i}: never started{broker_fate(i, traces)}")
+            out.append(f"{i}: never started{broker_fate(i, commands)}")
             continue
         killed = sum(1 for e in mine if e.end is None and e.pgid in kills)
         out.append(f"{i}: started {len(mine)}x, {killed} cut by a kill, never completed")
@@ -397,7 +398,12 @@ def lost_detail(
 _DELIVERY_TAG = re.compile(r'delivery_tag[\\"]*: [\\"]*([0-9a-f-]{36})')
 
 
-def _pushes(i: int, traces: list[Path]) -> tuple[list[str], set[str]]:
+def broker_log(traces: list[Path]) -> list[bytes]:
+    """The lines of a Redis broker's command logs (``redis-cli monitor``, one file per start)."""
+    return [line for path in traces if path.exists() for line in path.read_bytes().splitlines()]
+
+
+def _pushes(i: int, lines: list[bytes]) -> tuple[list[str], set[str]]:
     """Celery task ``i``'s messages in a Redis broker's command log (the benchmark app names its
     task ids ``<task>-<i>-<hex>``): the delivery tags pushed (``LPUSH``; a hand-over pushed to
     the consuming end, ``RPUSH``), in order, and those kombu recorded as delivered (``HSET``
@@ -405,7 +411,6 @@ def _pushes(i: int, traces: list[Path]) -> tuple[list[str], set[str]]:
     pushed: list[str] = []
     recorded: set[str] = set()
     needle = f"-{i}-".encode()
-    lines = [line for path in traces if path.exists() for line in path.read_bytes().splitlines()]
     for line in lines:
         if (
             (b'"LPUSH"' in line or b'"RPUSH"' in line)
@@ -420,19 +425,19 @@ def _pushes(i: int, traces: list[Path]) -> tuple[list[str], set[str]]:
     return pushed, recorded
 
 
-def transport_lost(i: int, traces: list[Path]) -> bool:
+def transport_lost(i: int, commands: list[bytes]) -> bool:
     """Whether task ``i`` (which never started) was lost by kombu's Redis transport: its last
-    message was pushed and never recorded as delivered, though the queue was drained. kombu
+    message was pushed and never recorded as delivered (in ``commands``, :func:`broker_log`). kombu
     pops a message (``BRPOP``) and only then records it in ``unacked`` (``MULTI``/``HSET``, on
     another connection): a worker killed in between takes the message with it, whatever runs
     the task (celery/kombu issue 1836, celery/celery 7950), as it would without cachify."""
-    pushed, recorded = _pushes(i, traces)
+    pushed, recorded = _pushes(i, commands)
     return bool(pushed) and pushed[-1] not in recorded
 
 
-def broker_fate(i: int, traces: list[Path]) -> str:
+def broker_fate(i: int, commands: list[bytes]) -> str:
     """What a Redis broker's command log says of Celery task ``i``'s messages, for the report."""
-    pushed, recorded = _pushes(i, traces)
+    pushed, recorded = _pushes(i, commands)
     if not pushed:
         return ""
     never = [tag for tag in pushed if tag not in recorded]

@@ -355,8 +355,7 @@ async def test_a_copy_deferred_after_a_lost_reply_finds_its_park(
 
         def delivery(task_id: str, x: int, requeues: int = 0, origin: object = None) -> Delivery:
             body = json.dumps({"id": task_id, "args": [x]}).encode()
-            own = delivery_name("test", task_id, 0, requeues)
-            name = read_origin(origin, own) or own
+            name = delivery_name("test", task_id, 0, requeues, origin)
             return live(
                 Delivery(
                     p, task_id, (x,), {}, requeues, name if named_by == "slot_token" else None,
@@ -405,8 +404,7 @@ async def test_a_copy_deferred_after_a_lost_reply_keeps_the_slot_it_took(
             task_id: str, requeues: int = 0, origin: object = None, reservation: str | None = None
         ) -> Delivery:
             body = json.dumps({"id": task_id, "args": [1]}).encode()
-            own = delivery_name("test", task_id, 0, requeues)
-            name = read_origin(origin, own) or own
+            name = delivery_name("test", task_id, 0, requeues, origin)
             return live(
                 Delivery(
                     p, task_id, (1,), {}, requeues, name, reservation=reservation,

@@ -54,12 +54,15 @@ def read_requeues(value: object) -> int:
     return 0
 
 
-def delivery_name(framework: str, task_id: str, retries: object, requeues: int) -> str:
+def delivery_name(framework: str, task_id: str, retries: object, requeues: int, origin: object = None) -> str:
     """The name every delivery of one message shares, and no other attempt of its task: the
     task id, the framework's retry count (unreadable: 0) and the requeue count. A redelivery
     after a crash carries the same; a retry or a requeue is a new attempt. Celery leases its
-    slots under it; every integration parks under it (:attr:`.Delivery.park_id`)."""
-    return f"{framework}:{task_id}:{read_requeues(retries)}.{requeues}"
+    slots under it; every integration parks under it (:attr:`.Delivery.park_id`). ``origin``:
+    the message's ``cachify_origin``, whose name is taken instead when it was written for this
+    delivery (:func:`read_origin`)."""
+    own = f"{framework}:{task_id}:{read_requeues(retries)}.{requeues}"
+    return own if origin is None else read_origin(origin, own) or own
 
 
 def origin_value(copy_requeues: int, name: str) -> str:

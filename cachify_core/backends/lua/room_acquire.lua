@@ -53,7 +53,7 @@ prune()
 local status, takeover, parked_new = nil, false, 0
 if rid ~= '' then
   local claimer = redis.call('HGET', CLAIMS, rid)
-  if claimer and claimer == token and redis.call('ZSCORE', SLOTS, token) then
+  if claimer == token and redis.call('ZSCORE', SLOTS, token) then
     redis.call('ZADD', SLOTS, now + slot_ttl, token)  -- its own claim, its reply lost
     keep_slots()
     status = 2

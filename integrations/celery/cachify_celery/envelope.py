@@ -15,7 +15,6 @@ from cachify_core.tasks import (
     ORIGIN_FIELD,
     REQUEUES_FIELD,
     RESERVATION_FIELD,
-    read_origin,
     read_overrides,
     read_requeues,
     read_reservation,
@@ -26,8 +25,8 @@ __all__ = [
     "ORIGIN_HEADER",
     "REQUEUES_HEADER",
     "RESERVATION_HEADER",
+    "carried_origin",
     "carried_overrides",
-    "origin_of",
     "requeues_of",
     "reservation_of",
     "with_overrides",
@@ -58,9 +57,9 @@ def reservation_of(request_or_headers: Any) -> str | None:
     return read_reservation(_headers(request_or_headers).get(RESERVATION_HEADER))
 
 
-def origin_of(request_or_headers: Any, own_name: str) -> str | None:
-    """The deferred delivery's name, if this message is the copy it was written for."""
-    return read_origin(_headers(request_or_headers).get(ORIGIN_HEADER), own_name)
+def carried_origin(request_or_headers: Any) -> object:
+    """The ``cachify_origin`` a message carries, as it is (``delivery_name`` reads it)."""
+    return _headers(request_or_headers).get(ORIGIN_HEADER)
 
 
 def carried_overrides(request_or_headers: Any) -> Any:

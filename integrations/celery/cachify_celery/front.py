@@ -8,7 +8,7 @@ only park again. Inside :func:`at_front`, a publish on kombu's Redis transport p
 consuming end instead (``RPUSH``, the same key and priority list kombu would use): the next
 ``BRPOP`` of any worker takes it.
 
-This is the one place cachify reaches into kombu: the Redis channel's ``_put`` is wrapped once
+This is one of the two places cachify reaches into kombu (the other: :mod:`.pool_order`): the Redis channel's ``_put`` is wrapped once
 per process (:func:`install`). The wrapper changes nothing outside :func:`at_front`, nor for
 publish batches and queues with an expiry (kombu's own path); if kombu's Redis channel lacks
 what it uses (a kombu release that renamed it), nothing is wrapped and hand-overs are

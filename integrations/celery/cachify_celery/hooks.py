@@ -55,7 +55,7 @@ from cachify_core.tasks import (
 )
 
 from .declaration import class_function, declared_options, task_name
-from .envelope import origin_of, requeues_of, reservation_of, with_overrides
+from .envelope import carried_origin, requeues_of, reservation_of, with_overrides
 from .publish import guard_send_task, policy_for_message, publish_claimed, uses_in_process_broker
 from .requeue import publish_requeue
 from .room import ensure_sweeper, parked_payload, publish_handovers
@@ -68,8 +68,9 @@ def slot_token(request: Any) -> str:
     predecessor's slot, and the main process can name a dead child's slot without records. A
     copy deferred while the store could not be heard takes its deferred delivery's token (and
     park name): whatever that delivery's unanswered call took is its own."""
-    own = delivery_name("celery", request.id, getattr(request, "retries", 0), requeues_of(request))
-    return origin_of(request, own) or own
+    return delivery_name(
+        "celery", request.id, getattr(request, "retries", 0), requeues_of(request), carried_origin(request)
+    )
 
 
 class CachifyTask(Task):  # type: ignore[misc]  # celery ships no type information

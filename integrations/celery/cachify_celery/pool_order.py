@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .envelope import RESERVATION_HEADER
+from .envelope import reservation_of
 
 __all__ = ["install", "is_handover"]
 
@@ -35,10 +35,7 @@ def is_handover(request: Any) -> bool:
     fields = getattr(request, "request_dict", None)
     if not isinstance(fields, Mapping):
         return False
-    if fields.get(RESERVATION_HEADER):
-        return True
-    headers = fields.get("headers")
-    return isinstance(headers, Mapping) and bool(headers.get(RESERVATION_HEADER))
+    return reservation_of(fields) is not None or reservation_of(fields.get("headers") or {}) is not None
 
 
 def _runs_handover(waiter: Any) -> bool:

@@ -22,7 +22,6 @@ from cachify_core.tasks import (
     ORIGIN_FIELD,
     REQUEUES_FIELD,
     delivery_name,
-    read_origin,
     read_overrides,
     read_requeues,
     split_overrides,
@@ -69,8 +68,9 @@ def park_id(message_id: str, options: Mapping[str, Any]) -> str:
     requeue is a new attempt with a name of its own. A copy deferred while the store could not
     be heard takes its deferred delivery's name (``cachify_origin``), so what that delivery's
     unanswered call parked is recognised."""
-    own = delivery_name("dramatiq", message_id, options.get("retries"), requeues(options))
-    return read_origin(options.get(ORIGIN_FIELD), own) or own
+    return delivery_name(
+        "dramatiq", message_id, options.get("retries"), requeues(options), options.get(ORIGIN_FIELD)
+    )
 
 
 def is_first_enqueue(options: Mapping[str, Any]) -> bool:

@@ -34,7 +34,6 @@ from cachify_core.tasks import (
     CachifyTaskOptionError,
     delivery_name,
     is_task_option,
-    read_origin,
     read_overrides,
     read_requeues,
     read_reservation,
@@ -94,8 +93,9 @@ def park_id(task_id: str, labels: Mapping[str, Any]) -> str:
     not parked twice; a retry or a requeue is a new attempt with a name of its own. A copy
     deferred while the store could not be heard takes its deferred delivery's name (the
     ``cachify_origin`` label), so what that delivery's unanswered call parked is recognised."""
-    own = delivery_name("taskiq", task_id, labels.get(RETRIES_LABEL), requeues(labels))
-    return read_origin(labels.get(ORIGIN_FIELD), own) or own
+    return delivery_name(
+        "taskiq", task_id, labels.get(RETRIES_LABEL), requeues(labels), labels.get(ORIGIN_FIELD)
+    )
 
 
 def reservation(labels: Mapping[str, Any]) -> str | None:

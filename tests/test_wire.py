@@ -1,0 +1,109 @@
+"""The wires' own paths (cachify_core/backends/wire.py), on real servers: hiredis packing sends
+the bytes redis-py would, a client with another encoding keeps redis-py's packer, and the
+asyncio write path hands large requests to the socket in full and is bounded on a stuck server."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+import redis.asyncio as aredis
+from redis.connection import Connection
+
+from cachify_core import Cachify, CachifyBackendError
+from cachify_core.backends import wire
+
+from .servers import PrivateServer
+from .test_backend_errors import SHORT_TIMEOUT_S, SLACK_S, _binary, _resume, stopped
+
+pytestmark = pytest.mark.timeout(60)
+
+#: Arguments of the kinds cachify sends: text (non-ASCII too), bytes (a pickled value),
+#: integers (TTLs in ms, counts), floats, the empty string.
+COMMANDS: list[tuple[object, ...]] = [
+    ("EVALSHA", "39210eab064ac317ab02bdeff1aff266f61aaa9d", 2, "{p}:a", "{p}:b", "tök-é", 60000, -1),
+    ("SET", "k", b"\x80\x04\x95\xff\x00", "PX", 3600000),
+    ("MGET", "", "{x}:gen", "0.25"),
+    ("ZADD", "z", 1.5, "m", 2**70, "n"),
+]
+
+
+def test_hiredis_packs_the_bytes_redis_py_packs() -> None:
+    pytest.importorskip("hiredis")
+    pack = wire._packer({})
+    assert pack is not None
+    assert b"".join(pack(COMMANDS)) == b"".join(Connection().pack_commands(COMMANDS))
+
+
+@pytest.mark.parametrize("kwargs", [{"encoding": "latin-1"}, {"encoding_errors": "replace"}])
+def test_another_encoding_keeps_redis_pys_packer(kwargs: dict[str, str]) -> None:
+    assert wire._packer(kwargs) is None
+
+
+def test_a_latin1_client_stores_what_it_reads_back(flushed_redis_url: str) -> None:
+    client = redis.Redis.from_url(flushed_redis_url, encoding="latin-1")
+    c = Cachify(sync_client=client, prefix="W-")
+
+    @c.cached("é-{n}")
+    def value(n: int) -> str:
+        return f"ü{n}"
+
+    assert value(1) == value(1) == "ü1"
+    assert wire.SyncWire(client)._pack is None
+    assert any(key.startswith("{W-é-{n}".encode("latin-1")) for key in client.keys("*"))
+
+
+@pytest.fixture
+def server() -> Iterator[PrivateServer]:
+    srv = PrivateServer(_binary()).start()
+    try:
+        yield srv
+    finally:
+        _resume(srv.proc)
+        srv.stop()
+
+
+async def test_a_large_value_round_trips_on_the_asyncio_path(server: PrivateServer) -> None:
+    """16 MB is more than a loopback socket takes at once: the write waits for the drain."""
+    c = Cachify(url=server.url, prefix="W-")
+    big = b"x" * (16 * 1024 * 1024)
+    calls = 0
+
+    @c.cached("big-{n}")
+    async def value(n: int) -> bytes:
+        nonlocal calls
+        calls += 1
+        return big + bytes([n])
+
+    assert await value(1) == big + b"\x01"
+    assert await value(1) == big + b"\x01"
+    assert calls == 1
+
+
+async def test_a_large_write_to_a_stuck_server_fails_within_its_socket_timeout(
+    server: PrivateServer,
+) -> None:
+    """A stopped server's socket fills up: the drain is bounded by ``socket_timeout``."""
+    client = aredis.Redis(
+        host="127.0.0.1",
+        port=server.port,
+        socket_timeout=SHORT_TIMEOUT_S,
+        socket_connect_timeout=SHORT_TIMEOUT_S,
+    )
+    c = Cachify(async_client=client, prefix="W-")
+    gen = (await c.async_backend.cache_get("ns", "warm")).gen  # connected
+    assert await c.async_backend.cache_set("ns", "warm", b"1", None, gen)  # script loaded
+    big = b"y" * (64 * 1024 * 1024)
+    with stopped(server.proc):
+        began = time.monotonic()
+        with pytest.raises(CachifyBackendError, match="cache_set"):
+            await asyncio.wait_for(c.async_backend.cache_set("ns", "big", big, None, gen), 20)
+        took = time.monotonic() - began
+    assert took < SHORT_TIMEOUT_S + SLACK_S
+    # the connection that timed out mid-write was dropped: the next calls work
+    assert await c.async_backend.cache_set("ns", "after", b"2", None, gen)
+    assert (await c.async_backend.cache_get("ns", "after")).value == b"2"
+    assert (await c.async_backend.cache_get("ns", "big")).value in (None, big)

@@ -159,32 +159,33 @@ class RoundTrips:
 
     @contextlib.contextmanager
     def counting(self) -> Iterator[None]:
-        import redis.asyncio.connection as async_conn
+        """Blocking connections: one ``Connection.send_packed_command`` per request. asyncio: one
+        ``StreamWriter.writelines`` per request, which both redis-py's asyncio connection and
+        cachify's asyncio wire (its own write, without redis-py's per-write task) call."""
         import redis.connection as sync_conn
 
-        classes = (sync_conn.Connection, async_conn.Connection)
-        own = [cls.__dict__.get("send_packed_command") for cls in classes]  # restored afterwards
+        own = sync_conn.Connection.__dict__.get("send_packed_command")  # restored afterwards
         sync_send = sync_conn.Connection.send_packed_command
-        async_send = async_conn.Connection.send_packed_command
+        writelines = asyncio.StreamWriter.writelines
 
         def send(conn: Any, *args: Any, **kwargs: Any) -> Any:
             self.count += 1
             return sync_send(conn, *args, **kwargs)
 
-        async def asend(conn: Any, *args: Any, **kwargs: Any) -> Any:
+        def write(writer: asyncio.StreamWriter, data: Any) -> None:
             self.count += 1
-            return await async_send(conn, *args, **kwargs)
+            writelines(writer, data)
 
         sync_conn.Connection.send_packed_command = send  # type: ignore[method-assign]
-        async_conn.Connection.send_packed_command = asend  # type: ignore[method-assign]
+        asyncio.StreamWriter.writelines = write  # type: ignore[method-assign]
         try:
             yield
         finally:
-            for cls, original in zip(classes, own, strict=True):
-                if original is None:
-                    del cls.send_packed_command  # type: ignore[attr-defined]
-                else:
-                    cls.send_packed_command = original  # type: ignore[method-assign]
+            asyncio.StreamWriter.writelines = writelines  # type: ignore[method-assign]
+            if own is None:
+                del sync_conn.Connection.send_packed_command  # type: ignore[attr-defined]
+            else:
+                sync_conn.Connection.send_packed_command = own  # type: ignore[method-assign]
 
 
 N_COUNT = 50

@@ -154,34 +154,34 @@ _unique = itertools.count()
 
 @contextlib.contextmanager
 def counting_round_trips() -> Iterator[list[int]]:
-    """Count the requests redis-py sends from this process (sync and asyncio connections)."""
-    import redis.asyncio.connection as async_conn
+    """Count the requests this process sends to Redis: one ``Connection.send_packed_command``
+    per blocking request, one ``StreamWriter.writelines`` per asyncio one (redis-py's asyncio
+    connection and cachify's asyncio wire both write a request with one such call)."""
     import redis.connection as sync_conn
 
     count = [0]
-    classes: tuple[Any, ...] = (sync_conn.Connection, async_conn.Connection)
-    own = [cls.__dict__.get("send_packed_command") for cls in classes]  # restored afterwards
+    own = sync_conn.Connection.__dict__.get("send_packed_command")  # restored afterwards
     sync_send: Any = sync_conn.Connection.send_packed_command
-    async_send: Any = async_conn.Connection.send_packed_command
+    writelines: Any = asyncio.StreamWriter.writelines
 
     def send(conn: Any, *args: Any, **kwargs: Any) -> Any:
         count[0] += 1
         return sync_send(conn, *args, **kwargs)
 
-    async def asend(conn: Any, *args: Any, **kwargs: Any) -> Any:
+    def write(writer: Any, data: Any) -> None:
         count[0] += 1
-        return await async_send(conn, *args, **kwargs)
+        writelines(writer, data)
 
     setattr(sync_conn.Connection, "send_packed_command", send)  # noqa: B010
-    setattr(async_conn.Connection, "send_packed_command", asend)  # noqa: B010
+    setattr(asyncio.StreamWriter, "writelines", write)  # noqa: B010
     try:
         yield count
     finally:
-        for cls, original in zip(classes, own, strict=True):
-            if original is None:
-                del cls.send_packed_command
-            else:
-                cls.send_packed_command = original
+        setattr(asyncio.StreamWriter, "writelines", writelines)  # noqa: B010
+        if own is None:
+            del sync_conn.Connection.send_packed_command
+        else:
+            setattr(sync_conn.Connection, "send_packed_command", own)  # noqa: B010
 
 
 async def server_commands(url: str) -> int:

@@ -553,7 +553,7 @@ def main() -> None:
         "",
         *table(rows),
         "",
-        "RT/op: Redis requests per operation, counted in redis-py (neither library pipelines). "
+        "RT/op: Redis requests per operation, counted in the client (neither library pipelines). "
         f"Per-op times: median of {prof.rounds} interleaved rounds per library; the {prof.procs}-process "
         f"row: median of {prof.contention_runs} run(s) of {prof.contention_s:g} s per library. "
         "Ratios > 1 mean cachify is faster (throughput ratio, i.e. py-cachify time / cachify time).",

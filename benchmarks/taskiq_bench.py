@@ -9,8 +9,8 @@ writes is under names carrying its pid (stream, result keys, cachify prefix, ded
 is deleted afterwards; nothing is flushed.
 
 Sections (each row: the median of the rounds, in tasks per second). ``RT/task``: requests this
-process sent to Redis per task (redis-py's ``send_packed_command``, counted over a separate
-pass of 50 tasks; nothing pipelines, so requests = round trips). For the worker section, whose
+process sent to Redis per task (redis-py's ``send_packed_command`` for blocking requests,
+``StreamWriter.writelines`` for asyncio ones, counted over a separate pass of 50 tasks; nothing pipelines, so requests = round trips). For the worker section, whose
 requests are sent by other processes, ``cmds/task`` is Redis's ``total_commands_processed``
 delta per task instead (minus this process's result polling): every client's commands, those
 run inside Lua scripts included.

@@ -56,6 +56,21 @@ def test_a_latin1_client_stores_what_it_reads_back(flushed_redis_url: str) -> No
     assert any(key.startswith("{W-é-{n}".encode("latin-1")) for key in client.keys("*"))
 
 
+async def test_a_latin1_asyncio_client_stores_what_it_reads_back(flushed_redis_url: str) -> None:
+    """redis-py's packer, then cachify's own asyncio write."""
+    client = aredis.Redis.from_url(flushed_redis_url, encoding="latin-1")
+    c = Cachify(async_client=client, prefix="WA-")
+
+    @c.cached("é-{n}")
+    async def value(n: int) -> str:
+        return f"ü{n}"
+
+    assert await value(1) == await value(1) == "ü1"
+    assert wire.AsyncWire(client)._pack is None
+    assert any(key.startswith("{WA-é-{n}".encode("latin-1")) for key in await client.keys("*"))
+    await client.aclose()
+
+
 @pytest.fixture
 def server() -> Iterator[PrivateServer]:
     srv = PrivateServer(_binary()).start()

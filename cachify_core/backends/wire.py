@@ -226,10 +226,7 @@ class AsyncWire(_Wire):
             return await self.client.execute_command(*args)
         conn = await self._take()
         try:
-            if self._pack is None:
-                await conn.send_command(*args)
-            else:
-                await self._send(conn, self._pack([args]))
+            await self._send(conn, conn.pack_command(*args) if self._pack is None else self._pack([args]))
             reply = await conn.read_response()
         except BaseException:
             await self._drop(conn)

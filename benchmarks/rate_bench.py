@@ -38,7 +38,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,7 @@ if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
 
 import redis  # noqa: E402
+from harness.requests import counting_requests  # noqa: E402
 
 from tests.servers import redis_url_or_private  # noqa: E402
 from tests.windows import certain_peak  # noqa: E402
@@ -130,23 +131,6 @@ def make_check(name: str, url: str, prefix: str, key: str, rate: int) -> Callabl
 
 
 # -- round trips --------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def counting_requests(counter: list[int]) -> Iterator[None]:
-    import redis.connection as sync_conn
-
-    original = sync_conn.Connection.send_packed_command
-
-    def send(conn: Any, *args: Any, **kwargs: Any) -> Any:
-        counter[0] += 1
-        return original(conn, *args, **kwargs)
-
-    sync_conn.Connection.send_packed_command = send  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        sync_conn.Connection.send_packed_command = original  # type: ignore[method-assign]
-
-
 def round_trips(name: str, url: str) -> tuple[float, float]:
     """Requests per admitted check and per refused check."""
     admitted = make_check(name, url, PREFIX, f"rt-ok-{name}", 1_000_000)
@@ -157,8 +141,7 @@ def round_trips(name: str, url: str) -> tuple[float, float]:
     for check, want in ((admitted, True), (refused, False)):
         # fixed-window limiters start a new window every second: a pass that saw one is redone
         for _ in range(5):
-            counter = [0]
-            with counting_requests(counter):
+            with counting_requests() as counter:
                 results = [check() for _ in range(N_COUNT)]
             if all(r is want for r in results):
                 break

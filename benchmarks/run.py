@@ -38,6 +38,7 @@ if str(ROOT) not in sys.path:
 import py_cachify as pyc  # noqa: E402
 import redis  # noqa: E402
 import redis.asyncio as aredis  # noqa: E402
+from harness.requests import counting_requests  # noqa: E402
 
 import cachify_core as cfy  # noqa: E402
 
@@ -152,62 +153,25 @@ async def compare_async(fns: dict[str, Callable[[], Awaitable[object]]], prof: P
     return {lib: statistics.median(s) for lib, s in samples.items()}
 
 
-# -- round trips: count the requests redis-py sends (neither library pipelines) ----------------
-class RoundTrips:
-    def __init__(self) -> None:
-        self.count = 0
-
-    @contextlib.contextmanager
-    def counting(self) -> Iterator[None]:
-        """Blocking connections: one ``Connection.send_packed_command`` per request. asyncio: one
-        ``StreamWriter.writelines`` per request, which both redis-py's asyncio connection and
-        cachify's asyncio wire (its own write, without redis-py's per-write task) call."""
-        import redis.connection as sync_conn
-
-        own = sync_conn.Connection.__dict__.get("send_packed_command")  # restored afterwards
-        sync_send = sync_conn.Connection.send_packed_command
-        writelines = asyncio.StreamWriter.writelines
-
-        def send(conn: Any, *args: Any, **kwargs: Any) -> Any:
-            self.count += 1
-            return sync_send(conn, *args, **kwargs)
-
-        def write(writer: asyncio.StreamWriter, data: Any) -> None:
-            self.count += 1
-            writelines(writer, data)
-
-        sync_conn.Connection.send_packed_command = send  # type: ignore[method-assign]
-        asyncio.StreamWriter.writelines = write  # type: ignore[method-assign]
-        try:
-            yield
-        finally:
-            asyncio.StreamWriter.writelines = writelines  # type: ignore[method-assign]
-            if own is None:
-                del sync_conn.Connection.send_packed_command  # type: ignore[attr-defined]
-            else:
-                sync_conn.Connection.send_packed_command = own  # type: ignore[method-assign]
-
-
+# -- round trips: harness/requests.py counts the requests sent -----------------------------------
 N_COUNT = 50
 
 
 def rts_sync(fns: dict[str, Callable[[], object]]) -> dict[str, float]:
     out = {}
     for lib, fn in fns.items():
-        rt = RoundTrips()
-        with rt.counting():
+        with counting_requests() as count:
             run_sync(fn, N_COUNT)
-        out[lib] = round(rt.count / N_COUNT, 2)
+        out[lib] = round(count[0] / N_COUNT, 2)
     return out
 
 
 async def rts_async(fns: dict[str, Callable[[], Awaitable[object]]]) -> dict[str, float]:
     out = {}
     for lib, fn in fns.items():
-        rt = RoundTrips()
-        with rt.counting():
+        with counting_requests() as count:
             await run_async(fn, N_COUNT)
-        out[lib] = round(rt.count / N_COUNT, 2)
+        out[lib] = round(count[0] / N_COUNT, 2)
     return out
 
 

@@ -45,7 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,7 @@ if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
 
 import redis.asyncio as aredis  # noqa: E402
+from harness.requests import counting_requests  # noqa: E402
 from taskiq import AsyncBroker, InMemoryBroker  # noqa: E402
 from taskiq_redis import RedisAsyncResultBackend, RedisStreamBroker  # noqa: E402
 
@@ -152,38 +153,6 @@ SECTION_COST: dict[str, str] = {}
 _unique = itertools.count()
 
 
-@contextlib.contextmanager
-def counting_round_trips() -> Iterator[list[int]]:
-    """Count the requests this process sends to Redis: one ``Connection.send_packed_command``
-    per blocking request, one ``StreamWriter.writelines`` per asyncio one (redis-py's asyncio
-    connection and cachify's asyncio wire both write a request with one such call)."""
-    import redis.connection as sync_conn
-
-    count = [0]
-    own = sync_conn.Connection.__dict__.get("send_packed_command")  # restored afterwards
-    sync_send: Any = sync_conn.Connection.send_packed_command
-    writelines: Any = asyncio.StreamWriter.writelines
-
-    def send(conn: Any, *args: Any, **kwargs: Any) -> Any:
-        count[0] += 1
-        return sync_send(conn, *args, **kwargs)
-
-    def write(writer: Any, data: Any) -> None:
-        count[0] += 1
-        writelines(writer, data)
-
-    setattr(sync_conn.Connection, "send_packed_command", send)  # noqa: B010
-    setattr(asyncio.StreamWriter, "writelines", write)  # noqa: B010
-    try:
-        yield count
-    finally:
-        setattr(asyncio.StreamWriter, "writelines", writelines)  # noqa: B010
-        if own is None:
-            del sync_conn.Connection.send_packed_command
-        else:
-            setattr(sync_conn.Connection, "send_packed_command", own)  # noqa: B010
-
-
 async def server_commands(url: str) -> int:
     """Redis's count of commands processed so far (one INFO call, itself counted)."""
     client = aredis.Redis.from_url(url)
@@ -212,7 +181,7 @@ async def measure(
             rates[name].append(n / (time.perf_counter() - started))
     trips: dict[str, float] = {}
     for name in names:
-        with counting_round_trips() as count:
+        with counting_requests() as count:
             await variants[name](RT_PASS)
         trips[name] = count[0] / RT_PASS
     return {name: (statistics.median(rates[name]), trips[name]) for name in names}
@@ -351,7 +320,7 @@ async def _worker_run(url: str, task: Any, n: int, cached: bool) -> tuple[float,
         handles += await asyncio.gather(
             *(task.kiq(base + i % keys) for i in range(chunk, min(n, chunk + 100)))
         )
-    with counting_round_trips() as polls:  # our result polling: not the tasks' cost
+    with counting_requests() as polls:  # our result polling: not the tasks' cost
         for handle in handles:
             await _wait(handle)
     rate = n / (time.perf_counter() - started)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -16,10 +15,14 @@ from redis.connection import Connection
 from cachify_core import Cachify, CachifyBackendError
 from cachify_core.backends import wire
 
+from . import test_backend_errors
 from .servers import PrivateServer
-from .test_backend_errors import SHORT_TIMEOUT_S, SLACK_S, _binary, _resume, stopped
+from .test_backend_errors import SHORT_TIMEOUT_S, SLACK_S, stopped
 
 pytestmark = pytest.mark.timeout(60)
+
+#: The same fixture: a private server for one test, resumed and stopped at its end.
+server = test_backend_errors.server
 
 #: Arguments of the kinds cachify sends: text (non-ASCII too), bytes (a pickled value),
 #: integers (TTLs in ms, counts), floats, the empty string.
@@ -69,16 +72,6 @@ async def test_a_latin1_asyncio_client_stores_what_it_reads_back(flushed_redis_u
     assert wire.AsyncWire(client)._pack is None
     assert any(key.startswith("{WA-é-{n}".encode("latin-1")) for key in await client.keys("*"))
     await client.aclose()
-
-
-@pytest.fixture
-def server() -> Iterator[PrivateServer]:
-    srv = PrivateServer(_binary()).start()
-    try:
-        yield srv
-    finally:
-        _resume(srv.proc)
-        srv.stop()
 
 
 async def test_a_large_value_round_trips_on_the_asyncio_path(server: PrivateServer) -> None:

@@ -94,6 +94,10 @@ class _Wire:
             self._pack = _packer(self._kwargs)
         self._idle: list[tuple[Any, float]] = []
 
+    def _packed(self, conn: Any, commands: list[tuple[Any, ...]]) -> Any:
+        """``commands`` as the chunks of one write: hiredis's packer, else the connection's."""
+        return (self._pack or conn.pack_commands)(commands)
+
 
 class SyncWire(_Wire):
     """Blocking command path for one ``redis.Redis`` (or a fallback to its ``execute_command``)."""
@@ -130,10 +134,7 @@ class SyncWire(_Wire):
             return self.client.execute_command(*args)
         conn = self._take()
         try:
-            if self._pack is None:
-                conn.send_command(*args)
-            else:
-                conn.send_packed_command(self._pack([args]))
+            conn.send_packed_command(self._packed(conn, [args]))
             reply = conn.read_response()
         except BaseException:
             conn.disconnect()
@@ -149,7 +150,7 @@ class SyncWire(_Wire):
         conn = self._take()
         replies: Replies = []
         try:
-            conn.send_packed_command((self._pack or conn.pack_commands)(commands))
+            conn.send_packed_command(self._packed(conn, commands))
             for _ in commands:
                 try:
                     replies.append(conn.read_response())
@@ -226,7 +227,7 @@ class AsyncWire(_Wire):
             return await self.client.execute_command(*args)
         conn = await self._take()
         try:
-            await self._send(conn, conn.pack_command(*args) if self._pack is None else self._pack([args]))
+            await self._send(conn, self._packed(conn, [args]))
             reply = await conn.read_response()
         except BaseException:
             await self._drop(conn)
@@ -242,7 +243,7 @@ class AsyncWire(_Wire):
         conn = await self._take()
         replies: Replies = []
         try:
-            await self._send(conn, (self._pack or conn.pack_commands)(commands))
+            await self._send(conn, self._packed(conn, commands))
             for _ in commands:
                 try:
                     replies.append(await conn.read_response())

@@ -192,3 +192,29 @@ def test_a_dead_hosts_slot_frees_within_pool_slot_ttl(workers: Workers, observed
     assert wait_until(lambda: pool_size(app.host_task, "h1", 60) == 0, 2 + 2)  # pool_slot_ttl=2
     assert time.monotonic() - killed <= 2 + 1.0
     assert app.host_task.delay("h2", 0).get(timeout=20) == "h2"  # on the surviving workers
+
+
+def test_a_handed_over_task_keeps_its_own_parent_and_is_no_child_of_the_releasing_task(
+    workers: Workers, observed: Any
+) -> None:
+    app = workers.app
+    first = app.lineage.delay("first", 1.0)
+    assert wait_until(lambda: observed.exists("lineage:first"), 20), workers.logs()
+    root = app.lineage.delay("root", 0)  # parks behind first: handed over when first ends
+    sender = app.sends_lineage.delay("child")  # its lineage(child) parks too, behind root
+    assert first.get(timeout=20) == "first"
+    assert root.get(timeout=20) == "root"
+    child_id = sender.get(timeout=20)
+    assert app.app.AsyncResult(child_id).get(timeout=20) == "child"
+
+    seen = {
+        tag: {k.decode(): v.decode() for k, v in observed.hgetall(f"lineage:{tag}").items()}
+        for tag in ("root", "child")
+    }
+    assert seen["root"]["parent"] == "None"  # sent by this test, not by the task that freed the slot
+    assert seen["root"]["root"] in ("None", root.id)
+    assert seen["child"] == {"parent": sender.id, "root": sender.id}  # still the sender's child
+    # the releasing runs have no children: a hand-over is not published as one
+    assert app.app.AsyncResult(first.id).children in (None, [])
+    assert app.app.AsyncResult(root.id).children in (None, [])
+    assert [c.id for c in app.app.AsyncResult(sender.id).children or []] == [child_id]

@@ -68,6 +68,22 @@ def pooled_work(n: int, seconds: float) -> int:
     return n
 
 
+@app.task(bind=True, pool_key="lineage", pool_max_size=1)
+def lineage(self: Any, tag: str, seconds: float) -> str:
+    """Records the parent and root ids its run saw (``lineage:<tag>``); one at a time."""
+    observe.hset(
+        f"lineage:{tag}", mapping={"parent": str(self.request.parent_id), "root": str(self.request.root_id)}
+    )
+    time.sleep(seconds)
+    return tag
+
+
+@app.task(bind=True)
+def sends_lineage(self: Any, tag: str) -> str:
+    """Sends ``lineage(tag)`` from inside a task: its parent is this task."""
+    return str(lineage.delay(tag, 0).id)
+
+
 @app.task(cache_key="report-{day}", cache_ttl=60)
 def report(day: str) -> dict[str, Any]:
     observe.rpush("ran:report", day)

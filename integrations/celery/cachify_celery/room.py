@@ -12,7 +12,10 @@ hand-over, and each worker process's sweep.
   refused), carrying the entry id in the ``cachify_reservation`` header. On a Redis broker it
   goes to the consuming end of the queue (:mod:`.front`), so its reserved slot does not idle
   behind the queue's backlog; a batch is published newest first there, so the oldest is
-  taken first.
+  taken first. A hand-over is published from inside the releasing task's run, but it is not
+  that task's child: while it is published, Celery is not told of the running task
+  (:func:`outside_running_task`), so the message keeps the parent and root it was first sent
+  with, inherits no priority, and is not added to the releasing task's ``children``.
 * :func:`ensure_sweeper` / :func:`start_for_app`: every process that runs cachify tasks sweeps
   the waiting rooms of its instances about once a second on cachify's renewal thread — and at
   each timed entry's due time
@@ -27,11 +30,13 @@ hand-over, and each worker process's sweep.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+from celery import _state as celery_state
 from kombu import serialization
 
 from cachify_core.backends.base import Handover
@@ -45,6 +50,7 @@ from .envelope import REQUEUES_HEADER, RESERVATION_HEADER
 __all__ = [
     "FRAMEWORK",
     "ensure_sweeper",
+    "outside_running_task",
     "parked_payload",
     "publish_handover",
     "publish_handovers",
@@ -73,6 +79,33 @@ def parked_payload(
     return handover.payload(FRAMEWORK, content_type.encode() + b"\n" + body)
 
 
+#: Bounds the unwinding of :func:`outside_running_task` (tasks called from tasks nest).
+_MAX_NESTED_TASKS = 64
+
+
+@contextlib.contextmanager
+def outside_running_task() -> Iterator[None]:
+    """Meanwhile, this thread runs no task as far as Celery can tell.
+
+    ``send_task`` fills a message's ``root_id`` and ``parent_id`` it was not given from the task
+    the worker runs in this thread (and its priority, with ``task_inherit_parent_priority``), and
+    adds the result to that task's ``children``: right for a task a body sends, wrong for a
+    hand-over, which only happens to be published by the task that freed its slot. Celery has no
+    option for "not a child" (a ``parent_id`` of ``None`` is filled in), so the thread's stack of
+    running tasks (``celery._state``'s ``get_current_task``/``pop_current_task``/
+    ``push_current_task``, what Celery's tracer itself uses) is emptied meanwhile and put back
+    as it was, even if the publish raises.
+    """
+    hidden: list[Any] = []
+    try:
+        while celery_state.get_current_task() is not None and len(hidden) < _MAX_NESTED_TASKS:
+            hidden.append(celery_state.pop_current_task())
+        yield
+    finally:
+        for task in reversed(hidden):
+            celery_state.push_current_task(task)
+
+
 def publish_handover(app: Any, entry_id: str, body: bytes) -> None:
     """Publish one hand-over: the parked signature, now carrying its reservation. It goes
     through ``send_task``, as a resend (its requeue header is set): its hold is refreshed,
@@ -84,8 +117,8 @@ def publish_handover(app: Any, entry_id: str, body: bytes) -> None:
     signature = app.signature(loaded)
     options = signature.options
     options["headers"] = {**(options.get("headers") or {}), RESERVATION_HEADER: entry_id}
-    with front.at_front():
-        signature.apply_async()
+    with front.at_front(), outside_running_task():
+        signature.apply_async(add_to_parent=False)
 
 
 def at_front(app: Any) -> bool:

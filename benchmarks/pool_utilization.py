@@ -15,6 +15,11 @@ from the bodies' own records). Side by side, per framework:
   pattern (``RateLimitExceeded`` retried by the default ``Retries`` middleware).
 - ``dedicated``: the classic workaround and the ceiling: no cap in the store, a queue of its own
   consumed by ONE worker process with exactly ``max_size`` slots.
+- ``relay``: the floor of a hand-over through the broker, with no store at all: ``max_size``
+  chains on the same workers as ``pool_key``; each run, its body done, sends its chain's next
+  task (``i + max_size``), so every freed place waits for one publish, one delivery and one
+  start, as a hand-over's slot does, and for nothing else (no admission, no release, no parking,
+  no burst of newcomers). A hand-over cannot use more of the capacity than this.
 
 Also reported: the largest FIFO inversion (how many places a task was overtaken, start order vs
 send order), the peak concurrency seen by the bodies vs the cap, and the store's requests
@@ -50,11 +55,17 @@ from harness.workers import WorkerSet
 
 #: Variants per framework, and the task each one sends.
 VARIANTS: dict[str, tuple[str, ...]] = {
-    "celery": ("pool_key", "backoff", "dedicated"),
-    "dramatiq": ("pool_key", "backoff", "limiter", "dedicated"),
-    "taskiq": ("pool_key", "backoff", "dedicated"),
+    "celery": ("pool_key", "backoff", "dedicated", "relay"),
+    "dramatiq": ("pool_key", "backoff", "limiter", "dedicated", "relay"),
+    "taskiq": ("pool_key", "backoff", "dedicated", "relay"),
 }
-TASK_OF = {"pool_key": "gated", "backoff": "gated", "limiter": "limited", "dedicated": "plain"}
+TASK_OF = {
+    "pool_key": "gated",
+    "backoff": "gated",
+    "limiter": "limited",
+    "dedicated": "plain",
+    "relay": "relay",
+}
 #: Framework settings of every run (``--dramatiq-worker-timeout-ms``).
 FRAMEWORK_OPTIONS: dict[str, object] = {}
 #: Extra options of the gated task per variant.
@@ -117,7 +128,10 @@ def measure(
         workers.start()
         before = stats.snapshot(urls["store"])
         began = time.perf_counter()
-        workers.send(TASK_OF[variant], range(n))
+        if variant == "relay":  # max_size chains: each run sends its successor
+            workers.send("relay", range(min(size, n)), args_of=lambda _: (n,))
+        else:
+            workers.send(TASK_OF[variant], range(n))
         send_s = time.perf_counter() - began
         finished = workers.wait_done(range(n), timeout_s)
         after = stats.snapshot(urls["store"])
@@ -178,7 +192,9 @@ def main() -> int:
     parser.add_argument("-n", "--tasks", type=int, help="tasks per measurement (default 300; quick 60)")
     parser.add_argument("--sizes", help="comma-separated caps (default 2,8; quick 2)")
     parser.add_argument("--frameworks", default="celery,dramatiq,taskiq")
-    parser.add_argument("--variants", help="comma-separated subset of pool_key,limiter,dedicated")
+    parser.add_argument(
+        "--variants", help="comma-separated subset of pool_key,backoff,limiter,dedicated,relay"
+    )
     parser.add_argument("--body-s", type=float, default=0.1, help="seconds each task sleeps (default 0.1)")
     parser.add_argument(
         "--timeout-s", type=float, help="longest wait per measurement (default 300; quick 90)"

@@ -3,7 +3,9 @@
 
 Tasks (queue ``cfy-bench-<run>``): ``bench.gated`` carries the run's ``pool_key`` (and any other
 cachify options of the run); ``bench.plain`` has none (the dedicated-queue ceiling, capped by
-the worker's ``-c`` instead); ``bench.rated(i)`` and ``bench.tenant(i, tenant)`` carry the run's
+the worker's ``-c`` instead); ``bench.relay(i, n)`` has none either and, its body done, sends
+``relay(i + pool_size, n)`` (the hand-over floor: ``pool_size`` chains, each task's successor
+published by the run before it, as a hand-over is); ``bench.rated(i)`` and ``bench.tenant(i, tenant)`` carry the run's
 ``rated_options`` / ``tenant_options`` (rate limits) and record Celery's retry counter
 (``self.request.retries``). All run :func:`apps.observe.body`.
 """
@@ -75,6 +77,14 @@ def build(config: AppConfig) -> CeleryApp:
     def plain(i: int) -> int:
         return observe.body(config.observe_url, config.run, i, config.body_s)
 
+    @app.task(name="bench.relay", base=Task, shared=False, **late)
+    def relay(i: int, n: int) -> int:
+        observe.body(config.observe_url, config.run, i, config.body_s)
+        after = i + config.pool_size
+        if after < n:
+            relay.apply_async((after, n), task_id=f"relay-{after}-{uuid.uuid4().hex[:12]}")
+        return i
+
     @app.task(name="bench.rated", bind=True, shared=False, **late, **config.rated())
     def rated(self: Any, i: int) -> int:
         return observe.body(config.observe_url, config.run, i, config.body_s, self.request.retries or 0)
@@ -85,7 +95,9 @@ def build(config: AppConfig) -> CeleryApp:
             config.observe_url, config.run, i, config.body_s, self.request.retries or 0, tenant
         )
 
-    return CeleryApp(config, app, {"gated": gated, "plain": plain, "rated": rated, "tenant": tenant})
+    return CeleryApp(
+        config, app, {"gated": gated, "plain": plain, "relay": relay, "rated": rated, "tenant": tenant}
+    )
 
 
 def _main() -> Any:

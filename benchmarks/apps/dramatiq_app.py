@@ -1,7 +1,8 @@
 """The Dramatiq worker app: ``dramatiq apps.dramatiq_app:broker`` (``benchmarks/`` on the path).
 
 Actors (queue ``cfy-bench-<run>``): ``gated`` carries the run's ``pool_key`` (and any other
-cachify options of the run); ``plain`` has none (the dedicated-queue ceiling); ``limited`` is
+cachify options of the run); ``plain`` has none (the dedicated-queue ceiling); ``relay(i, n)`` has none either and, its body
+done, sends ``relay(i + pool_size, n)`` (the hand-over floor of ``pool_utilization.py``); ``limited`` is
 capped by Dramatiq's own ``ConcurrentRateLimiter`` the way its docs show: ``with
 limiter.acquire():`` raises ``RateLimitExceeded`` when full, and the default ``Retries``
 middleware retries the message (default backoff, default ``max_retries``); ``rated(i)`` and
@@ -23,7 +24,7 @@ from dramatiq.rate_limits import ConcurrentRateLimiter
 from dramatiq.rate_limits.backends import RedisBackend
 
 from cachify_core import init_cachify
-from cachify_dramatiq import CachifyMiddleware
+from cachify_dramatiq import CachifyMiddleware, polling
 
 from . import observe
 from .config import ENV, AppConfig
@@ -86,6 +87,12 @@ def build(config: AppConfig) -> DramatiqApp:
     def plain(i: int) -> None:
         observe.body(obs, run, i, body_s)
 
+    def relay(i: int, n: int) -> None:  # the hand-over floor: see pool_utilization.py
+        observe.body(obs, run, i, body_s)
+        if i + config.pool_size < n:
+            actors["relay"].send(i + config.pool_size, n)
+            polling.wake(config.queue)  # as after a hand-over: this process's consumers fetch now
+
     def limited(i: int) -> None:
         with limiter.acquire():
             observe.body(obs, run, i, body_s)
@@ -106,6 +113,7 @@ def build(config: AppConfig) -> DramatiqApp:
     actors = {
         "gated": actor(gated, **config.gated_options()),
         "plain": actor(plain),
+        "relay": actor(relay),
         "limited": actor(limited),
         "rated": actor(rated, **config.rated()),
         "tenant": actor(tenant, **config.tenant()),

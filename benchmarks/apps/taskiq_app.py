@@ -2,7 +2,9 @@
 
 A ``RedisStreamBroker`` on the stream ``cfy-bench-<run>``. Tasks: ``bench:gated`` carries the
 run's ``pool_key`` (and any other cachify options of the run); ``bench:plain`` has none (the
-dedicated-worker ceiling, capped by ``--max-async-tasks`` instead); ``bench:rated(i)`` and
+dedicated-worker ceiling, capped by ``--max-async-tasks`` instead); ``bench:relay(i, n)`` has none
+either and, its body done, sends ``relay(i + pool_size, n)`` (the hand-over floor of
+``benchmarks/pool_utilization.py``; async, its body in a thread pool of its own); ``bench:rated(i)`` and
 ``bench:tenant(i, tenant)`` carry the run's ``rated_options`` / ``tenant_options`` (rate limits)
 and record Taskiq's retry counter (the ``_retries`` label; absent: 0). All are sync functions
 (``time.sleep`` bodies), so Taskiq runs them in its thread pool: a worker's slots are
@@ -14,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,6 +84,17 @@ def build(config: AppConfig) -> TaskiqApp:
     def plain(i: int) -> int:
         return observe.body(obs, run, i, body_s)
 
+    relay_threads = ThreadPoolExecutor(max_workers=config.pool_size)  # pool_size chains at most
+
+    @broker.task("bench:relay")
+    async def relay(i: int, n: int) -> int:
+        # the hand-over floor (pool_utilization.py): the body in the thread pool, as a sync task's,
+        # then the successor sent from the event loop, as cachify's middleware sends a hand-over
+        await asyncio.get_running_loop().run_in_executor(relay_threads, observe.body, obs, run, i, body_s)
+        if i + config.pool_size < n:
+            await relay.kiq(i + config.pool_size, n)
+        return i
+
     def rated(i: int, context: Context = TaskiqDepends(Context)) -> int:  # noqa: B008 (Taskiq DI)
         return observe.body(obs, run, i, body_s, int(context.message.labels.get("_retries", 0)))
 
@@ -93,7 +107,9 @@ def build(config: AppConfig) -> TaskiqApp:
     rated_task = broker.task("bench:rated", **config.rated())(rated)
     tenant_task = broker.task("bench:tenant", **config.tenant())(tenant)
     return TaskiqApp(
-        config, broker, {"gated": gated, "plain": plain, "rated": rated_task, "tenant": tenant_task}
+        config,
+        broker,
+        {"gated": gated, "plain": plain, "relay": relay, "rated": rated_task, "tenant": tenant_task},
     )
 
 

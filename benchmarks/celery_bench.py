@@ -116,6 +116,16 @@ def build(url: str, tag: str) -> Bench:
     def everything(n: int) -> int:
         return n
 
+    pinger: list[Any] = []  # made in the child that runs the task (prefork forks after import)
+
+    @task("floor: no options, 2 bare PINGs in the body")
+    def floor(n: int) -> int:
+        if not pinger:
+            pinger.append(redis.Redis.from_url(url))
+        pinger[0].ping()
+        pinger[0].ping()
+        return n
+
     if QueueOnce is not None:
 
         @task("celery-once QueueOnce", base=QueueOnce, once={"graceful": True, "keys": ["n"]})
@@ -142,6 +152,7 @@ ROUND_TRIPS = {
     "cache_key, hit": "1 (get), body skipped",
     "once + pool + cache (miss)": "3 (claim; admission batch: get, hold, slot; finish batch: set, slot, hold)",
     "celery-once QueueOnce": "2 (lock; delete)",
+    "floor: no options, 2 bare PINGs in the body": "2 (PING; PING): what a gated task's 2 in the worker cost at least",
 }
 
 

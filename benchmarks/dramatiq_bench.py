@@ -147,7 +147,16 @@ def build_app(url: str, threads: int) -> App:
             time.sleep(WORK_S)
             tally.leave()
 
+    store = redis.Redis.from_url(url)  # the floor row's client (thread-safe: a connection pool)
+
+    def pinging(i: int) -> None:
+        tally.enter()
+        store.ping()
+        store.ping()
+        tally.leave()
+
     declare("plain", noop)
+    declare("floor", pinging)
     declare("once_queued", noop, once_key="b-{i}")
     declare("once_running", noop, once_key="b-{i}", once_mode="running")
     declare("pool_never_full", noop, pool_key="big", pool_max_size=10_000)
@@ -216,6 +225,8 @@ OVERHEAD_ROWS = [
     ("cache_key, every message a miss", "cache_miss"),
     ("cache_key, every message a hit", "cache_hit"),
     ("once_key + pool_key + cache_key (misses)", "all_three"),
+    # no option, but a gated task's two round trips in the worker, as bare PINGs: its floor
+    ("floor: no options, 2 bare PINGs in the actor", "floor"),
 ]
 
 

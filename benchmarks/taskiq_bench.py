@@ -92,6 +92,12 @@ WORKER_ROWS: dict[str, dict[str, Any]] = {
 }
 
 
+#: The floor of the gated row: no cachify option, but the round trips a gated task makes, as bare
+#: PINGs to the same Redis (one by the sender before each ``kiq``, two in the body): what three
+#: round trips cost, whatever they do. A gated task cannot be cheaper than this.
+FLOOR_ROW = "floor: no options, 3 bare PINGs (1 at send, 2 in the body)"
+
+
 def task_name(row: str) -> str:
     return "bench:" + "".join(c if c.isalnum() else "_" for c in row)
 
@@ -112,6 +118,7 @@ class WorkerApp:
             row: self.broker.task(task_name(row), **labels)(work_function())
             for row, labels in WORKER_ROWS.items()
         }
+        self.tasks[FLOOR_ROW] = self.broker.task(task_name(FLOOR_ROW))(pinging_function(url))
 
 
 def work_function(kind: str = "async") -> Callable[[int], Any]:
@@ -127,6 +134,20 @@ def work_function(kind: str = "async") -> Callable[[int], Any]:
         return i
 
     return work_sync
+
+
+def pinging_function(url: str) -> Callable[[int], Any]:
+    """The floor row's task: two PINGs to Redis, on one client per worker process."""
+    clients: list[aredis.Redis] = []
+
+    async def pinging(i: int) -> int:
+        if not clients:
+            clients.append(aredis.Redis.from_url(url))
+        await clients[0].ping()
+        await clients[0].ping()
+        return i
+
+    return pinging
 
 
 _app_env = os.environ.get(APP_ENV)
@@ -292,7 +313,11 @@ async def section_workers(url: str, tag: str, n: int) -> list[Row]:
             rows = list(worker_app.tasks)
             for row in rows + rows[::-1]:  # every row twice, in turn: the best run is kept
                 rate, commands = await _worker_run(
-                    url, worker_app.tasks[row], n, cached=row.startswith("cache_key")
+                    url,
+                    worker_app.tasks[row],
+                    n,
+                    cached=row.startswith("cache_key"),
+                    ping_at_send=row == FLOOR_ROW,
                 )
                 log(f"workers: {row}: {rate:,.0f} tasks/s")
                 if rate > best.get(row, (0.0, 0.0))[0]:
@@ -306,8 +331,11 @@ async def section_workers(url: str, tag: str, n: int) -> list[Row]:
     return out
 
 
-async def _worker_run(url: str, task: Any, n: int, cached: bool) -> tuple[float, float]:
-    """Send ``n`` tasks (100 sends in flight) and wait for every result: tasks/s, cmds/task."""
+async def _worker_run(
+    url: str, task: Any, n: int, cached: bool, ping_at_send: bool = False
+) -> tuple[float, float]:
+    """Send ``n`` tasks (100 sends in flight) and wait for every result: tasks/s, cmds/task.
+    ``ping_at_send``: each send first PINGs Redis (the floor row's round trip at send)."""
     keys = 10 if cached else n
     if cached:  # fill the cache first: the run measures hits
         warm = [await task.kiq(i) for i in range(keys)]
@@ -315,15 +343,21 @@ async def _worker_run(url: str, task: Any, n: int, cached: bool) -> tuple[float,
     base = next(_unique) * n if not cached else 0  # new keys in every run (once_key)
     before = await server_commands(url)
     started = time.perf_counter()
+    pinger = aredis.Redis.from_url(url)
+
+    async def send(i: int) -> Any:
+        if ping_at_send:
+            await pinger.ping()
+        return await task.kiq(i)
+
     handles: list[Any] = []
     for chunk in range(0, n, 100):
-        handles += await asyncio.gather(
-            *(task.kiq(base + i % keys) for i in range(chunk, min(n, chunk + 100)))
-        )
+        handles += await asyncio.gather(*(send(base + i % keys) for i in range(chunk, min(n, chunk + 100))))
     with counting_requests() as polls:  # our result polling: not the tasks' cost
         for handle in handles:
             await _wait(handle)
     rate = n / (time.perf_counter() - started)
+    await pinger.aclose()
     return rate, (await server_commands(url) - before - polls[0] - 1) / n
 
 

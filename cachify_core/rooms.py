@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from . import leases
 from .backends.base import Handover
@@ -57,16 +57,23 @@ def sweep_steps(registry: str, limit: int, max_rooms: int) -> Steps[list[Handove
     return handed
 
 
-def tick_steps(registry: str, limit: int, max_rooms: int) -> Steps[tuple[list[Handover], float | None]]:
+#: Steps a sweeper runs at the start of each tick, before the rooms' sweep; the hand-overs they
+#: made are published with the tick's (the task layer's owed releases: ``tasks/owed.py``).
+First = Callable[[], Steps[Sequence[Handover]]]
+
+
+def tick_steps(
+    registry: str, limit: int, max_rooms: int, first: First | None = None
+) -> Steps[tuple[list[Handover], float | None]]:
     """One tick: the hand-overs to publish now, and the seconds until the soonest timed entry
-    of the rooms swept is due (``None``: none)."""
+    of the rooms swept is due (``None``: none). ``first``: steps to run before the sweep."""
     if isinstance(max_rooms, bool) or not isinstance(max_rooms, int) or max_rooms < 1:
         raise ValueError(f"sweep: max_rooms must be an int >= 1, got {max_rooms!r}")
+    handed: list[Handover] = [] if first is None else list((yield from first()))
     keys: tuple[str, ...] = yield lambda b: b.rooms(registry)
     if len(keys) > max_rooms:
         start = next(_offsets) * max_rooms % len(keys)
         keys = (keys[start:] + keys[:start])[:max_rooms]
-    handed: list[Handover] = []
     soonest: float | None = None
     for key in keys:
         result = yield _sweep_one(key, registry, limit)
@@ -105,9 +112,11 @@ def start_sweeper(
     interval_s: float = DEFAULT_SWEEP_INTERVAL_S,
     limit: int = DEFAULT_SWEEP_LIMIT,
     max_rooms: int = DEFAULT_SWEEP_ROOMS,
+    first: First | None = None,
 ) -> Periodic:
     """Sweep ``c``'s rooms every ``interval_s`` on the per-process renewal thread and pass each
-    tick's hand-overs (when there are any) to ``publish``. ``stop()`` the result to end it.
+    tick's hand-overs (when there are any) to ``publish``; ``first`` runs at the start of each
+    tick (:data:`First`). ``stop()`` the result to end it.
 
     A tick that fails (store or broker down) is logged and the next one comes as usual: an
     unpublished hand-over is returned again once its lease passes. Start one per process, after
@@ -117,7 +126,7 @@ def start_sweeper(
     registry = registry_key(c.prefix)
 
     def tick() -> float | None:
-        handed, soonest = run_blocking(tick_steps(registry, limit, max_rooms), c.sync_backend)
+        handed, soonest = run_blocking(tick_steps(registry, limit, max_rooms, first), c.sync_backend)
         if handed:
             publish(handed)
         return soonest  # the renewal thread runs the next tick by then, if sooner
@@ -131,6 +140,7 @@ def start_async_sweeper(
     interval_s: float = DEFAULT_SWEEP_INTERVAL_S,
     limit: int = DEFAULT_SWEEP_LIMIT,
     max_rooms: int = DEFAULT_SWEEP_ROOMS,
+    first: First | None = None,
 ) -> Periodic:
     """The asyncio twin of :func:`start_sweeper`: a task on the running loop awaits
     ``publish(handed)``."""
@@ -138,7 +148,7 @@ def start_async_sweeper(
     registry = registry_key(c.prefix)
 
     async def tick() -> float | None:
-        handed, soonest = await run_async(tick_steps(registry, limit, max_rooms), c.async_backend)
+        handed, soonest = await run_async(tick_steps(registry, limit, max_rooms, first), c.async_backend)
         if handed:
             await publish(handed)
         return soonest

@@ -6,6 +6,7 @@ and the handed-over copy runs on the slot reserved for it — on both backends o
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -24,12 +25,14 @@ from cachify_core.tasks import (
     Verdict,
     delivery_name,
     handover,
+    owed,
     parse_task_options,
     read_origin,
 )
 
 from .delivery_support import Broker, event, live
 from .lost_reply import ReplyLosingProxy
+from .servers import PrivateServer, require_server_binary
 
 TASK = "tasks.job"
 
@@ -445,3 +448,83 @@ def test_an_origin_is_for_the_one_copy_it_was_written_for() -> None:
     assert read_origin("1/a:b:c:d.0", delivery_name("a", "b:c", "d", 1)) is None  # unreadable retries
     for junk in (None, 1, "", "1", "/x", "x/celery:t1:0.0", b"1/celery:t1:0.0"):
         assert read_origin(junk, delivery_name("celery", "t1", 0, 1)) is None
+
+
+def _nobody(handed: Sequence[Handover]) -> None:
+    """A delivery's publisher where nothing is expected to be handed over."""
+    assert not handed
+
+
+def durable_server() -> PrivateServer:
+    """A private server that keeps its data across a SIGKILL and restart (append-only, fsync
+    always): an outage the store comes back from with its slots and parked entries."""
+    server = PrivateServer(require_server_binary(), extra=("--appendonly", "yes", "--appendfsync", "always"))
+    server.start()
+    return server
+
+
+async def test_a_slot_a_finish_could_not_give_back_is_handed_over_by_the_next_admission(kind: str) -> None:
+    # The store dies while t0 runs on a pool of 1 with t1 parked, and comes back with its data:
+    # t0's finish fails (its release is owed, its lease no longer renewed but good for 60 s),
+    # and the next admission in this process gives the slot back first, handing it to t1 —
+    # not pool_slot_ttl later.
+    server = durable_server()
+    c = init_cachify(url=server.url, is_global=False)
+    try:
+        p = policy(c, pool_key="p", pool_max_size=1, pool_slot_ttl=60)
+        broker = Broker()
+        first = broker.delivery(p, "t0", 0)
+        assert (await event(first, kind, "admit")).verdict is Verdict.RUN
+        assert (await event(broker.delivery(p, "t1", 1), kind, "admit")).verdict is Verdict.PARKED
+        server.kill()
+        await event(first, kind, "succeeded", 0)  # keeps its outcome; the slot's release is owed
+        assert first.state is State.ENDED
+        assert owed.count(c) == 1
+        server.start()  # same port and data directory
+        assert slots(p) == 1  # still t0's: without the owed release, for up to 60 s
+        newcomer = broker.delivery(p, "t2", 2)
+        assert (await event(newcomer, kind, "admit")).verdict is Verdict.PARKED  # behind t1
+        assert owed.count(c) == 0
+        assert [m["id"] for _, m in broker.sent] == ["t1"]  # handed over, published by the newcomer
+        copy = broker.redeliver(p)
+        assert (await event(copy, kind, "admit")).verdict is Verdict.RUN
+        await event(copy, kind, "succeeded", 1)
+        assert [m["id"] for _, m in broker.sent] == ["t2"]
+    finally:
+        server.stop()
+
+
+def test_a_slot_a_finish_could_not_give_back_is_handed_over_by_the_next_sweep_tick() -> None:
+    # The same outage with no delivery coming afterwards: the worker's sweeper makes the owed
+    # release at its first tick after the store is back, and publishes the hand-over.
+    server = durable_server()
+    c = init_cachify(url=server.url, is_global=False)
+    published: list[tuple[str, dict[str, Any]]] = []
+    try:
+        p = policy(c, pool_key="p", pool_max_size=1, pool_slot_ttl=60)
+        first = live(
+            Delivery(p, "t0", (0,), {}, payload=lambda: handover.payload("test", b"{}"), publish=_nobody)
+        )
+        assert first.admit().verdict is Verdict.RUN
+        body = json.dumps({"id": "t1", "args": [1]}).encode()
+        parked = live(
+            Delivery(p, "t1", (1,), {}, payload=lambda: handover.payload("test", body), publish=_nobody)
+        )
+        assert parked.admit().verdict is Verdict.PARKED
+        server.kill()
+        first.succeeded(0)
+        assert owed.count(c) == 1
+        server.start()
+        sweeper = handover.start_worker_sweeper(
+            c, "test", lambda entry_id, raw: published.append((entry_id, json.loads(raw))), interval_s=0.1
+        )
+        assert sweeper is not None
+        deadline = time.monotonic() + 10
+        while not published and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert [m["id"] for _, m in published] == ["t1"]  # within a tick or two, not 60 s
+        assert owed.count(c) == 0
+        assert slots(p) == 1  # the slot, reserved for t1
+    finally:
+        handover.stop_worker_sweepers()
+        server.stop()

@@ -52,9 +52,10 @@ Only the integration knows which; when it cannot tell yet (Dramatiq and Taskiq l
 retry when it is re-sent), it says ``retry=None`` and reports ``retrying``/``ended`` later.
 
 After the body ran, a store that cannot be reached never changes the run's outcome: the
-failure is logged and whatever was not released ends by its TTL (renewal has stopped), but
-for a once hold, whose release is owed and sent again before this process's next admission
-that reaches the store (:mod:`.owed`).
+failure is logged, and the releases of its once hold and its pool slot are owed and sent again
+by this process's next admission or waiting-room sweep tick that reaches the store
+(:mod:`.owed`); what is not kept there (a rate claim, an owed release of a process that died)
+ends by its TTL (renewal has stopped).
 
 Every event exists as a blocking method and an ``a``-prefixed asyncio twin; both drive the same
 generator of backend steps (:mod:`cachify_core.steps`).
@@ -178,10 +179,12 @@ class Delivery:
         p = self.policy
         try:
             try:
-                # Holds an earlier finish here could not give back (the store was down): given
-                # back first, so this admission may take such a key afresh (1 round trip, only
-                # when something is owed).
-                yield from owed.settle_steps(p.cachify)
+                # Holds and slots an earlier finish here could not give back (the store was
+                # down): given back first, so this admission may take such a key or slot afresh
+                # (1 round trip, only when something is owed); their hand-overs are published
+                # with this admission's.
+                settled = yield from owed.settle_steps(p.cachify)
+                self._handed.extend(settled.handed)
                 decision = yield from p.admit_steps(
                     p.cachify,
                     self.task_id,

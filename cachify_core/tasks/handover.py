@@ -14,7 +14,8 @@ other's messages: it leaves them, and their own sweeper publishes them after the
 * :func:`payload` / :func:`publish_all` / :func:`apublish_all`: frame a body; publish a batch
   of hand-overs one by one, each failure logged and left to the sweep;
 * :func:`start_worker_sweeper` / :func:`start_async_worker_sweeper`: the per-process sweep of a
-  worker (idempotent per process and instance; nothing on a store without waiting rooms).
+  worker (idempotent per process and instance; nothing on a store without waiting rooms); each
+  tick first makes the releases this process's finishes owe (:mod:`.owed`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from .. import rooms
 from ..backends.base import Handover
 from ..instance import Cachify
 from ..leases import Periodic
+from ..steps import Steps
+from . import owed
 
 __all__ = [
     "PublishOne",
@@ -101,6 +104,18 @@ async def apublish_all(
     return sent
 
 
+def _settle(c: Cachify) -> rooms.First:
+    """Each sweep tick first makes the releases ``c``'s finishes owe (:mod:`.owed`): a slot a
+    store outage kept from being given back frees within a tick of the store's return, even
+    if no delivery comes to this process meanwhile."""
+
+    def steps() -> Steps[tuple[Handover, ...]]:
+        settled = yield from owed.settle_steps(c)
+        return settled.handed
+
+    return steps
+
+
 #: The sweepers this process runs: (pid, id of the instance) -> the periodic tick.
 _sweepers: dict[tuple[int, int], Periodic] = {}
 
@@ -125,7 +140,10 @@ def start_worker_sweeper(
     if skip:
         return _sweepers.get(key)
     periodic = rooms.start_sweeper(
-        c, lambda handed: publish_all(framework, handed, publish_one, newest_first), interval_s
+        c,
+        lambda handed: publish_all(framework, handed, publish_one, newest_first),
+        interval_s,
+        first=_settle(c),
     )
     _sweepers[key] = periodic
     return periodic
@@ -142,7 +160,7 @@ def start_async_worker_sweeper(
     async def publish(handed: list[Handover]) -> None:
         await apublish_all(framework, handed, publish_one)
 
-    periodic = rooms.start_async_sweeper(c, publish, interval_s)
+    periodic = rooms.start_async_sweeper(c, publish, interval_s, first=_settle(c))
     _sweepers[key] = periodic
     return periodic
 

@@ -813,14 +813,16 @@ class TaskPolicy:
         # The same message comes back carrying its reservation after a retry or a requeue:
         # its claims are not finished then, so the copy takes them over.
         comes_back = retry or keep_queued_hold
+        slot_release: Step | None = None
         if slot_key is not None and slot_token is not None:
             if room is not None:
                 claimed = None if comes_back else handle.claimed
-                steps.append(lambda b: b.room_release(slot_key, slot_token, room, claimed))
+                slot_release = lambda b: b.room_release(slot_key, slot_token, room, claimed)  # noqa: E731
                 kinds.append("room")
             else:
-                steps.append(lambda b: b.pool_release(slot_key, slot_token))
+                slot_release = lambda b: b.pool_release(slot_key, slot_token)  # noqa: E731
                 kinds.append("pool")
+            steps.append(slot_release)
         rate_step = rate_release_step(handle, finished=not comes_back)
         if rate_step is not None:
             steps.append(rate_step)
@@ -838,9 +840,15 @@ class TaskPolicy:
         try:
             results = (yield Batch(*steps)) if len(steps) > 1 else ((yield steps[0]),)
         except CachifyBackendError:
-            if "hold" in kinds:  # left to once_ttl otherwise: the next admission gives it back
+            # Left to once_ttl / pool_slot_ttl otherwise: the next admission or sweep tick in
+            # this process gives them back (an extended hold ends by its TTL, as it would).
+            if "hold" in kinds:
                 assert once_key is not None
                 owed.owe(handle.cachify, once_key, handle.task_id)
+            if slot_release is not None:
+                assert slot_key is not None
+                assert slot_token is not None
+                owed.owe_slot(handle.cachify, slot_key, slot_token, slot_release)
             raise
         for kind, got in zip(kinds, results, strict=True):
             if kind in ("room", "rate"):

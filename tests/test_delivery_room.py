@@ -528,3 +528,26 @@ def test_a_slot_a_finish_could_not_give_back_is_handed_over_by_the_next_sweep_ti
     finally:
         handover.stop_worker_sweepers()
         server.stop()
+
+
+async def test_a_slot_named_after_its_delivery_is_not_owed(kind: str) -> None:
+    # A token the integration names after the delivery (Celery's) is presented again by a
+    # redelivered copy, which takes the slot over: a late release would free the copy's slot,
+    # so such a slot is left to pool_slot_ttl.
+    server = durable_server()
+    c = init_cachify(url=server.url, is_global=False)
+    try:
+        p = policy(c, pool_key="p", pool_max_size=1, pool_slot_ttl=60)
+        first = live(Delivery(p, "t0", (0,), {}, slot_token="t0/0/0", payload=lambda: b"{}", publish=_nobody))
+        assert (await event(first, kind, "admit")).verdict is Verdict.RUN
+        server.kill()
+        await event(first, kind, "succeeded", 0)
+        assert owed.count(c) == 0
+        server.start()
+        copy = live(Delivery(p, "t0", (0,), {}, slot_token="t0/0/0", payload=lambda: b"{}", publish=_nobody))
+        assert (await event(copy, kind, "admit")).verdict is Verdict.RUN  # the same name: its slot
+        assert slots(p) == 1
+        await event(copy, kind, "succeeded", 0)
+        assert slots(p) == 0
+    finally:
+        server.stop()

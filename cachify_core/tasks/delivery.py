@@ -52,10 +52,11 @@ Only the integration knows which; when it cannot tell yet (Dramatiq and Taskiq l
 retry when it is re-sent), it says ``retry=None`` and reports ``retrying``/``ended`` later.
 
 After the body ran, a store that cannot be reached never changes the run's outcome: the
-failure is logged, and the releases of its once hold and its pool slot are owed and sent again
-by this process's next admission or waiting-room sweep tick that reaches the store
-(:mod:`.owed`); what is not kept there (a rate claim, an owed release of a process that died)
-ends by its TTL (renewal has stopped).
+failure is logged, and the releases of its once hold and (when its token was made for the run
+alone) its pool slot are owed and sent again by this process's next admission or waiting-room
+sweep tick that reaches the store (:mod:`.owed`); what is not kept there (a rate claim, a slot
+named after its delivery, an owed release of a process that died) ends by its TTL (renewal
+has stopped).
 
 Every event exists as a blocking method and an ``a``-prefixed asyncio twin; both drive the same
 generator of backend steps (:mod:`cachify_core.steps`).

@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from .. import rooms
 from ..backends.base import Handover
+from ..errors import CachifyBackendError
 from ..instance import Cachify
 from ..leases import Periodic
 from ..steps import Steps
@@ -107,10 +108,15 @@ async def apublish_all(
 def _settle(c: Cachify) -> rooms.First:
     """Each sweep tick first makes the releases ``c``'s finishes owe (:mod:`.owed`): a slot a
     store outage kept from being given back frees within a tick of the store's return, even
-    if no delivery comes to this process meanwhile."""
+    if no delivery comes to this process meanwhile. If they cannot be made yet (on Redis
+    Cluster, one node down), they stay owed and the tick sweeps the rooms all the same."""
 
     def steps() -> Steps[tuple[Handover, ...]]:
-        settled = yield from owed.settle_steps(c)
+        try:
+            settled = yield from owed.settle_steps(c)
+        except CachifyBackendError as exc:  # kept for the next tick; the rooms are swept now
+            logger.warning("cachify: owed releases not made yet (kept for the next try): %s", exc)
+            return ()
         return settled.handed
 
     return steps

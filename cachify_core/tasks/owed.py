@@ -7,10 +7,13 @@ its TTL: for a once hold that is ``once_ttl``, an hour by default, during which 
 every new send of that task; for a pool slot it is ``pool_slot_ttl`` (60 s by default), during
 which the pool is one slot short and the tasks parked in its waiting room wait for it. So such
 releases are remembered here, per :class:`~cachify_core.Cachify` instance, and sent again
-(owner-checked: a hold by its task id, a slot by its token, so repeating one can only release
-what that run itself held) before the next admission's own steps on that instance, and at the
-start of the next sweep tick of its waiting rooms: 1 round trip, and only when something is
-owed. A slot's release hands the freed slot on as any release does: the hand-overs come back
+(owner-checked: a hold by its task id, a slot by its token) before the next admission's own
+steps on that instance, and at the start of the next sweep tick of its waiting rooms: 1 round
+trip, and only when something is owed. A slot is kept only when its token was made for that
+run alone (Dramatiq's and Taskiq's): a token named after the delivery (Celery's) is presented
+again by a redelivered copy, which takes the slot over, and a late release would free the
+copy's slot; such a slot is left to ``pool_slot_ttl``. (A hold is released by task id, and a
+copy of the same task id holds it as the same run would.) A slot's release hands the freed slot on as any release does: the hand-overs come back
 with the settlement, for the caller to publish (a slot the sweep already handed on, its lease
 having run out meanwhile, is released by nobody twice: the repeated release finds no slot of
 that token and only moves the queue).

@@ -116,6 +116,11 @@ class RunHandle:
     claimed: str | None = None
     #: Hand-overs the finish made: the integration publishes them (drained by the delivery).
     handed: list[Handover] = field(default_factory=list, repr=False)
+    #: Whether the slot token was made for this run alone (the integration named none): only
+    #: then may a release the store did not hear be made later (:mod:`.owed`). A token named
+    #: after the delivery (Celery's) is presented again by a redelivered copy, which takes the
+    #: slot over: a late release would free the copy's running slot.
+    slot_token_fresh: bool = False
     #: Whether this admission took the hold itself (not only refreshed the claim at send, or a
     #: running holder's of the same id): a duplicate hand-over gives such a hold back.
     once_fresh: bool = False
@@ -576,6 +581,7 @@ class TaskPolicy:
                     admission.handed = tuple(handle.handed)
                     return admission
                 handle.slot_key, handle.slot_token, handle.room = slot_key, token, room
+                handle.slot_token_fresh = slot_token is None
                 handle.slot_lease = leases.begin(c, "pool", slot_key, token, plan.ttl_ms, True, asyncio)
                 if events.sink is not None:
                     events.sink.acquired("pool", self.label("pool_key"), o.task_name, token, c, slot_key)
@@ -841,11 +847,12 @@ class TaskPolicy:
             results = (yield Batch(*steps)) if len(steps) > 1 else ((yield steps[0]),)
         except CachifyBackendError:
             # Left to once_ttl / pool_slot_ttl otherwise: the next admission or sweep tick in
-            # this process gives them back (an extended hold ends by its TTL, as it would).
+            # this process gives them back (an extended hold ends by its TTL, as it would; so
+            # does a slot whose token a redelivered copy may present: slot_token_fresh).
             if "hold" in kinds:
                 assert once_key is not None
                 owed.owe(handle.cachify, once_key, handle.task_id)
-            if slot_release is not None:
+            if slot_release is not None and handle.slot_token_fresh:
                 assert slot_key is not None
                 assert slot_token is not None
                 owed.owe_slot(handle.cachify, slot_key, slot_token, slot_release)

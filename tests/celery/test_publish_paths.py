@@ -135,3 +135,38 @@ def test_worker_start_refuses_options_a_plain_task_would_ignore(redis_dbs: Redis
 
     with pytest.raises(SystemExit, match=r"forgotten.*once_key.*not a CachifyTask"):
         check_at_start(app)
+
+
+def test_outside_running_task_hides_this_threads_tasks_and_puts_them_back() -> None:
+    # What a hand-over's publish runs under (room.publish_handover): send_task sees no running
+    # task, and the thread's stack is whole again afterwards, even when the publish raises; a
+    # thread of its own, so its stack is its own.
+    from celery import _state
+
+    from cachify_celery.room import outside_running_task
+
+    outer, inner = object(), object()
+    seen: dict[str, Any] = {}
+
+    def run() -> None:
+        _state._task_stack.push(outer)
+        _state._task_stack.push(inner)
+        try:
+            with outside_running_task():
+                seen["inside"] = _state.get_current_task()
+            seen["after"] = _state.get_current_task()
+            with pytest.raises(RuntimeError), outside_running_task():
+                raise RuntimeError("publish failed")
+            seen["after error"] = _state.get_current_task()
+            assert _state._task_stack.pop() is inner
+            seen["below"] = _state.get_current_task()
+            assert _state._task_stack.pop() is outer
+        except BaseException as exc:  # reported below: an assertion in a thread fails nothing
+            seen["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(timeout=10)
+    assert "error" not in seen, seen.get("error")
+    assert seen == {"inside": None, "after": inner, "after error": inner, "below": outer}
+    assert _state.get_current_task() is None  # this thread's stack was never touched

@@ -92,18 +92,20 @@ def outside_running_task() -> Iterator[None]:
     adds the result to that task's ``children``: right for a task a body sends, wrong for a
     hand-over, which only happens to be published by the task that freed its slot. Celery has no
     option for "not a child" (a ``parent_id`` of ``None`` is filled in), so the thread's stack of
-    running tasks (``celery._state``'s ``get_current_task``/``pop_current_task``/
-    ``push_current_task``, what Celery's tracer itself uses) is emptied meanwhile and put back
-    as it was, even if the publish raises.
+    running tasks (``celery._state._task_stack``, which Celery's tracer pushes and pops) is
+    emptied meanwhile and put back as it was, even if the publish raises. Its ``push``/``pop``
+    are taken from the stack at each call, not from ``celery._state``'s module-level aliases:
+    with ``USE_FAST_LOCALS`` those are bound to the importing thread's list.
     """
+    stack: Any = celery_state._task_stack  # looked up now: its push/pop may be per thread
     hidden: list[Any] = []
     try:
-        while celery_state.get_current_task() is not None and len(hidden) < _MAX_NESTED_TASKS:
-            hidden.append(celery_state.pop_current_task())
+        while stack.top is not None and len(hidden) < _MAX_NESTED_TASKS:
+            hidden.append(stack.pop())
         yield
     finally:
         for task in reversed(hidden):
-            celery_state.push_current_task(task)
+            stack.push(task)
 
 
 def publish_handover(app: Any, entry_id: str, body: bytes) -> None:

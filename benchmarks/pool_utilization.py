@@ -129,7 +129,7 @@ def measure(
         before = stats.snapshot(urls["store"])
         began = time.perf_counter()
         if variant == "relay":  # max_size chains: each run sends its successor
-            workers.send("relay", range(min(size, n)), args_of=lambda _: (n,))
+            workers.send(TASK_OF[variant], range(min(size, n)), args_of=lambda _: (n,))
         else:
             workers.send(TASK_OF[variant], range(n))
         send_s = time.perf_counter() - began

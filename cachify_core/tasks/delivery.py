@@ -184,8 +184,7 @@ class Delivery:
                 # down): given back first, so this admission may take such a key or slot afresh
                 # (1 round trip, only when something is owed); their hand-overs are published
                 # with this admission's.
-                settled = yield from owed.settle_steps(p.cachify)
-                self._handed.extend(settled.handed)
+                self._handed.extend((yield from owed.settle_steps(p.cachify)))
                 decision = yield from p.admit_steps(
                     p.cachify,
                     self.task_id,

@@ -113,11 +113,10 @@ def _settle(c: Cachify) -> rooms.First:
 
     def steps() -> Steps[tuple[Handover, ...]]:
         try:
-            settled = yield from owed.settle_steps(c)
+            return (yield from owed.settle_steps(c))
         except CachifyBackendError as exc:  # kept for the next tick; the rooms are swept now
             logger.warning("cachify: owed releases not made yet (kept for the next try): %s", exc)
             return ()
-        return settled.handed
 
     return steps
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import threading
 import weakref
 from collections import OrderedDict
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from ..backends.base import Handover, RoomRelease
 from ..steps import Batch, Step, Steps
@@ -36,7 +36,7 @@ from ..steps import Batch, Step, Steps
 if TYPE_CHECKING:
     from ..instance import Cachify
 
-__all__ = ["MAX_OWED", "Settled", "count", "owe", "owe_slot", "settle_steps"]
+__all__ = ["MAX_OWED", "count", "owe", "owe_slot", "settle_steps"]
 
 #: Releases kept per Cachify instance; beyond it, the oldest is left to its TTL.
 MAX_OWED = 10_000
@@ -47,18 +47,6 @@ _What = tuple[str, str, str]
 _lock = threading.Lock()
 #: instance → {what: the release step}, oldest first.
 _owed: weakref.WeakKeyDictionary[Cachify, OrderedDict[_What, Step]] = weakref.WeakKeyDictionary()
-
-
-class Settled(NamedTuple):
-    """What a settlement gave back: ``released``, the holds and slots that were still held
-    (one that had expired, or was never this run's, counts for nothing); ``handed``, the
-    hand-overs the slot releases made, to publish now."""
-
-    released: int = 0
-    handed: tuple[Handover, ...] = ()
-
-
-_NOTHING = Settled()
 
 
 def _keep(c: Cachify, what: _What, release: Step) -> None:
@@ -102,22 +90,15 @@ def _settled(c: Cachify, released: list[_What]) -> None:
             owed.pop(what, None)
 
 
-def settle_steps(c: Cachify) -> Steps[Settled]:
-    """Make every release ``c`` owes, in one batch (nothing when it owes nothing). Raises the
-    backend's error, everything still owed, when the store is still unreachable. Two callers
-    settling at once may both send a release: harmless, each is owner-checked."""
+def settle_steps(c: Cachify) -> Steps[tuple[Handover, ...]]:
+    """Make every release ``c`` owes, in one batch (nothing when it owes nothing); the
+    hand-overs the slot releases made, to publish now. Raises the backend's error, everything
+    still owed, when the store is still unreachable. Two callers settling at once may both send
+    a release: harmless, each is owner-checked."""
     sent = _owed_now(c)
     if not sent:
-        return _NOTHING
+        return ()
     steps = [release for _, release in sent]
     results = (yield Batch(*steps)) if len(steps) > 1 else ((yield steps[0]),)
     _settled(c, [what for what, _ in sent])
-    released = 0
-    handed: list[Handover] = []
-    for got in results:
-        if isinstance(got, RoomRelease):
-            released += got.released
-            handed.extend(got.handed)
-        else:  # lock_release / pool_release: whether it was still held
-            released += got is True
-    return Settled(released, tuple(handed))
+    return tuple(h for got in results if isinstance(got, RoomRelease) for h in got.handed)

@@ -115,3 +115,37 @@ async def test_a_large_write_to_a_stuck_server_fails_within_its_socket_timeout(
     assert await c.async_backend.cache_set("ns", "after", b"2", None, gen)
     assert (await c.async_backend.cache_get("ns", "after")).value == b"2"
     assert (await c.async_backend.cache_get("ns", "big")).value in (None, big)
+
+
+async def test_a_second_burst_of_concurrent_calls_opens_no_connection(server: PrivateServer) -> None:
+    """Every connection a burst opened is kept for the next one (a cap below the burst's size
+    made each burst open and close the surplus again)."""
+    c = Cachify(url=server.url, prefix="WB-")
+
+    @c.cached("burst-{n}")
+    async def value(n: int) -> int:
+        return n
+
+    burst = 100  # above the old cap of 64; redis-py's asyncio pool allows 100 connections
+    probe = redis.Redis(host="127.0.0.1", port=server.port)
+
+    def connections_received() -> int:
+        return int(probe.info("stats")["total_connections_received"])
+
+    assert await asyncio.gather(*(value(n) for n in range(burst))) == list(range(burst))
+    opened = connections_received()
+    for round_ in range(1, 4):
+        start = round_ * burst
+        assert await asyncio.gather(*(value(n) for n in range(start, start + burst))) == list(
+            range(start, start + burst)
+        )
+    assert connections_received() == opened  # the probe's own connection is counted once, before
+    probe.close()
+
+
+def test_a_wire_keeps_no_more_idle_connections_than_its_pool_allows() -> None:
+    assert wire.SyncWire(redis.Redis(max_connections=10))._max_idle == 10
+    default = redis.Redis()
+    assert wire.SyncWire(default)._max_idle == min(default.connection_pool.max_connections, wire.MAX_IDLE)
+    assert wire.SyncWire(redis.Redis(max_connections=5000))._max_idle == wire.MAX_IDLE
+    assert wire.AsyncWire(aredis.Redis(max_connections=3))._max_idle == 3

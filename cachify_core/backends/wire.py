@@ -6,7 +6,8 @@ and parsing the reply (hiredis) on a connection we keep ourselves. On loopback t
 most of an operation's cost, so the Redis backend sends through these wires:
 
 * connections are redis-py ``Connection`` objects built with the client's own settings (host,
-  auth, TLS, timeouts, parser), kept in a small LIFO stack per wire;
+  auth, TLS, timeouts, parser), kept in a LIFO stack per wire: as many as were in use at once,
+  up to :data:`MAX_IDLE` (and the pool's ``max_connections``);
 * a connection idle for over a second is checked before use (``can_read``: the server may have
   closed it), and one that raised is disconnected, never reused mid-reply;
 * a fork empties the stack (sockets are not shared with a child);
@@ -39,8 +40,12 @@ Replies = list[Any]
 
 #: A connection unused for longer than this is checked before use (one poll syscall).
 IDLE_CHECK_S = 1.0
-#: Idle connections kept per wire; more concurrent callers open and close their own.
-MAX_IDLE = 64
+#: Idle connections kept per wire, at most (and never more than the client pool's own
+#: ``max_connections``): every connection a burst of concurrent callers opened is kept for the
+#: next burst. A cap below a worker's concurrency (Taskiq runs 100 deliveries at once by
+#: default) made each burst open and close the surplus: a connect, redis-py's handshake and a
+#: close per request above the cap, which doubled the CPU of an asyncio claim at send.
+MAX_IDLE = 1024
 
 _now = time.monotonic
 
@@ -93,6 +98,8 @@ class _Wire:
             self._kwargs = dict(pool.connection_kwargs)
             self._pack = _packer(self._kwargs)
         self._idle: list[tuple[Any, float]] = []
+        limit = getattr(getattr(client, "connection_pool", None), "max_connections", None)
+        self._max_idle = min(MAX_IDLE, limit) if isinstance(limit, int) and limit > 0 else MAX_IDLE
 
     def _packed(self, conn: Any, commands: list[tuple[Any, ...]]) -> Any:
         """``commands`` as the chunks of one write: hiredis's packer, else the connection's."""
@@ -124,7 +131,7 @@ class SyncWire(_Wire):
         return conn
 
     def _give(self, conn: Any) -> None:
-        if len(self._idle) < MAX_IDLE:
+        if len(self._idle) < self._max_idle:
             self._idle.append((conn, _now()))
         else:
             conn.disconnect()
@@ -190,7 +197,7 @@ class AsyncWire(_Wire):
         return conn
 
     async def _give(self, conn: Any) -> None:
-        if len(self._idle) < MAX_IDLE:
+        if len(self._idle) < self._max_idle:
             self._idle.append((conn, _now()))
         else:
             await conn.disconnect()

@@ -5,6 +5,7 @@ asyncio write path hands large requests to the socket in full and is bounded on 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import time
 
 import pytest
@@ -149,3 +150,48 @@ def test_a_wire_keeps_no_more_idle_connections_than_its_pool_allows() -> None:
     assert wire.SyncWire(default)._max_idle == min(default.connection_pool.max_connections, wire.MAX_IDLE)
     assert wire.SyncWire(redis.Redis(max_connections=5000))._max_idle == wire.MAX_IDLE
     assert wire.AsyncWire(aredis.Redis(max_connections=3))._max_idle == 3
+
+
+async def test_an_asyncio_batch_reads_an_error_reply_in_its_place_and_stays_in_step(
+    server: PrivateServer,
+) -> None:
+    """The batch reader (hiredis, one deadline per batch) returns each reply, an error reply in
+    its place, and leaves the connection ready for the next request."""
+    from redis.exceptions import ResponseError
+
+    w = wire.AsyncWire(aredis.Redis(host="127.0.0.1", port=server.port))
+    assert await w.pipeline([("PING",)]) == [b"PONG"]  # connects
+    ((conn, _),) = w._idle
+    if importlib.util.find_spec("hiredis") and wire._timeout is not None:
+        assert wire._hiredis_stream(conn) is not None  # the batch reader, not redis-py's per reply
+    big = b"v" * (3 * 1024 * 1024)  # several reads of the stream
+    await w("SET", "big", big)
+    replies = await w.pipeline([("ECHO", "a"), ("NO-SUCH-COMMAND",), ("GET", "big"), ("INCR", "big")])
+    assert replies[0] == b"a"
+    assert replies[2] == big
+    assert isinstance(replies[1], ResponseError)
+    assert "unknown command" in str(replies[1])
+    assert isinstance(replies[3], ResponseError)
+    with pytest.raises(ResponseError):
+        await w("INCR", "big")
+    assert await w("ECHO", "still in step") == b"still in step"
+    assert [c for c, _ in w._idle] == [conn]  # the same connection throughout
+
+
+async def test_an_asyncio_connection_closed_by_the_server_fails_its_call_and_is_replaced(
+    server: PrivateServer,
+) -> None:
+    """EOF while reading a batch: a ConnectionError (a CachifyBackendError to cachify's
+    callers), the connection dropped, and the next call on a new connection works."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    w = wire.AsyncWire(aredis.Redis(host="127.0.0.1", port=server.port))
+    own_id = await w("CLIENT", "ID")
+    probe = redis.Redis(host="127.0.0.1", port=server.port)
+    assert probe.client_kill_filter(_id=own_id) == 1
+    probe.close()
+    with pytest.raises(RedisConnectionError):
+        await w.pipeline([("PING",), ("PING",)])
+    assert w._idle == []
+    assert await w.pipeline([("PING",), ("ECHO", "b")]) == [b"PONG", b"b"]
+    assert await w("CLIENT", "ID") != own_id

@@ -296,17 +296,20 @@ class TaskPolicy:
             f"unreachable ({error}); pass once_on_store_error='send' to send without deduplication then"
         ) from error
 
-    def require_shared_store(self, framework: str) -> None:
+    def require_shared_store(self, framework: str, unless: Callable[[], bool] | None = None) -> None:
         """Refuse the embedded in-memory backend when ``framework``'s workers are other processes.
 
         The memory backend coordinates one process: with it, a hold taken by the sender is
         invisible to the workers (and a prefork child's to its siblings), so deduplication and
         caps would silently do nothing, or a result would be served from a stale copy.
+        ``unless``: asked only when the store is the embedded one (it may cost more than the
+        check: Celery reads its configuration), true when the workers run in this process
+        after all (an in-memory broker, eager runs).
         """
         if not self.options.active:
             return
         backend = self.cachify.async_backend
-        if isinstance(backend, (MemoryStore, AsyncMemoryBackend)):
+        if isinstance(backend, (MemoryStore, AsyncMemoryBackend)) and not (unless is not None and unless()):
             raise CachifyInitError(
                 f"task {self.options.task_name!r}: cachify uses the embedded in-memory backend, which "
                 f"coordinates one process, but {framework} workers run in other processes; call "

@@ -173,8 +173,8 @@ class CachifyTask(Task):  # type: ignore[misc]  # celery ships no type informati
         if request.called_directly or type(self)._cachify_policies is None:
             return super().__call__(*args, **kwargs)
         policy = policy_for_message(self, request.headers)
-        if not request.is_eager and policy.options.active and not uses_in_process_broker(self.app):
-            policy.require_shared_store("Celery")
+        if not request.is_eager:
+            policy.require_shared_store("Celery", unless=lambda: uses_in_process_broker(self.app))
         requeues = requeues_of(request)
         app = self.app
         parks = not request.is_eager  # nothing comes back through a broker: a full pool waits here

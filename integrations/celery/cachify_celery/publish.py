@@ -118,8 +118,7 @@ def guard_send_task(app: Any) -> None:
         policy = None if task is None else policy_for_message(task, options.get("headers"))
         if policy is None or not policy.options.active:
             return original(**named, **options)
-        if not uses_in_process_broker(app):
-            policy.require_shared_store("Celery")
+        policy.require_shared_store("Celery", unless=lambda: uses_in_process_broker(app))
         if not policy.options.claims_at_enqueue:
             return original(**named, **options)
         named["task_id"] = named.get("task_id") or uuid()

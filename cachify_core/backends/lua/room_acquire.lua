@@ -29,21 +29,28 @@
 local token, entry, payload = ARGV[2], ARGV[3], ARGV[4]
 local max_size, slot_ttl, lease, started_ttl, max_waiting = settings(ARGV[5])
 local rid, batch = ARGV[6], tonumber(ARGV[7])
+-- A room that holds nothing and remembers nothing (no parked, timed or handed-over entry, no
+-- claim, no started mark): the quietest case, a pool that is not full. One call tells it, and
+-- then neither the redelivery checks below nor the held count can find anything.
+local quiet = rid == '' and redis.call('EXISTS', ROOM, TIMED, HANDED, CLAIMS, STARTED) == 0
 -- An entry id already handed over, claimed, or remembered as started: this is a redelivery of
 -- the delivery that parked under it (a worker died between the park and its acknowledgement),
 -- and its task is on its way or ran: a duplicate, nothing stored. (Still parked: it keeps its
 -- place, as a retried call does, below.)
-if rid == '' and (redis.call('ZSCORE', HANDED, entry) or redis.call('HEXISTS', CLAIMS, entry) == 1
-    or redis.call('ZSCORE', STARTED, entry)) then
+if rid == '' and not quiet and (redis.call('ZSCORE', HANDED, entry)
+    or redis.call('HEXISTS', CLAIMS, entry) == 1 or redis.call('ZSCORE', STARTED, entry)) then
   return {3, 1, 0}
 end
-if rid == '' and redis.call('EXISTS', ROOM) == 0 then
+if quiet or (rid == '' and redis.call('EXISTS', ROOM) == 0) then
   -- the common case: nobody is parked, so no hand-over is owed and a free slot is ours (as
   -- pool_acquire.lua); the room's other bookkeeping is not touched
   redis.call('ZREMRANGEBYSCORE', SLOTS, '-inf', now)
   if redis.call('ZCARD', SLOTS) < max_size or redis.call('ZSCORE', SLOTS, token) then
     redis.call('ZADD', SLOTS, now + slot_ttl, token)
     keep_slots()
+    if quiet then
+      return {1, 0, 0}
+    end
     return {1, redis.call('ZCARD', TIMED) + redis.call('ZCARD', HANDED), 0}
   end
 end

@@ -29,13 +29,20 @@ local function wake()
   end
 end
 local claimed = ARGV[5]
-if claimed == '' and redis.call('EXISTS', ROOM) == 0 then
-  -- the common case: nobody is parked, nothing to hand over (as pool_release.lua)
-  keep_slots()
-  if released == 1 then
-    wake()
+if claimed == '' then
+  -- the common case: nobody is parked, nothing to hand over (as pool_release.lua); one call
+  -- tells whether anything else is held (timed, handed over) to count
+  local others = redis.call('EXISTS', ROOM, TIMED, HANDED)
+  if others == 0 or redis.call('EXISTS', ROOM) == 0 then
+    keep_slots()
+    if released == 1 then
+      wake()
+    end
+    if others == 0 then
+      return {released, 0, 0}
+    end
+    return {released, redis.call('ZCARD', TIMED) + redis.call('ZCARD', HANDED), 0}
   end
-  return {released, redis.call('ZCARD', TIMED) + redis.call('ZCARD', HANDED), 0}
 end
 --@room_lib
 if claimed ~= '' and redis.call('HGET', CLAIMS, claimed) == ARGV[2] then

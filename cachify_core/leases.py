@@ -2,7 +2,8 @@
 
 A held lease is renewed every third of its TTL: for blocking holders one daemon thread per
 process schedules renewals and a few worker threads make them (so one stalled call delays no
-other lease); for async holders a task per lease does. Renewal stops when the
+other lease); for async holders each event loop keeps a heap and one timer, and each due
+renewal runs as a task of its own. Renewal stops when the
 holder releases, and dies with the process, so a crashed holder's lease ends within one TTL.
 A renewal that finds the lease gone (expired, or force-released) logs a warning and stops (the
 holder can check ``owned()``); a renewal that fails on a backend error is retried within a
@@ -25,6 +26,7 @@ import math
 import os
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Literal
@@ -290,30 +292,114 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=renewer._after_fork)
 
 
-def start_async_renewal(backend: AsyncBackend, kind: Kind, key: str, token: str, ttl_ms: int) -> Lease:
-    """Renew from a task on the running loop; ``lease.stop()`` cancels it."""
-    lease = Lease(backend, kind, key, token, ttl_ms)
+class _LoopRenewals:
+    """The asyncio twin of :class:`Renewer`, one per event loop: a heap of due times and one
+    timer for the earliest. Starting a lease is a heap push and stopping it a flag (no task per
+    lease: creating, starting and cancelling one cost 14 µs of CPU per lease here); each due
+    renewal runs as a task of its own, so one stalled call delays no other lease. Every method
+    runs on the loop's thread."""
 
-    async def loop() -> None:
-        failed = False
-        while not lease.stopped:
-            await asyncio.sleep(lease.next_delay_s(failed))
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Lease, AsyncBackend]] = []
+        self._seq = itertools.count()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_due = math.inf
+        self._stopped = 0  # stopped leases still in the heap (approximately, as Renewer's)
+
+    def add(self, lease: Lease, backend: AsyncBackend, due: float) -> None:
+        heapq.heappush(self._heap, (due, next(self._seq), lease, backend))
+        if due < self._timer_due:
+            self._arm()
+
+    def _arm(self) -> None:
+        while self._heap and self._heap[0][2].stopped:
+            heapq.heappop(self._heap)
+            self._stopped = max(0, self._stopped - 1)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer, self._timer_due = None, math.inf
+        if self._heap:
+            self._timer_due = self._heap[0][0]
+            self._timer = asyncio.get_running_loop().call_later(
+                max(self._timer_due - _now(), 0.0), self._fire
+            )
+
+    def _fire(self) -> None:
+        self._timer, self._timer_due = None, math.inf
+        now, loop = _now(), asyncio.get_running_loop()
+        while self._heap and self._heap[0][0] <= now:
+            _, _, lease, backend = heapq.heappop(self._heap)
             if lease.stopped:
-                return
-            try:
-                alive = await _renew_async(lease, backend)
-                failed = False
-            except Exception as exc:
-                logger.warning("cachify: renewing %s %s failed: %s", lease.kind, lease.key, exc)
-                failed = True
+                self._stopped = max(0, self._stopped - 1)
                 continue
-            if not alive:
-                if not lease.stopped:
-                    lease._lost()
-                return
+            lease._task = loop.create_task(self._renew(lease, backend), name=f"cachify-renew:{lease.key}")
+        self._arm()
 
-    lease._task = asyncio.get_running_loop().create_task(loop(), name=f"cachify-renew:{key}")
+    async def _renew(self, lease: Lease, backend: AsyncBackend) -> None:
+        started = _now()
+        try:
+            alive = await _renew_async(lease, backend)
+            failed = False
+        except Exception as exc:  # backend down: try again soon
+            logger.warning("cachify: renewing %s %s failed: %s", lease.kind, lease.key, exc)
+            alive, failed = True, True
+        lease._task = None
+        if lease.stopped:
+            return
+        if not alive:
+            lease._lost()
+            return
+        self.add(lease, backend, started + lease.next_delay_s(failed))
+
+    def _stopped_one(self) -> None:
+        """As :meth:`Renewer._stopped_one`: drop dead entries once they are most of the heap."""
+        self._stopped += 1
+        if self._stopped > 64 and self._stopped * 2 > len(self._heap):
+            self._heap = [entry for entry in self._heap if not entry[2].stopped]
+            heapq.heapify(self._heap)
+            self._stopped = 0
+
+
+#: Each event loop's renewals (weak keys: a loop that is gone takes its heap with it).
+_loop_renewals: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopRenewals] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def start_async_renewal(backend: AsyncBackend, kind: Kind, key: str, token: str, ttl_ms: int) -> Lease:
+    """Renew on the running loop, every third of the TTL; ``lease.stop()`` ends it (and cancels
+    a renewal in flight)."""
+    lease = Lease(backend, kind, key, token, ttl_ms)
+    loop = asyncio.get_running_loop()
+    try:
+        renewals = _loop_renewals.get(loop)
+        if renewals is None:
+            renewals = _loop_renewals[loop] = _LoopRenewals()
+    except TypeError:  # a loop that takes no weak reference: a task of the lease's own
+        lease._task = loop.create_task(_renew_in_own_task(lease, backend), name=f"cachify-renew:{key}")
+        return lease
+    lease._on_stop = renewals._stopped_one
+    renewals.add(lease, backend, _now() + lease.interval_s)
     return lease
+
+
+async def _renew_in_own_task(lease: Lease, backend: AsyncBackend) -> None:
+    failed = False
+    while not lease.stopped:
+        await asyncio.sleep(lease.next_delay_s(failed))
+        if lease.stopped:
+            return
+        try:
+            alive = await _renew_async(lease, backend)
+            failed = False
+        except Exception as exc:
+            logger.warning("cachify: renewing %s %s failed: %s", lease.kind, lease.key, exc)
+            failed = True
+            continue
+        if not alive:
+            if not lease.stopped:
+                lease._lost()
+            return
 
 
 def every_async(name: str, interval_s: float, job: Callable[[], Awaitable[object]]) -> Periodic:

@@ -633,6 +633,43 @@ async def test_pooled_auto_renew(
     assert lost_warnings(caplog) == []
 
 
+async def test_many_async_holders_are_renewed_by_one_timer_and_a_stalled_renewal_holds_none_back(
+    renewing: Cachify, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """60 locks and 60 pool slots held at once on one loop, past two TTLs: every one is kept,
+    no task runs per held lease (only a due renewal has one), the first lock's renewals stall
+    for most of a TTL without costing anyone else theirs, and once released nothing renews."""
+    backend = renewing.async_backend
+    original = backend.lock_extend
+    stalled: list[str] = []
+
+    async def lock_extend(key: str, token: str, ttl_ms: int) -> bool:
+        if key.endswith("many-0-lock"):  # this one's renewals hang for 0.6 TTL each
+            stalled.append(key)
+            await asyncio.sleep(TTL_S * 0.6)
+        return await original(key, token, ttl_ms)
+
+    monkeypatch.setattr(backend, "lock_extend", lock_extend)
+    tasks_before = len(asyncio.all_tasks())
+    locks = [lock(f"many-{i}", exp=TTL_S, auto_renew=True) for i in range(60)]
+    slots = [pool(f"many-{i}", 1, slot_exp=TTL_S, auto_renew=True) for i in range(60)]
+    async with contextlib.AsyncExitStack() as held:
+        for held_one in (*locks, *slots):
+            await held.enter_async_context(held_one)
+        assert len(asyncio.all_tasks()) - tasks_before < 10, "a task per held lease"
+        await asyncio.sleep(TTL_S * 2.2)
+        for i, lk in enumerate(locks):
+            assert await lk.aowned(), f"lock {i} was lost"
+        for i, p in enumerate(slots):
+            assert await p.asize() == 1, f"slot {i} was lost"
+    assert len(stalled) >= 2
+    assert lost_warnings(caplog) == []
+    spied = renew_spy(monkeypatch, renewing, "async", "pool_extend")
+    await asyncio.sleep(TTL_S * 0.6)
+    assert spied == [], "renewal went on after the release"
+    assert len(asyncio.all_tasks()) - tasks_before <= 1  # at most a stalled renewal, cancelled
+
+
 def test_renewal_of_a_lease_taken_away_warns_and_stops(
     renewing: Cachify, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import heapq
 import itertools
 import logging
@@ -26,7 +27,6 @@ import math
 import os
 import threading
 import time
-import weakref
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Literal
@@ -53,6 +53,7 @@ class Lease:
     """One renewed hold. ``stop()`` ends its renewal (idempotent, no I/O)."""
 
     __slots__ = (
+        "_loop",
         "_on_stop",
         "_renewing",
         "_task",
@@ -77,6 +78,8 @@ class Lease:
         self.lost = False
         self._task: asyncio.Task[None] | None = None
         self._on_stop: Callable[[], None] | None = None
+        #: The event loop an async lease is renewed on (``None``: the renewal thread's).
+        self._loop: asyncio.AbstractEventLoop | None = None
         # Held around a blocking renewal, and by stop(): once stop() returns no renewal is in
         # flight, so a renewal cannot re-set a lock the holder has just released.
         self._renewing = threading.Lock()
@@ -86,10 +89,21 @@ class Lease:
         return self.ttl_ms / 3000.0
 
     def stop(self) -> None:
+        """From any thread. An async lease's bookkeeping (its heap, its task) belongs to its
+        loop: from another thread (a sync release of a hold an async caller took, say) it is
+        handed to that loop; the flag that ends its renewals is set at once."""
         if self.stopped:
             return
         with self._renewing:
             self.stopped = True
+        loop = self._loop
+        if loop is not None and _running_loop() is not loop:
+            with contextlib.suppress(RuntimeError):  # its loop has closed: nothing of it runs now
+                loop.call_soon_threadsafe(self._stopped_here)
+            return
+        self._stopped_here()
+
+    def _stopped_here(self) -> None:
         if self._task is not None:
             self._task.cancel()
         if self._on_stop is not None:
@@ -320,20 +334,30 @@ class _LoopRenewals:
             self._timer, self._timer_due = None, math.inf
         if self._heap:
             self._timer_due = self._heap[0][0]
+            # A context of its own: the timer would otherwise carry (and keep alive) the context
+            # of whichever holder armed it into every renewal it starts.
             self._timer = asyncio.get_running_loop().call_later(
-                max(self._timer_due - _now(), 0.0), self._fire
+                max(self._timer_due - _now(), 0.0), self._fire, context=contextvars.Context()
             )
 
     def _fire(self) -> None:
         self._timer, self._timer_due = None, math.inf
         now, loop = _now(), asyncio.get_running_loop()
-        while self._heap and self._heap[0][0] <= now:
-            _, _, lease, backend = heapq.heappop(self._heap)
-            if lease.stopped:
-                self._stopped = max(0, self._stopped - 1)
-                continue
-            lease._task = loop.create_task(self._renew(lease, backend), name=f"cachify-renew:{lease.key}")
-        self._arm()
+        try:
+            while self._heap and self._heap[0][0] <= now:
+                _, seq, lease, backend = heapq.heappop(self._heap)
+                if lease.stopped:
+                    self._stopped = max(0, self._stopped - 1)
+                    continue
+                try:
+                    lease._task = loop.create_task(
+                        self._renew(lease, backend), name=f"cachify-renew:{lease.key}"
+                    )
+                except Exception as exc:  # a task factory that refused: this lease tries again soon
+                    logger.warning("cachify: renewing %s %s failed: %s", lease.kind, lease.key, exc)
+                    heapq.heappush(self._heap, (now + lease.next_delay_s(True), seq, lease, backend))
+        finally:
+            self._arm()  # whatever happened above, the leases still in the heap keep a timer
 
     async def _renew(self, lease: Lease, backend: AsyncBackend) -> None:
         started = _now()
@@ -360,10 +384,9 @@ class _LoopRenewals:
             self._stopped = 0
 
 
-#: Each event loop's renewals (weak keys: a loop that is gone takes its heap with it).
-_loop_renewals: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopRenewals] = (
-    weakref.WeakKeyDictionary()
-)
+#: Each event loop's renewals. A plain dict, not weak keys: a pending timer references its loop,
+#: so a weak key would never die; closed loops are dropped when a new loop starts a lease.
+_loop_renewals: dict[asyncio.AbstractEventLoop, _LoopRenewals] = {}
 
 
 def start_async_renewal(backend: AsyncBackend, kind: Kind, key: str, token: str, ttl_ms: int) -> Lease:
@@ -371,35 +394,22 @@ def start_async_renewal(backend: AsyncBackend, kind: Kind, key: str, token: str,
     a renewal in flight)."""
     lease = Lease(backend, kind, key, token, ttl_ms)
     loop = asyncio.get_running_loop()
-    try:
-        renewals = _loop_renewals.get(loop)
-        if renewals is None:
-            renewals = _loop_renewals[loop] = _LoopRenewals()
-    except TypeError:  # a loop that takes no weak reference: a task of the lease's own
-        lease._task = loop.create_task(_renew_in_own_task(lease, backend), name=f"cachify-renew:{key}")
-        return lease
+    renewals = _loop_renewals.get(loop)
+    if renewals is None:
+        for old in [old for old in _loop_renewals if old.is_closed()]:
+            del _loop_renewals[old]
+        renewals = _loop_renewals[loop] = _LoopRenewals()
+    lease._loop = loop
     lease._on_stop = renewals._stopped_one
     renewals.add(lease, backend, _now() + lease.interval_s)
     return lease
 
 
-async def _renew_in_own_task(lease: Lease, backend: AsyncBackend) -> None:
-    failed = False
-    while not lease.stopped:
-        await asyncio.sleep(lease.next_delay_s(failed))
-        if lease.stopped:
-            return
-        try:
-            alive = await _renew_async(lease, backend)
-            failed = False
-        except Exception as exc:
-            logger.warning("cachify: renewing %s %s failed: %s", lease.kind, lease.key, exc)
-            failed = True
-            continue
-        if not alive:
-            if not lease.stopped:
-                lease._lost()
-            return
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def every_async(name: str, interval_s: float, job: Callable[[], Awaitable[object]]) -> Periodic:

@@ -15,6 +15,7 @@ import contextlib
 import inspect
 import logging
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -638,18 +639,25 @@ async def test_many_async_holders_are_renewed_by_one_timer_and_a_stalled_renewal
 ) -> None:
     """60 locks and 60 pool slots held at once on one loop, past two TTLs: every one is kept,
     no task runs per held lease (only a due renewal has one), the first lock's renewals stall
-    for most of a TTL without costing anyone else theirs, and once released nothing renews."""
+    for 0.4 TTL each without costing anyone else theirs, and once released nothing renews."""
     backend = renewing.async_backend
-    original = backend.lock_extend
+    lock_extend, pool_extend = backend.lock_extend, backend.pool_extend
     stalled: list[str] = []
+    renewals: list[str] = []
 
-    async def lock_extend(key: str, token: str, ttl_ms: int) -> bool:
-        if key.endswith("many-0-lock"):  # this one's renewals hang for 0.6 TTL each
+    async def slow_lock_extend(key: str, token: str, ttl_ms: int) -> bool:
+        renewals.append(key)
+        if key.endswith("many-0-lock"):
             stalled.append(key)
-            await asyncio.sleep(TTL_S * 0.6)
-        return await original(key, token, ttl_ms)
+            await asyncio.sleep(TTL_S * 0.4)
+        return await lock_extend(key, token, ttl_ms)
 
-    monkeypatch.setattr(backend, "lock_extend", lock_extend)
+    async def counted_pool_extend(key: str, token: str, ttl_ms: int) -> bool:
+        renewals.append(key)
+        return await pool_extend(key, token, ttl_ms)
+
+    monkeypatch.setattr(backend, "lock_extend", slow_lock_extend)
+    monkeypatch.setattr(backend, "pool_extend", counted_pool_extend)
     tasks_before = len(asyncio.all_tasks())
     locks = [lock(f"many-{i}", exp=TTL_S, auto_renew=True) for i in range(60)]
     slots = [pool(f"many-{i}", 1, slot_exp=TTL_S, auto_renew=True) for i in range(60)]
@@ -663,11 +671,80 @@ async def test_many_async_holders_are_renewed_by_one_timer_and_a_stalled_renewal
         for i, p in enumerate(slots):
             assert await p.asize() == 1, f"slot {i} was lost"
     assert len(stalled) >= 2
+    assert len(renewals) >= 120 * 3
     assert lost_warnings(caplog) == []
-    spied = renew_spy(monkeypatch, renewing, "async", "pool_extend")
+    await asyncio.sleep(0.05)  # a renewal in flight at the release finishes or is cancelled
+    after_release = len(renewals)
     await asyncio.sleep(TTL_S * 0.6)
-    assert spied == [], "renewal went on after the release"
-    assert len(asyncio.all_tasks()) - tasks_before <= 1  # at most a stalled renewal, cancelled
+    assert len(renewals) == after_release, "renewal went on after the release"
+    assert len(asyncio.all_tasks()) == tasks_before
+
+
+async def test_an_async_lease_stopped_from_another_thread_stops_on_its_loop(
+    renewing: Cachify, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hold taken on a loop and released from a thread: its renewals end, its bookkeeping is
+    done on its loop (the heap is the loop's), and the other leases go on being renewed."""
+    renewals = renew_spy(monkeypatch, renewing, "async", "lock_extend")
+    kept = lock("kept", exp=TTL_S, auto_renew=True)
+    async with kept:
+        loop_thread = threading.get_ident()
+        stopped_on: list[int] = []
+        original = leases_module._LoopRenewals._stopped_one
+
+        def recorded(self: Any) -> None:
+            stopped_on.append(threading.get_ident())
+            original(self)
+
+        monkeypatch.setattr(leases_module._LoopRenewals, "_stopped_one", recorded)
+        leases = [
+            leases_module.start_async_renewal(renewing.async_backend, "lock", f"x-{i}", "t", 900)
+            for i in range(80)
+        ]
+        stopper = threading.Thread(target=lambda: [lease.stop() for lease in leases])
+        stopper.start()
+        stopper.join(5)
+        assert all(lease.stopped for lease in leases)
+        await asyncio.sleep(0.05)
+        assert stopped_on
+        assert set(stopped_on) == {loop_thread}
+        before = len(renewals)
+        await asyncio.sleep(TTL_S * 1.2)
+        renewed = [call[0] for call in renewals[before:]]
+        assert renewed, "the lease still held was not renewed"
+        assert not any(str(key).startswith("x-") for key in renewed), "a stopped lease renewed"
+        assert await kept.aowned()
+
+
+def test_a_renewal_runs_in_no_holders_context_and_closed_loops_are_let_go(
+    renewing: Cachify, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The timer that starts renewals carries a context of its own (not the holder's that
+    armed it), and a loop that has closed is dropped once another loop starts a lease."""
+    import contextvars
+
+    holder_var: contextvars.ContextVar[str] = contextvars.ContextVar("holder_var", default="none")
+    seen: list[str] = []
+    original = renewing.async_backend.lock_extend
+
+    async def extend(key: str, token: str, ttl_ms: int) -> bool:
+        seen.append(holder_var.get())
+        return await original(key, token, ttl_ms)
+
+    monkeypatch.setattr(renewing.async_backend, "lock_extend", extend)
+
+    async def hold() -> asyncio.AbstractEventLoop:
+        holder_var.set("the holder")
+        async with lock("ctx", exp=TTL_S, auto_renew=True):
+            await asyncio.sleep(TTL_S * 0.8)
+        return asyncio.get_running_loop()
+
+    first = asyncio.run(hold())
+    assert seen
+    assert set(seen) == {"none"}
+    assert first.is_closed()
+    asyncio.run(hold())
+    assert first not in leases_module._loop_renewals
 
 
 def test_renewal_of_a_lease_taken_away_warns_and_stops(

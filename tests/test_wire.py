@@ -178,20 +178,43 @@ async def test_an_asyncio_batch_reads_an_error_reply_in_its_place_and_stays_in_s
     assert [c for c, _ in w._idle] == [conn]  # the same connection throughout
 
 
-async def test_an_asyncio_connection_closed_by_the_server_fails_its_call_and_is_replaced(
+async def test_an_asyncio_connection_closed_mid_batch_fails_the_batch_and_is_replaced(
     server: PrivateServer,
 ) -> None:
-    """EOF while reading a batch: a ConnectionError (a CachifyBackendError to cachify's
-    callers), the connection dropped, and the next call on a new connection works."""
+    """EOF while reading a batch (QUIT answers, then the server closes): a ConnectionError (a
+    CachifyBackendError to cachify's callers), the connection dropped, and the next call on a
+    new connection works."""
     from redis.exceptions import ConnectionError as RedisConnectionError
 
     w = wire.AsyncWire(aredis.Redis(host="127.0.0.1", port=server.port))
     own_id = await w("CLIENT", "ID")
-    probe = redis.Redis(host="127.0.0.1", port=server.port)
-    assert probe.client_kill_filter(_id=own_id) == 1
-    probe.close()
     with pytest.raises(RedisConnectionError):
-        await w.pipeline([("PING",), ("PING",)])
+        await w.pipeline([("PING",), ("QUIT",), ("PING",)])
     assert w._idle == []
     assert await w.pipeline([("PING",), ("ECHO", "b")]) == [b"PONG", b"b"]
     assert await w("CLIENT", "ID") != own_id
+
+
+async def test_an_asyncio_batch_to_a_stuck_server_times_out_within_its_socket_timeout(
+    server: PrivateServer,
+) -> None:
+    """The batch's one deadline is the connection's socket_timeout; a timed-out or cancelled
+    batch drops its connection (a late reply must not be read as the next request's)."""
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    w = wire.AsyncWire(aredis.Redis(host="127.0.0.1", port=server.port, socket_timeout=SHORT_TIMEOUT_S))
+    assert await w.pipeline([("PING",)]) == [b"PONG"]
+    with stopped(server.proc):
+        began = time.monotonic()
+        with pytest.raises(RedisTimeoutError):
+            await asyncio.wait_for(w.pipeline([("SET", "k", "late"), ("GET", "k")]), 20)
+        assert time.monotonic() - began < SHORT_TIMEOUT_S + SLACK_S
+        assert w._idle == []
+        pending = asyncio.create_task(w.pipeline([("ECHO", "cancelled")]))
+        await asyncio.sleep(0.1)
+        pending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await pending
+        assert w._idle == []
+    assert await w.pipeline([("ECHO", "after"), ("GET", "k")]) == [b"after", b"late"]
+    assert await w("ECHO", "next") == b"next"

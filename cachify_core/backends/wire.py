@@ -41,11 +41,12 @@ Replies = list[Any]
 #: A connection unused for longer than this is checked before use (one poll syscall).
 IDLE_CHECK_S = 1.0
 #: Idle connections kept per wire, at most (and never more than the client pool's own
-#: ``max_connections``): every connection a burst of concurrent callers opened is kept for the
-#: next burst. A cap below a worker's concurrency (Taskiq runs 100 deliveries at once by
-#: default) made each burst open and close the surplus: a connect, redis-py's handshake and a
-#: close per request above the cap, which doubled the CPU of an asyncio claim at send.
-MAX_IDLE = 1024
+#: ``max_connections``: 100 by default on redis-py 8, 2**31 before): every connection a burst
+#: of concurrent callers opened is kept for the next burst. A cap below a worker's concurrency
+#: (Taskiq runs 100 deliveries at once by default) made each burst open and close the surplus: a
+#: connect, redis-py's handshake and a close per request above the cap, which doubled the CPU
+#: of an asyncio claim at send. A burst above the cap still opens and closes its surplus.
+MAX_IDLE = 256
 
 _now = time.monotonic
 
@@ -269,7 +270,9 @@ class AsyncWire(_Wire):
                     if isinstance(reply, Exception) and not isinstance(reply, ResponseError):
                         raise reply  # hiredis's protocol error, as redis-py raises it
                     replies.append(reply)
-        except TimeoutError as exc:  # asyncio's (OSError's subclass): the batch's deadline
+        except TimeoutError as exc:  # OSError's subclass: the batch's deadline, or the OS's
+            if exc.errno is not None:  # ETIMEDOUT from the socket: a dead connection, not a slow one
+                raise _closed() from exc
             from redis.exceptions import TimeoutError as RedisTimeoutError
 
             raise RedisTimeoutError("Timeout reading from socket") from exc
@@ -324,6 +327,8 @@ def _hiredis_stream(conn: Any) -> tuple[Any, Any, Any] | None:
     parser = getattr(conn, "_parser", None)
     if _timeout is None or type(parser).__name__ != "_AsyncHiredisParser":
         return None
+    if getattr(conn, "health_check_interval", None):
+        return None  # redis-py's reads move its next health check on; ours would not
     if not getattr(parser, "_connected", False):
         return None
     reader, stream = getattr(parser, "_reader", None), getattr(conn, "_reader", None)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import time
 from collections.abc import Callable
@@ -253,12 +254,13 @@ class AsyncWire(_Wire):
                     replies.append(exc)
             return replies
         reader, stream, push = fast
+        not_enough_data = _not_enough_data()
         replies = []
         try:
             async with _timeout(conn.socket_timeout):
                 while len(replies) < count:
                     reply = reader.gets()
-                    if reply is _NOT_ENOUGH_DATA:
+                    if reply is not_enough_data:
                         chunk = await stream.read(_READ_SIZE)
                         if not chunk:
                             raise _closed()
@@ -315,10 +317,18 @@ class AsyncWire(_Wire):
 _timeout: Any = getattr(asyncio, "timeout", None)
 #: Bytes asked of the stream per read (redis-py's own default ``socket_read_size``).
 _READ_SIZE = 65536
-try:  # what redis-py's hiredis reader returns while a reply is incomplete
-    from redis._parsers.hiredis import NOT_ENOUGH_DATA as _NOT_ENOUGH_DATA
-except ImportError:  # pragma: no cover - redis-py without that parser module
-    _NOT_ENOUGH_DATA = False
+
+
+@functools.cache
+def _not_enough_data() -> object:
+    """What redis-py's hiredis reader returns while a reply is incomplete (its own sentinel;
+    ``False`` before redis-py 5.1). Looked up at the first read, not at import: cachify's core
+    imports no third-party package until a Redis backend is used."""
+    try:
+        from redis._parsers.hiredis import NOT_ENOUGH_DATA
+    except ImportError:  # redis-py without that name
+        return False
+    return NOT_ENOUGH_DATA
 
 
 def _hiredis_stream(conn: Any) -> tuple[Any, Any, Any] | None:

@@ -235,13 +235,15 @@ class AsyncWire(_Wire):
     async def _replies(conn: Any, count: int) -> Replies:
         """Read ``count`` replies, each reply or the ``ResponseError`` it answered with.
 
-        On a connected RESP2 hiredis connection the replies come straight off its hiredis
-        reader and stream, under one ``socket_timeout`` for the batch: redis-py's
+        On a connected hiredis connection the replies come straight off its hiredis reader
+        and stream, under one ``socket_timeout`` for the batch: redis-py's
         ``read_response`` opens an ``asyncio.timeout`` (a timer scheduled and cancelled) and
         checks its state once per reply, about 15 µs each here, and an admission batch has
         three replies. A push frame (RESP3) goes to redis-py's push handler, as redis-py does
         with it. Anything else (Python 3.10, the pure-Python parser, a connection not yet
-        connected) reads reply by reply through redis-py."""
+        connected, health checks on, RESP3 on a hiredis without push frames) reads reply by
+        reply through redis-py. Any error while reading leaves the connection to the caller,
+        which drops it: a partial reply is never read as the next request's."""
         from redis.exceptions import ResponseError
 
         fast = _hiredis_stream(conn)

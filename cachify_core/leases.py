@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from .backends import AsyncBackend, SyncBackend
 from .metrics import events
@@ -182,6 +182,19 @@ async def _renew_async(lease: Lease, backend: AsyncBackend) -> bool:
     return await backend.pool_extend(lease.key, lease.token, lease.ttl_ms)
 
 
+_Entry = TypeVar("_Entry", bound=tuple[Any, ...])
+
+
+def _compacted(heap: list[_Entry], stopped: int) -> tuple[list[_Entry], int]:
+    """A renewal heap (entries ``(due, seq, item, ...)``) and its count of stopped items, with
+    the stopped entries dropped once they are more than 64 and most of the heap."""
+    if stopped > 64 and stopped * 2 > len(heap):
+        heap = [entry for entry in heap if not entry[2].stopped]
+        heapq.heapify(heap)
+        stopped = 0
+    return heap, stopped
+
+
 class Renewer:
     """The per-process renewal thread for blocking holders: one heap of due times."""
 
@@ -242,11 +255,7 @@ class Renewer:
         """A lease stopped: its heap entry is dead weight until due (up to TTL/3 away). Drop
         the dead entries once they are most of the heap, so memory follows live leases."""
         with self._cond:
-            self._stopped += 1
-            if self._stopped > 64 and self._stopped * 2 > len(self._heap):
-                self._heap = [entry for entry in self._heap if not entry[2].stopped]
-                heapq.heapify(self._heap)
-                self._stopped = 0
+            self._heap, self._stopped = _compacted(self._heap, self._stopped + 1)
 
     def _run(self) -> None:
         while True:
@@ -377,11 +386,7 @@ class _LoopRenewals:
 
     def _stopped_one(self) -> None:
         """As :meth:`Renewer._stopped_one`: drop dead entries once they are most of the heap."""
-        self._stopped += 1
-        if self._stopped > 64 and self._stopped * 2 > len(self._heap):
-            self._heap = [entry for entry in self._heap if not entry[2].stopped]
-            heapq.heapify(self._heap)
-            self._stopped = 0
+        self._heap, self._stopped = _compacted(self._heap, self._stopped + 1)
 
 
 #: Each event loop's renewals. A plain dict, not weak keys: a pending timer references its loop,

@@ -152,6 +152,23 @@ def test_a_wire_keeps_no_more_idle_connections_than_its_pool_allows() -> None:
     assert wire.AsyncWire(aredis.Redis(max_connections=3))._max_idle == 3
 
 
+def test_an_error_reply_keeps_the_blocking_connection(server: PrivateServer) -> None:
+    """An error reply (a NOSCRIPT after a server restart, a WRONGTYPE) is raised, and the
+    connection, still in step, is kept: it was dropped and opened again for each one."""
+    from redis.exceptions import NoScriptError, ResponseError
+
+    w = wire.SyncWire(redis.Redis(host="127.0.0.1", port=server.port))
+    assert w("PING") == b"PONG"  # connects
+    ((conn, _),) = w._idle
+    w("SET", "text", "x")
+    with pytest.raises(NoScriptError):
+        w("EVALSHA", "0" * 40, 0)
+    with pytest.raises(ResponseError):
+        w("INCR", "text")
+    assert w("ECHO", "still in step") == b"still in step"
+    assert [c for c, _ in w._idle] == [conn]  # the same connection throughout
+
+
 async def test_an_asyncio_batch_reads_an_error_reply_in_its_place_and_stays_in_step(
     server: PrivateServer,
 ) -> None:

@@ -141,10 +141,15 @@ class SyncWire(_Wire):
     def __call__(self, *args: Any) -> Any:
         if not self.lean:
             return self.client.execute_command(*args)
+        from redis.exceptions import ResponseError
+
         conn = self._take()
         try:
             conn.send_packed_command(self._packed(conn, [args]))
             reply = conn.read_response()
+        except ResponseError:
+            self._give(conn)  # an error reply (a NOSCRIPT, say): the connection stays in step
+            raise
         except BaseException:
             conn.disconnect()
             raise

@@ -5,8 +5,10 @@ asyncio write path hands large requests to the socket in full and is bounded on 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import time
+from collections.abc import Iterator
 
 import pytest
 import redis
@@ -160,13 +162,70 @@ def test_an_error_reply_keeps_the_blocking_connection(server: PrivateServer) -> 
     w = wire.SyncWire(redis.Redis(host="127.0.0.1", port=server.port))
     assert w("PING") == b"PONG"  # connects
     ((conn, _),) = w._idle
+    sock = conn._sock
     w("SET", "text", "x")
     with pytest.raises(NoScriptError):
         w("EVALSHA", "0" * 40, 0)
     with pytest.raises(ResponseError):
         w("INCR", "text")
+    assert w.pipeline([("INCR", "text"), ("ECHO", "next")])[1] == b"next"
     assert w("ECHO", "still in step") == b"still in step"
     assert [c for c, _ in w._idle] == [conn]  # the same connection throughout
+    assert conn._sock is sock  # and the same socket: never disconnected
+
+
+@contextlib.contextmanager
+def read_only(server: PrivateServer) -> Iterator[None]:
+    """The server as a replica of a primary that is not there: writes answer READONLY (what a
+    primary demoted by a failover answers)."""
+    admin = redis.Redis(host="127.0.0.1", port=server.port)
+    admin.execute_command("REPLICAOF", "127.0.0.1", "1")
+    try:
+        yield
+    finally:
+        admin.execute_command("REPLICAOF", "NO", "ONE")
+        admin.close()
+
+
+def test_a_readonly_reply_drops_the_blocking_connection(server: PrivateServer) -> None:
+    """After READONLY the next call opens a new connection (one that may reach the new primary
+    behind the same address), whether the reply came alone or in a pipeline."""
+    from redis.exceptions import ReadOnlyError
+
+    w = wire.SyncWire(redis.Redis(host="127.0.0.1", port=server.port))
+    assert w("PING") == b"PONG"
+    with read_only(server):
+        with pytest.raises(ReadOnlyError):
+            w("SET", "k", "v")
+        assert w._idle == []
+        assert w("PING") == b"PONG"  # a new connection
+        assert len(w._idle) == 1
+        replies = w.pipeline([("SET", "k", "v"), ("PING",)])
+        assert isinstance(replies[0], ReadOnlyError)
+        assert replies[1] == b"PONG"
+        assert w._idle == []
+
+
+async def test_a_readonly_reply_drops_the_asyncio_connection(server: PrivateServer) -> None:
+    from redis.exceptions import ReadOnlyError, ResponseError
+
+    w = wire.AsyncWire(aredis.Redis(host="127.0.0.1", port=server.port))
+    assert await w("PING") == b"PONG"
+    ((conn, _),) = w._idle
+    with read_only(server):
+        with pytest.raises(ReadOnlyError):
+            await w("SET", "k", "v")
+        assert w._idle == []
+        assert await w("PING") == b"PONG"
+        ((again, _),) = w._idle
+        assert again is not conn  # a new connection
+        replies = await w.pipeline([("SET", "k", "v"), ("PING",)])
+        assert isinstance(replies[0], ReadOnlyError)
+        assert replies[1] == b"PONG"
+        assert w._idle == []
+        with pytest.raises(ResponseError):
+            await w("INCR", "no-such-command-arg", "extra")  # another error reply: kept
+        assert len(w._idle) == 1
 
 
 async def test_an_asyncio_batch_reads_an_error_reply_in_its_place_and_stays_in_step(

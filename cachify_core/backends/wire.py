@@ -9,7 +9,9 @@ most of an operation's cost, so the Redis backend sends through these wires:
   auth, TLS, timeouts, parser), kept in a LIFO stack per wire: as many as were in use at once,
   up to :data:`MAX_IDLE` (and the pool's ``max_connections``);
 * a connection idle for over a second is checked before use (``can_read``: the server may have
-  closed it), and one that raised is disconnected, never reused mid-reply;
+  closed it), and one that raised is disconnected, never reused mid-reply; one answered with an
+  error reply is kept (it is in step), except after ``READONLY``: a primary demoted by a
+  failover, where a new connection may reach the new primary (DNS-based failover);
 * a fork empties the stack (sockets are not shared with a child);
 * cluster clients, and anything that is not a plain ``redis.Redis``, use ``execute_command``;
 * :meth:`SyncWire.pipeline` / :meth:`AsyncWire.pipeline` send several commands in one write
@@ -99,9 +101,17 @@ class _Wire:
             self._cls = pool.connection_class
             self._kwargs = dict(pool.connection_kwargs)
             self._pack = _packer(self._kwargs)
+            from redis.exceptions import ReadOnlyError, ResponseError
+
+            self._error_reply: type[Exception] = ResponseError
+            self._read_only: type[Exception] = ReadOnlyError
         self._idle: list[tuple[Any, float]] = []
         limit = getattr(getattr(client, "connection_pool", None), "max_connections", None)
         self._max_idle = min(MAX_IDLE, limit) if isinstance(limit, int) and limit > 0 else MAX_IDLE
+
+    def _in_step(self, replies: Replies) -> bool:
+        """Whether a connection that read ``replies`` is kept: not after a ``READONLY``."""
+        return not any(isinstance(reply, self._read_only) for reply in replies)
 
     def _packed(self, conn: Any, commands: list[tuple[Any, ...]]) -> Any:
         """``commands`` as the chunks of one write: hiredis's packer, else the connection's."""
@@ -141,14 +151,12 @@ class SyncWire(_Wire):
     def __call__(self, *args: Any) -> Any:
         if not self.lean:
             return self.client.execute_command(*args)
-        from redis.exceptions import ResponseError
-
         conn = self._take()
         try:
             conn.send_packed_command(self._packed(conn, [args]))
             reply = conn.read_response()
-        except ResponseError:
-            self._give(conn)  # an error reply (a NOSCRIPT, say): the connection stays in step
+        except self._error_reply as exc:  # an error reply (a NOSCRIPT, say): in step
+            self._settle(conn, [exc])
             raise
         except BaseException:
             conn.disconnect()
@@ -158,8 +166,6 @@ class SyncWire(_Wire):
 
     def pipeline(self, commands: list[tuple[Any, ...]]) -> Replies:
         """Send ``commands`` in one write, read their replies (only on a lean wire)."""
-        from redis.exceptions import ResponseError
-
         assert self.lean, "pipeline() needs a plain redis.Redis client"
         conn = self._take()
         replies: Replies = []
@@ -168,13 +174,19 @@ class SyncWire(_Wire):
             for _ in commands:
                 try:
                     replies.append(conn.read_response())
-                except ResponseError as exc:  # that command's error reply: the rest follow
+                except self._error_reply as exc:  # that command's error reply: the rest follow
                     replies.append(exc)
         except BaseException:
             conn.disconnect()
             raise
-        self._give(conn)
+        self._settle(conn, replies)
         return replies
+
+    def _settle(self, conn: Any, replies: Replies) -> None:
+        if self._in_step(replies):
+            self._give(conn)
+        else:
+            conn.disconnect()
 
 
 class AsyncWire(_Wire):
@@ -292,17 +304,16 @@ class AsyncWire(_Wire):
     async def __call__(self, *args: Any) -> Any:
         if not self.lean:
             return await self.client.execute_command(*args)
-        from redis.exceptions import ResponseError
-
         conn = await self._take()
         try:
             await self._send(conn, self._packed(conn, [args]))
-            (reply,) = await self._replies(conn, 1)
+            replies = await self._replies(conn, 1)
         except BaseException:
             await self._drop(conn)
             raise
-        await self._give(conn)
-        if isinstance(reply, ResponseError):
+        await self._settle(conn, replies)
+        (reply,) = replies
+        if isinstance(reply, self._error_reply):
             raise reply  # an error reply: the connection stays in step
         return reply
 
@@ -316,8 +327,14 @@ class AsyncWire(_Wire):
         except BaseException:
             await self._drop(conn)
             raise
-        await self._give(conn)
+        await self._settle(conn, replies)
         return replies
+
+    async def _settle(self, conn: Any, replies: Replies) -> None:
+        if self._in_step(replies):
+            await self._give(conn)
+        else:
+            await self._drop(conn)
 
 
 #: ``asyncio.timeout`` (Python 3.11 and later); on 3.10 replies are read through redis-py.

@@ -43,6 +43,7 @@ for path in (ROOT, ROOT / "benchmarks"):
         sys.path.append(str(path))
 
 import redis  # noqa: E402
+from harness.frameworks import version  # noqa: E402
 from harness.requests import counting_requests  # noqa: E402
 
 from cachify_core import Cachify  # noqa: E402
@@ -195,15 +196,6 @@ def report(rows: list[Row], bare_us: float, title: str) -> list[str]:
     return lines
 
 
-def _version(package: str) -> str:
-    import importlib.metadata
-
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "?"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -219,8 +211,8 @@ def main() -> None:
         try:
             print(
                 f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
-                f"{platform.python_version()}, redis-py {_version('redis')}, hiredis "
-                f"{_version('hiredis')}; Redis {server.info('server').get('redis_version', '?')} on "
+                f"{platform.python_version()}, redis-py {version('redis')}, hiredis "
+                f"{version('hiredis')}; Redis {server.info('server').get('redis_version', '?')} on "
                 f"loopback. {n} deliveries per row and round, median of {args.rounds} rounds; thread "
                 "CPU per delivery.\n"
             )

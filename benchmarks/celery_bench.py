@@ -37,6 +37,7 @@ if str(ROOT) not in sys.path:
 import redis  # noqa: E402
 from celery import Celery, Task  # noqa: E402
 
+from benchmarks.harness.cpu import CpuMeter, cpu_table, medians, per_task_us, redis_pid  # noqa: E402
 from cachify_celery import CachifyTask  # noqa: E402
 from cachify_core import Cachify, init_cachify  # noqa: E402
 
@@ -242,19 +243,23 @@ class Row:
     name: str
     send: list[float] = field(default_factory=list)  # tasks sent per second
     drain: list[float] = field(default_factory=list)  # tasks through the worker per second
+    cpu_us: list[dict[str, float]] = field(default_factory=list)  # µs of CPU per task, by process
 
 
-def measure(bench: Bench, worker: Worker, client: Any, row: Row, start: int, n: int) -> None:
-    """One round: send ``n`` tasks while the worker does not consume, then time the worker."""
+def measure(bench: Bench, worker: Worker, client: Any, row: Row, start: int, n: int, meter: CpuMeter) -> None:
+    """One round: send ``n`` tasks while the worker does not consume, then time the worker
+    (and read the CPU each process spent meanwhile)."""
     task = bench.tasks[row.name]
     worker.pause()
     began = time.perf_counter()
     ids = [task.delay(start + i).id for i in range(n)]
     row.send.append(n / (time.perf_counter() - began))
+    before = meter.read()
     began = time.perf_counter()
     worker.resume()
     wait_for_results(bench, client, ids)
     row.drain.append(n / (time.perf_counter() - began))
+    row.cpu_us.append(per_task_us(before, meter.read(), n))
     log(f"  sent {row.send[-1]:,.0f}/s, through the worker {row.drain[-1]:,.0f}/s")
 
 
@@ -303,6 +308,12 @@ def report(rows: list[Row], dedup_rows: dict[str, list[float]], profile: Profile
             f"| {r.name} | {ROUND_TRIPS.get(r.name, '?')} | {statistics.median(r.send):,.0f} | "
             f"{drain:,.0f} | {drain / base:.2f}x |"
         )
+    lines += cpu_table(
+        [(r.name, medians(r.cpu_us)) for r in rows],
+        CPU_COLUMNS,
+        "CPU per task while the worker drains, µs, medians over rounds",
+        base="CachifyTask, no options",
+    )
     if dedup_rows:
         lines += [
             "",
@@ -311,6 +322,15 @@ def report(rows: list[Row], dedup_rows: dict[str, list[float]], profile: Profile
         ]
         lines += [f"| {name} | {statistics.median(v):,.0f} |" for name, v in dedup_rows.items()]
     return lines
+
+
+#: The processes of the CPU table, as :class:`CpuMeter` names them, with their column headers.
+CPU_COLUMNS = {
+    "worker": "worker main process",
+    "worker children": "its 2 children",
+    "redis": "Redis",
+    "this process": "this process (the result poller)",
+}
 
 
 def _version(package: str) -> str:
@@ -343,6 +363,7 @@ def main() -> None:
         worker = Worker(url, tag, bench)
         try:
             worker.ready()
+            meter = CpuMeter(worker=worker.proc.pid, redis=redis_pid(url))
             bench.tasks["cache_key, hit"].delay(0).get(timeout=30)  # the entry every hit reads
             if QueueOnce is None:
                 log("celery-once is not installed (pip install celery_once): its rows are skipped")
@@ -354,7 +375,7 @@ def main() -> None:
                 order = rows[round_no % len(rows) :] + rows[: round_no % len(rows)]
                 for row in order:
                     log(f"round {round_no + 1}/{profile.rounds}: {row.name}")
-                    measure(bench, worker, client, row, start, profile.tasks)
+                    measure(bench, worker, client, row, start, profile.tasks, meter)
                     start += profile.tasks
                 dedup(bench, worker, client, dedup_rows, profile.duplicates)
             lines = report(rows, dedup_rows, profile, url)

@@ -39,6 +39,7 @@ from dramatiq.middleware import Middleware  # noqa: E402
 from dramatiq.rate_limits import ConcurrentRateLimiter  # noqa: E402
 from dramatiq.rate_limits.backends import RedisBackend as RateLimiterBackend  # noqa: E402
 
+from benchmarks.harness.cpu import CpuMeter, cpu_table, medians, per_task_us, redis_pid  # noqa: E402
 from cachify_core import init_cachify  # noqa: E402
 from cachify_dramatiq import REQUEUES_OPTION, CachifyMiddleware  # noqa: E402
 
@@ -116,6 +117,7 @@ class App:
     broker: RedisBroker
     tally: Tally
     threads: int
+    meter: CpuMeter
     actors: dict[str, dramatiq.Actor[Any, Any]] = field(default_factory=dict)
 
 
@@ -126,7 +128,7 @@ def build_app(url: str, threads: int) -> App:
     tally = Tally()
     broker.add_middleware(CachifyMiddleware(cachify=cachify))
     broker.add_middleware(tally)
-    app = App(broker, tally, threads)
+    app = App(broker, tally, threads, CpuMeter(redis=redis_pid(url)))
     limiter = ConcurrentRateLimiter(RateLimiterBackend(url=url), f"limiter-{RUN}", limit=CAP)  # type: ignore[no-untyped-call]
 
     def declare(name: str, fn: Callable[..., None], **options: Any) -> None:
@@ -184,6 +186,7 @@ class Batch:
     retries: int
     requeues: int
     peak: int
+    cpu_us: dict[str, float] = field(default_factory=dict)  #: µs of CPU per message, by process
 
 
 _batch_numbers = itertools.count()
@@ -191,7 +194,9 @@ _batch_numbers = itertools.count()
 
 def run_batch(app: App, actor: str, messages: int) -> Batch:
     """Send ``messages`` (timed), then let a fresh worker drain them (timed from the first
-    message it picks up to the last it finishes, so starting the worker is not counted)."""
+    message it picks up to the last it finishes, so starting the worker is not counted). CPU
+    is read from before the worker starts to after the last message ended (its start is in it:
+    a few ms, a few µs per message of a full batch)."""
     app.tally.reset(messages)
     send = app.actors[actor].send
     first = next(_batch_numbers) * 1_000_000  # fresh arguments: a cache miss row stays all misses
@@ -204,16 +209,18 @@ def run_batch(app: App, actor: str, messages: int) -> Batch:
     # consumers after a 3 s delay on resume, so it is no substitute).
     before = list(app.broker.middleware)
     worker = dramatiq.Worker(app.broker, worker_threads=app.threads, worker_timeout=WORKER_TIMEOUT_MS)
+    cpu_before = app.meter.read()
     worker.start()
     t = app.tally
     try:
         if not t.finished.wait(BATCH_TIMEOUT_S):
             raise RuntimeError(f"{actor}: {t.done} of {messages} done after {BATCH_TIMEOUT_S}s")
+        cpu = per_task_us(cpu_before, app.meter.read(), messages)
     finally:
         worker.stop()
         app.broker.middleware[:] = [m for m in app.broker.middleware if any(m is b for b in before)]
     run_s = t.last_end - (t.first_start or t.last_end)
-    return Batch(sent - start, run_s, messages, t.done, t.dead, t.retries, t.requeues, t.peak)
+    return Batch(sent - start, run_s, messages, t.done, t.dead, t.retries, t.requeues, t.peak, cpu)
 
 
 #: (row label, actor); the first row is the baseline the others are compared with.
@@ -256,7 +263,15 @@ def overhead_table(app: App, messages: int, rounds: int, threads: int) -> list[s
             f"| {label} | {messages / send_s:,.0f} | {base_send / send_s:.2f}x "
             f"| {messages / run_s:,.0f} | {base_run / run_s:.2f}x |"
         )
-    return lines
+    return lines + cpu_table(
+        [(label, medians([b.cpu_us for b in samples[actor]])) for label, actor in OVERHEAD_ROWS],
+        CPU_COLUMNS,
+        "**CPU per message while the worker drains, µs, medians**",
+    )
+
+
+#: The processes of the CPU table, as :class:`CpuMeter` names them, with their column headers.
+CPU_COLUMNS = {"this process": "this process (sender, broker and worker)", "redis": "Redis"}
 
 
 def cap_table(app: App, messages: int, rounds: int, threads: int) -> list[str]:

@@ -46,7 +46,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,7 @@ if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
 
 import redis.asyncio as aredis  # noqa: E402
+from harness.cpu import CpuMeter, cpu_table, per_task_us, redis_pid  # noqa: E402
 from harness.requests import counting_requests  # noqa: E402
 from taskiq import AsyncBroker, InMemoryBroker  # noqa: E402
 from taskiq_redis import RedisAsyncResultBackend, RedisStreamBroker  # noqa: E402
@@ -164,6 +165,8 @@ class Row:
     name: str
     rate: float  #: tasks per second
     per_task: float  #: round trips (or, for the worker section, server commands) per task
+    #: worker section: µs of CPU per task by process, of the run kept (:mod:`harness.cpu`)
+    cpu_us: dict[str, float] = field(default_factory=dict)
 
 
 #: The cost column of each section: round trips counted here, or commands counted by Redis.
@@ -289,7 +292,7 @@ def running_workers(url: str, tag: str) -> Any:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("workers did not start:\n" + log_path.read_text(errors="replace")[-3000:])
             time.sleep(0.05)
-        yield
+        yield proc.pid
     finally:
         # Taskiq 0.13's stream workers may hang in shutdown: SIGTERM, then SIGKILL the group.
         with contextlib.suppress(ProcessLookupError):
@@ -307,11 +310,14 @@ async def section_workers(url: str, tag: str, n: int) -> list[Row]:
     module = importlib.import_module("taskiq_bench")
     worker_app: WorkerApp = module.app
     best: dict[str, tuple[float, float]] = {}
-    with running_workers(url, tag):
+    cpu: dict[str, dict[str, float]] = {}
+    with running_workers(url, tag) as workers_pid:
+        meter = CpuMeter(worker=workers_pid, redis=redis_pid(url))
         await worker_app.broker.startup()
         try:
             rows = list(worker_app.tasks)
             for row in rows + rows[::-1]:  # every row twice, in turn: the best run is kept
+                before = meter.read()
                 rate, commands = await _worker_run(
                     url,
                     worker_app.tasks[row],
@@ -322,12 +328,15 @@ async def section_workers(url: str, tag: str, n: int) -> list[Row]:
                 log(f"workers: {row}: {rate:,.0f} tasks/s")
                 if rate > best.get(row, (0.0, 0.0))[0]:
                     best[row] = (rate, commands)
+                    cpu[row] = per_task_us(before, meter.read(), n)
         finally:
             await worker_app.broker.shutdown()
     out: list[Row] = []
     add_rows(
         out, "2 worker processes, RedisStreamBroker (best of 2 runs)", CMDS, {row: best[row] for row in rows}
     )
+    for made in out:
+        made.cpu_us = cpu[made.name]
     return out
 
 
@@ -479,7 +488,21 @@ def render(rows: list[Row], notes: list[str], machine: str, command: str) -> str
             cost = SECTION_COST[section]
             lines += ["", f"**{section}**", "", f"| | tasks/s | {cost} |", "|---|---:|---:|"]
         lines.append(f"| {row.name} | {row.rate:,.0f} | {row.per_task:.1f} |")
+    lines += cpu_table(
+        [(row.name, row.cpu_us) for row in rows if row.cpu_us],
+        CPU_COLUMNS,
+        "**CPU per task in the worker section's kept runs, µs**",
+    )
     return "\n".join(lines + [""] + [f"- {note}" for note in notes if note]) + "\n"
+
+
+#: The processes of the CPU table, as :class:`CpuMeter` names them, with their column headers.
+CPU_COLUMNS = {
+    "worker": "taskiq main process",
+    "worker children": "its 2 workers",
+    "redis": "Redis",
+    "this process": "this process (sends, awaits results)",
+}
 
 
 async def run(url: str, tag: str, quick: bool) -> tuple[list[Row], list[str]]:

@@ -482,17 +482,19 @@ async def cleanup(url: str, tag: str) -> None:
 def render(rows: list[Row], notes: list[str], machine: str, command: str) -> str:
     lines = [f"`{command}` — {machine}", ""]
     section = None
-    for row in rows:
+    for i, row in enumerate(rows):
         if row.section != section:
             section = row.section
             cost = SECTION_COST[section]
             lines += ["", f"**{section}**", "", f"| | tasks/s | {cost} |", "|---|---:|---:|"]
         lines.append(f"| {row.name} | {row.rate:,.0f} | {row.per_task:.1f} |")
-    lines += cpu_table(
-        [(row.name, row.cpu_us) for row in rows if row.cpu_us],
-        CPU_COLUMNS,
-        "**CPU per task in the worker section's kept runs, µs**",
-    )
+        if row.cpu_us and (i + 1 == len(rows) or rows[i + 1].section != section):
+            # under the section it measured (the worker section: the only one with CPU read)
+            lines += cpu_table(
+                [(r.name, r.cpu_us) for r in rows if r.section == section and r.cpu_us],
+                CPU_COLUMNS,
+                "**CPU per task in this section's kept runs, µs**",
+            )
     return "\n".join(lines + [""] + [f"- {note}" for note in notes if note]) + "\n"
 
 
@@ -501,7 +503,7 @@ CPU_COLUMNS = {
     "worker": "taskiq main process",
     "worker children": "its 2 workers",
     "redis": "Redis",
-    "this process": "this process (sends, awaits results)",
+    "this process": "this process (sends, polls for results)",
 }
 
 

@@ -4,6 +4,7 @@ burns CPU shows it, one that sleeps does not, and the Redis server the tests use
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -11,7 +12,7 @@ import time
 import pytest
 import redis
 
-from benchmarks.harness.cpu import CHILD, CpuMeter, children, cpu_table, per_task_us, redis_pid
+from benchmarks.harness.cpu import CHILD, LOOPBACK, CpuMeter, children, cpu_table, per_task_us, redis_pid
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
@@ -57,6 +58,8 @@ def test_a_child_that_spins_is_counted_and_one_that_sleeps_is_not() -> None:
     per = per_task_us(before, after, 1)
     # born between the reads: counted from its start; the sleeper adds about nothing
     assert 0.3e6 <= per["worker children"] <= 5e6
+    sleeper_s = after[f"{CHILD}{sleeper.pid}"] - before[f"{CHILD}{sleeper.pid}"]
+    assert sleeper_s < 0.05
 
 
 def test_a_child_gone_between_reads_leaves_the_children_out() -> None:
@@ -77,28 +80,43 @@ def test_a_child_gone_between_reads_leaves_the_children_out() -> None:
 
 
 def test_the_redis_server_on_loopback_is_found_and_read(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    if client.connection_pool.connection_kwargs.get("host") not in LOOPBACK:
+        client.close()
+        pytest.skip(f"REDIS_URL is not on this machine's loopback: {redis_url}")
     pid = redis_pid(redis_url)
     assert pid is not None
     meter = CpuMeter(redis=pid)
     before = meter.read()
-    client = redis.Redis.from_url(redis_url)
     try:
-        for _ in range(2000):  # bounded: about 0.1-0.3 s of the server's CPU
+        for _ in range(10_000):  # bounded: about 0.1-0.5 s of the server's CPU
             client.ping()
     finally:
         client.close()
-    assert per_task_us(before, meter.read(), 2000)["redis"] > 0
+    assert per_task_us(before, meter.read(), 10_000)["redis"] > 2.0  # µs per PING: 20 ms or more
+
+
+def test_a_server_elsewhere_or_unanswering_gives_no_pid() -> None:
+    assert redis_pid("redis://192.0.2.1:6379/0") is None  # not loopback: not asked at all
+    assert redis_pid(f"redis://127.0.0.1:{_closed_port()}/0") is None  # nobody listening
 
 
 def test_the_table_gives_ratios_against_its_base_row_and_n_a_where_unread() -> None:
     lines = cpu_table(
-        [("plain", {"a": 100.0, "b": 100.0}), ("gated", {"a": 150.0, "b": 100.0}), ("half", {"a": 1.0})],
+        [("gated", {"a": 150.0, "b": 100.0}), ("plain", {"a": 100.0, "b": 100.0}), ("half", {"a": 1.0})],
         {"a": "A", "b": "B"},
         "CPU",
         base="plain",
     )
+    assert "CPU ratio against plain" in lines[1]
     assert lines[-3:] == [
-        "| plain | 100 | 100 | 200 | 1.00x |",
         "| gated | 150 | 100 | 250 | 0.80x |",
+        "| plain | 100 | 100 | 200 | 1.00x |",
         "| half | 1 | n/a | n/a | n/a |",
     ]
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -62,6 +62,7 @@ from taskiq import AsyncBroker, InMemoryBroker  # noqa: E402
 from taskiq_redis import RedisAsyncResultBackend, RedisStreamBroker  # noqa: E402
 
 from cachify_core import init_cachify  # noqa: E402
+from cachify_core.backends.wire import AsyncWire  # noqa: E402
 from cachify_taskiq import CachifyDuplicateError, CachifyMiddleware  # noqa: E402
 
 APP_ENV = "CACHIFY_TASKIQ_BENCH"  #: "<redis url>|<run tag>", set for the worker processes
@@ -97,6 +98,12 @@ WORKER_ROWS: dict[str, dict[str, Any]] = {
 #: PINGs to the same Redis (one by the sender before each ``kiq``, two in the body): what three
 #: round trips cost, whatever they do. A gated task cannot be cheaper than this.
 FLOOR_ROW = "floor: no options, 3 bare PINGs (1 at send, 2 in the body)"
+#: The same floor with the PINGs on cachify's own asyncio wire (``cachify_core.backends.wire``),
+#: which costs the client less per round trip than redis-py's ``execute_command``: the least three
+#: round trips cost cachify itself.
+WIRE_FLOOR_ROW = "floor on cachify's wire: no options, 3 bare PINGs (1 at send, 2 in the body)"
+#: The floor rows, and whether their PINGs go through cachify's wire.
+FLOOR_ROWS = {FLOOR_ROW: False, WIRE_FLOOR_ROW: True}
 
 
 def task_name(row: str) -> str:
@@ -119,7 +126,8 @@ class WorkerApp:
             row: self.broker.task(task_name(row), **labels)(work_function())
             for row, labels in WORKER_ROWS.items()
         }
-        self.tasks[FLOOR_ROW] = self.broker.task(task_name(FLOOR_ROW))(pinging_function(url))
+        for row, wire in FLOOR_ROWS.items():
+            self.tasks[row] = self.broker.task(task_name(row))(pinging_function(url, wire))
 
 
 def work_function(kind: str = "async") -> Callable[[int], Any]:
@@ -137,18 +145,28 @@ def work_function(kind: str = "async") -> Callable[[int], Any]:
     return work_sync
 
 
-def pinging_function(url: str) -> Callable[[int], Any]:
-    """The floor row's task: two PINGs to Redis, on one client per worker process."""
-    clients: list[aredis.Redis] = []
+def pinging_function(url: str, wire: bool) -> Callable[[int], Any]:
+    """A floor row's task: two PINGs to Redis, on one client per worker process (through
+    cachify's asyncio wire with ``wire``)."""
+    pings: list[Callable[[], Awaitable[Any]]] = []
 
     async def pinging(i: int) -> int:
-        if not clients:
-            clients.append(aredis.Redis.from_url(url))
-        await clients[0].ping()
-        await clients[0].ping()
+        if not pings:  # kept for the worker process's life
+            pings.append(_pinger(aredis.Redis.from_url(url), wire)[0])
+        await pings[0]()
+        await pings[0]()
         return i
 
     return pinging
+
+
+def _pinger(client: aredis.Redis, wire: bool) -> tuple[Callable[[], Awaitable[Any]], Callable[[], None]]:
+    """One bare round trip: a PING through redis-py, or through cachify's wire over ``client``;
+    and what closes the wire's own connections (redis-py's close with ``client``)."""
+    if not wire:
+        return client.ping, lambda: None
+    through = AsyncWire(client)
+    return (lambda: through("PING")), through.abandon
 
 
 _app_env = os.environ.get(APP_ENV)
@@ -323,7 +341,7 @@ async def section_workers(url: str, tag: str, n: int) -> list[Row]:
                     worker_app.tasks[row],
                     n,
                     cached=row.startswith("cache_key"),
-                    ping_at_send=row == FLOOR_ROW,
+                    ping_at_send=FLOOR_ROWS.get(row),
                 )
                 log(f"workers: {row}: {rate:,.0f} tasks/s")
                 if rate > best.get(row, (0.0, 0.0))[0]:
@@ -341,24 +359,26 @@ async def section_workers(url: str, tag: str, n: int) -> list[Row]:
 
 
 async def _worker_run(
-    url: str, task: Any, n: int, cached: bool, ping_at_send: bool = False
+    url: str, task: Any, n: int, cached: bool, ping_at_send: bool | None = None
 ) -> tuple[float, float]:
     """Send ``n`` tasks (100 sends in flight) and wait for every result: tasks/s, cmds/task.
-    ``ping_at_send``: each send first PINGs Redis (the floor row's round trip at send)."""
+    ``ping_at_send``: each send first PINGs Redis (a floor row's round trip at send; ``True``:
+    through cachify's wire)."""
     keys = 10 if cached else n
     if cached:  # fill the cache first: the run measures hits
         warm = [await task.kiq(i) for i in range(keys)]
         await asyncio.gather(*(_wait(h) for h in warm))
     base = next(_unique) * n if not cached else 0  # new keys in every run (once_key)
     pinger = aredis.Redis.from_url(url)
-    if ping_at_send:  # its connections open before the clock starts (100 sends in flight)
-        await asyncio.gather(*(pinger.ping() for _ in range(100)))
+    ping, close_wire = _pinger(pinger, bool(ping_at_send))
+    if ping_at_send is not None:  # its connections open before the clock starts (100 sends in flight)
+        await asyncio.gather(*(ping() for _ in range(100)))
     before = await server_commands(url)
     started = time.perf_counter()
 
     async def send(i: int) -> Any:
-        if ping_at_send:
-            await pinger.ping()
+        if ping_at_send is not None:
+            await ping()
         return await task.kiq(i)
 
     handles: list[Any] = []
@@ -368,6 +388,7 @@ async def _worker_run(
         for handle in handles:
             await _wait(handle)
     rate = n / (time.perf_counter() - started)
+    close_wire()
     await pinger.aclose()
     return rate, (await server_commands(url) - before - polls[0] - 1) / n
 

@@ -248,8 +248,7 @@ class AsyncWire(_Wire):
 
             raise RedisTimeoutError("Timeout writing to socket") from exc
 
-    @staticmethod
-    async def _replies(conn: Any, count: int) -> Replies:
+    async def _replies(self, conn: Any, count: int) -> Replies:
         """Read ``count`` replies, each reply or the ``ResponseError`` it answered with.
 
         On a connected hiredis connection the replies come straight off its hiredis reader
@@ -261,15 +260,13 @@ class AsyncWire(_Wire):
         connected, health checks on, RESP3 on a hiredis without push frames) reads reply by
         reply through redis-py. Any error while reading leaves the connection to the caller,
         which drops it: a partial reply is never read as the next request's."""
-        from redis.exceptions import ResponseError
-
         fast = _hiredis_stream(conn)
         if fast is None:
             replies: Replies = []
             for _ in range(count):
                 try:
                     replies.append(await conn.read_response())
-                except ResponseError as exc:
+                except self._error_reply as exc:
                     replies.append(exc)
             return replies
         reader, stream, push = fast
@@ -288,7 +285,7 @@ class AsyncWire(_Wire):
                     if push is not None and isinstance(reply, push):
                         await conn._parser.handle_push_response(reply)
                         continue
-                    if isinstance(reply, Exception) and not isinstance(reply, ResponseError):
+                    if isinstance(reply, Exception) and not isinstance(reply, self._error_reply):
                         raise reply  # hiredis's protocol error, as redis-py raises it
                     replies.append(reply)
         except TimeoutError as exc:  # OSError's subclass: the batch's deadline, or the OS's
